@@ -1,0 +1,1 @@
+"""The HTTP surface: /livez, /readyz, /metrics."""

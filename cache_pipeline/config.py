@@ -1,0 +1,149 @@
+"""Settings: one validated model, read from the environment by the entry point.
+
+Every variable of the published settings table keeps its name, type and default.
+A bad value raises ``ConfigError`` with one line naming the variable, the value
+and what is allowed; the CLI prints that line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cache_pipeline.errors import ConfigError
+
+NO_EXPIRY = -1
+
+
+class CacheUpdatePolicy(StrEnum):
+    """CONTRACT.md rule 2."""
+
+    UPDATE_IF_EXISTS = "UPDATE_IF_EXISTS"
+    UPSERT = "UPSERT"
+
+
+LogLevel = Literal["error", "warn", "info", "debug"]
+
+
+def _allowed(text: str) -> Any:
+    return {"allowed": text}
+
+
+Port = Annotated[int, Field(ge=1, le=65535, json_schema_extra=_allowed("an integer 1..65535"))]
+Flag = Annotated[bool, Field(json_schema_extra=_allowed("0 or 1"))]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service, read from environment variables of the same name."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", frozen=True, validate_default=True
+    )
+
+    aws_region: str = "us-east-1"
+    queue_url: str | None = None
+    server_api_key: SecretStr | None = None
+    environment_prefix: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=128,
+            pattern=r"^[^\s:{}#*?\[\]\\]+$",
+            json_schema_extra=_allowed("1..128 characters without spaces or : { } # * ? [ ] \\"),
+        ),
+    ] = "production"
+
+    redis_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    redis_port: Port = 6379
+    redis_db: Annotated[int, Field(ge=0, le=15, json_schema_extra=_allowed("an integer 0..15"))] = 0
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_tls: Flag = False
+    redis_tls_ca_file: str | None = None
+    redis_cluster: Flag = False
+    redis_timeout_secs: Annotated[
+        float, Field(gt=0, le=60, json_schema_extra=_allowed("seconds, more than 0 and at most 60"))
+    ] = 2.0
+
+    batch_size: Annotated[
+        int,
+        Field(
+            ge=1, le=10, json_schema_extra=_allowed("an integer 1..10 (SQS receives at most 10)")
+        ),
+    ] = 1
+    keys_ttl_in_secs: Annotated[
+        int, Field(json_schema_extra=_allowed("a positive number of seconds, or -1 for no expiry"))
+    ] = 604800
+    edge_api_url: Annotated[
+        str, Field(pattern=r"^https?://\S+$", json_schema_extra=_allowed("an http(s) URL"))
+    ] = "https://edge.api.stigg.io"
+    sentry_dsn: SecretStr | None = None
+    disable_sentry: Flag = False
+    port: Port = 4000
+    cache_update_policy: Annotated[
+        CacheUpdatePolicy, Field(json_schema_extra=_allowed("UPDATE_IF_EXISTS or UPSERT"))
+    ] = CacheUpdatePolicy.UPDATE_IF_EXISTS
+    log_level: Annotated[
+        LogLevel, Field(json_schema_extra=_allowed("error, warn, info or debug"))
+    ] = "info"
+    log_message_key: Annotated[str, Field(min_length=1)] = "msg"
+    log_error_key: Annotated[str, Field(min_length=1)] = "err"
+
+    sqs_endpoint_url: Annotated[
+        str | None, Field(pattern=r"^https?://\S+$", json_schema_extra=_allowed("an http(s) URL"))
+    ] = None
+    dead_letter_queue_url: str | None = None
+    visibility_timeout: Annotated[
+        int, Field(ge=1, le=43200, json_schema_extra=_allowed("seconds, 1..43200"))
+    ] = 30
+    worker_concurrency: Annotated[
+        int, Field(ge=1, le=64, json_schema_extra=_allowed("an integer 1..64"))
+    ] = 1
+
+    @field_validator("keys_ttl_in_secs")
+    @classmethod
+    def _ttl(cls, value: int) -> int:
+        if value != NO_EXPIRY and value < 1:
+            raise ValueError("must be a positive number of seconds or -1")
+        return value
+
+    @field_validator(
+        "queue_url", "dead_letter_queue_url", "redis_username", "redis_tls_ca_file", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def ttl(self) -> int | None:
+        """Seconds every written key lives, or None for no expiry."""
+        return None if self.keys_ttl_in_secs == NO_EXPIRY else self.keys_ttl_in_secs
+
+
+def load_settings(*, require_queue: bool = False, **overrides: Any) -> Settings:
+    """Build the settings from the environment (and explicit overrides).
+
+    Raises ``ConfigError`` with one line per bad variable.
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    if require_queue and not settings.queue_url:
+        raise ConfigError("QUEUE_URL is not set: the worker needs the URL of the queue to consume")
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        info = Settings.model_fields.get(field)
+        extra = info.json_schema_extra if info is not None else None
+        allowed = extra.get("allowed") if isinstance(extra, dict) else None
+        reason = str(allowed) if allowed else error["msg"]
+        lines.append(f"{field.upper()}={error['input']!r} is not allowed: expected {reason}")
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""One error tree for the whole service.
+
+``CachePipelineError`` is the root. Two branches decide what the consumer does:
+
+* ``InvalidMessage`` is never retried: the message is parked (DLQ or redrive).
+* ``TransientError`` is retried later: the message is left on the queue.
+
+Library errors (redis-py, botocore, httpx) are translated where they enter,
+so the rest of the code only ever sees these classes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CachePipelineError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(CachePipelineError):
+    """A setting is missing or has a value that is not allowed."""
+
+
+class InvalidReason(StrEnum):
+    """Why a queue message is poison (CONTRACT.md section 1)."""
+
+    NOT_JSON = "not_json"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_FIELD = "invalid_field"
+    WRONG_ENVIRONMENT = "wrong_environment"
+
+
+class InvalidMessage(CachePipelineError):
+    """The message can never be applied, however often it is retried."""
+
+    def __init__(self, reason: InvalidReason, detail: str, message_id: str | None = None) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.message_id = message_id
+
+
+class TransientError(CachePipelineError):
+    """A dependency failed in a way that may heal; retry later, lose nothing."""
+
+
+class StoreUnavailable(TransientError):
+    """Redis could not be reached or did not answer in time."""
+
+
+class StoreError(CachePipelineError):
+    """Redis answered with an error that retrying will not fix (auth, script bug)."""
+
+
+class SchemaVersionMismatch(StoreError):
+    """The Redis keyspace was written by an incompatible key-schema version."""

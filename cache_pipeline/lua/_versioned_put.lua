@@ -1,0 +1,48 @@
+--[[
+Shared prelude, prepended to every write script when it is registered.
+
+versioned_put(key, value, ts, ts_text, ttl) writes value to key and ts_text to
+key#timestamp, both with ttl seconds (ttl <= 0: no expiry, and an existing
+expiry is removed), unless key#timestamp already holds a newer version.
+Returns 1 when written, 0 when the stored version is newer (CONTRACT.md rule 1).
+
+tombstone(key, ts, ts_text, ttl) deletes key and leaves key#timestamp = ts
+(rule 4), unless the stored version is newer. Returns 1 when a value was
+deleted, 0 otherwise.
+
+touch(key, ttl) gives an existing key the ttl (or removes its expiry).
+]]
+local function set_with_ttl(key, value, ttl)
+  if ttl > 0 then
+    redis.call('SET', key, value, 'EX', ttl)
+  else
+    redis.call('SET', key, value)
+  end
+end
+
+local function is_newer(key, ts)
+  local stored = redis.call('GET', key .. '#timestamp')
+  return stored and tonumber(stored) > ts
+end
+
+local function versioned_put(key, value, ts, ts_text, ttl)
+  if is_newer(key, ts) then return 0 end
+  set_with_ttl(key, value, ttl)
+  set_with_ttl(key .. '#timestamp', ts_text, ttl)
+  return 1
+end
+
+local function tombstone(key, ts, ts_text, ttl)
+  if is_newer(key, ts) then return 0 end
+  local deleted = redis.call('DEL', key)
+  set_with_ttl(key .. '#timestamp', ts_text, ttl)
+  return deleted
+end
+
+local function touch(key, ttl)
+  if ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+  else
+    redis.call('PERSIST', key)
+  end
+end

@@ -1,0 +1,208 @@
+"""Contract models for queue messages (CONTRACT.md section 1) and the parser.
+
+``parse_message(body, environment)`` turns raw bytes into one of the four message
+models or raises ``InvalidMessage`` with a reason code. It is pure: no I/O, no
+clock, so it can be tested and fuzzed on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from cache_pipeline.errors import InvalidMessage, InvalidReason
+
+MESSAGE_TYPES = ("entitlements.updated", "usage.updated", "credits.updated", "cache.invalidated")
+MAX_SAFE_INTEGER = 2**53 - 1  # timestamps and counts stay exact in JSON, Lua and JavaScript
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+EpochMs = Annotated[int, Field(gt=0, le=MAX_SAFE_INTEGER)]
+Amount = Annotated[
+    int | float, Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER, allow_inf_nan=False)
+]
+
+
+class _Wire(BaseModel):
+    """camelCase on the wire, snake_case in Python; wrong JSON types are rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, strict=True, frozen=True
+    )
+
+
+class CustomerRef(_Wire):
+    """A customer, optionally scoped to one of its resources."""
+
+    customer_id: Id
+    resource_id: Id | None = None
+
+
+class Usage(_Wire):
+    current_usage: Amount
+    usage_period_start: EpochMs | None = None
+    usage_period_end: EpochMs | None = None
+
+
+class Entitlement(_Wire):
+    """One entitlement; fields other than kind, id and usage are kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["FEATURE", "CREDIT"]
+    id: Id
+    usage: Usage | None = None
+
+    def as_stored(self) -> dict[str, Any]:
+        """The entitlement as received, without ``usage`` (CONTRACT.md section 2)."""
+        return self.model_dump(by_alias=True, exclude={"usage"}, exclude_unset=True)
+
+
+class EntitlementsData(CustomerRef):
+    access_denied_reason: str | None = None
+    entitlements: list[Entitlement]
+
+
+class UsageData(CustomerRef):
+    feature_id: Id
+    current_usage: Amount
+    usage_period_start: EpochMs | None = None
+    usage_period_end: EpochMs | None = None
+
+
+class CreditsData(CustomerRef):
+    currency_id: Id
+    current_usage: Amount
+    usage_limit: Amount | None = None
+    usage_period_start: EpochMs | None = None
+    usage_period_end: EpochMs | None = None
+
+
+class InvalidationData(_Wire):
+    """Either a list of customers or ``{"all": true}``."""
+
+    customers: list[CustomerRef] = Field(default_factory=list)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _one_form(self) -> InvalidationData:
+        if self.all == bool(self.customers):
+            raise ValueError('give either a non-empty "customers" list or "all": true')
+        return self
+
+
+class _Envelope(_Wire):
+    model_config = ConfigDict(extra="ignore")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    timestamp: EpochMs
+    environment: str | None = None
+
+
+class EntitlementsUpdated(_Envelope):
+    type: Literal["entitlements.updated"]
+    data: EntitlementsData
+
+
+class UsageUpdated(_Envelope):
+    type: Literal["usage.updated"]
+    data: UsageData
+
+
+class CreditsUpdated(_Envelope):
+    type: Literal["credits.updated"]
+    data: CreditsData
+
+
+class CacheInvalidated(_Envelope):
+    type: Literal["cache.invalidated"]
+    data: InvalidationData
+
+
+Message = Annotated[
+    EntitlementsUpdated | UsageUpdated | CreditsUpdated | CacheInvalidated,
+    Field(discriminator="type"),
+]
+_MESSAGE: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+def parse_message(body: bytes | str, environment: str) -> Message:
+    """Validate one queue message body; unwrap an SNS envelope first.
+
+    Raises ``InvalidMessage`` (never retried) with reason ``not_json``,
+    ``unknown_type``, ``invalid_field`` or ``wrong_environment``.
+    """
+    payload = unwrap_sns(decode_json(body))
+    if not isinstance(payload, dict):
+        raise InvalidMessage(InvalidReason.NOT_JSON, "the body is JSON but not an object")
+    message_id = _message_id(payload)
+    kind = payload.get("type")
+    if kind not in MESSAGE_TYPES:
+        reason = InvalidReason.UNKNOWN_TYPE if "type" in payload else InvalidReason.INVALID_FIELD
+        raise InvalidMessage(
+            reason, f"type {_short(kind)} is not one of {MESSAGE_TYPES}", message_id
+        )
+    try:
+        message = _MESSAGE.validate_python(payload)
+    except ValidationError as exc:
+        raise InvalidMessage(InvalidReason.INVALID_FIELD, _first_error(exc), message_id) from None
+    if message.environment is not None and message.environment != environment:
+        raise InvalidMessage(
+            InvalidReason.WRONG_ENVIRONMENT,
+            f"environment {_short(message.environment)} is not {environment!r}",
+            message.id,
+        )
+    return message
+
+
+def decode_json(body: bytes | str) -> Any:
+    """UTF-8 JSON to Python values; NaN, Infinity and runaway nesting are not JSON."""
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
+        return json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidMessage(InvalidReason.NOT_JSON, _short_text(str(exc))) from None
+
+
+def unwrap_sns(payload: Any) -> Any:
+    """Return the inner message of an SNS notification envelope, or the payload itself."""
+    if (
+        isinstance(payload, dict)
+        and payload.get("Type") == "Notification"
+        and isinstance(payload.get("Message"), str)
+    ):
+        return decode_json(payload["Message"])
+    return payload
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _message_id(payload: dict[str, Any]) -> str | None:
+    value = payload.get("id")
+    return value[:128] if isinstance(value, str) else None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return _short_text(f"{where}: {error['msg']}")
+
+
+def _short(value: Any) -> str:
+    return _short_text(repr(value))
+
+
+def _short_text(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,29 @@
+"""Read an environment's whole cache state from Redis, in the reference model's shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
+from cache_pipeline.store import RedisClient
+
+INDEX_SUFFIX = ":keys"
+
+
+def read_state(client: RedisClient, layout: KeyLayout) -> dict[str, Any]:
+    """``{key: decoded JSON}`` for value keys and ``{key#timestamp: int}`` for versions.
+
+    Internal keys (the per-customer index and the schema marker) are left out.
+    """
+    state: dict[str, Any] = {}
+    keys = sorted(client.scan_iter(match=layout.environment_pattern, count=1000))
+    keys = [k for k in keys if not k.endswith(INDEX_SUFFIX) and k != layout.schema_marker]
+    if not keys:
+        return state
+    for key in keys:
+        raw = client.get(key)
+        if raw is None:
+            continue
+        state[key] = int(raw) if key.endswith(TIMESTAMP_SUFFIX) else json.loads(raw)
+    return state

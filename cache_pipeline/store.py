@@ -1,0 +1,197 @@
+"""The atomic Redis store: runs planned script calls, one round trip per batch.
+
+Every write rule of CONTRACT.md section 3 lives in the Lua scripts under
+``cache_pipeline/lua``; this module registers them once, runs them (alone or
+pipelined) and translates redis-py errors into the package's error tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from importlib import resources
+from typing import Any, TypeAlias
+
+import redis
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+
+from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.errors import StoreError, StoreUnavailable
+from cache_pipeline.keys import KeyLayout
+from cache_pipeline.messages import CacheInvalidated, Message
+from cache_pipeline.plan import InvalidateAll, ScriptCall, ScriptName, Step, plan
+
+RedisClient: TypeAlias = "redis.Redis | RedisCluster"
+UNLINK_BATCH = 500  # keys per SCAN page and per UNLINK: each call stays well under a millisecond
+
+_PRELUDE = "_versioned_put.lua"
+_SCRIPTS: tuple[ScriptName, ...] = ("write_entitlements", "write_usage", "invalidate_customer")
+
+
+class Outcome(StrEnum):
+    """What applying one message did."""
+
+    WRITTEN = "written"
+    STALE = "stale"  # every key held a newer version (rule 1)
+    POLICY = "policy"  # skipped by CACHE_UPDATE_POLICY or missing entitlements (rule 2)
+    INVALIDATED = "invalidated"
+
+
+BatchResult: TypeAlias = "list[Outcome | StoreError]"
+
+
+def load_script_source(name: str) -> str:
+    """A write script with the shared prelude in front of it."""
+    folder = resources.files("cache_pipeline") / "lua"
+    return (folder / _PRELUDE).read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+class Store:
+    """Applies contract messages to Redis under the write rules."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        layout: KeyLayout,
+        *,
+        ttl: int,
+        policy: CacheUpdatePolicy = CacheUpdatePolicy.UPDATE_IF_EXISTS,
+    ) -> None:
+        self.client = client
+        self.layout = layout
+        self.ttl = ttl
+        self.policy = policy
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(load_script_source(name)) for name in _SCRIPTS
+        }
+
+    def plan(self, message: Message, policy: CacheUpdatePolicy | None = None) -> list[Step]:
+        return plan(message, self.layout, ttl=self.ttl, policy=policy or self.policy)
+
+    def apply(self, message: Message, *, policy: CacheUpdatePolicy | None = None) -> Outcome:
+        """Apply one message in one round trip (two or more only for ``{"all": true}``)."""
+        results: list[Any] = []
+        with translate_errors():
+            for step in self.plan(message, policy):
+                if isinstance(step, InvalidateAll):
+                    results.append(self.invalidate_environment())
+                else:
+                    results.append(self._scripts[step.script](keys=step.keys, args=step.args))
+        return _outcome(message, results)
+
+    def apply_batch(self, messages: Sequence[Message]) -> BatchResult:
+        """Apply messages in order with one pipelined round trip.
+
+        An ``{"all": true}`` invalidation splits the batch around it. Returns one
+        entry per message: its outcome, or the ``StoreError`` Redis answered for it.
+        Raises ``StoreUnavailable`` when Redis cannot be reached (nothing is known
+        to be written; every write is idempotent, so the batch can be retried).
+        """
+        results: BatchResult = []
+        pending: list[tuple[Message, list[Step]]] = []
+        for message in messages:
+            steps = self.plan(message)
+            if any(isinstance(step, InvalidateAll) for step in steps):
+                results.extend(self._run_pipelined(pending))
+                pending = []
+                results.append(self.apply(message))
+            else:
+                pending.append((message, steps))
+        results.extend(self._run_pipelined(pending))
+        return results
+
+    def invalidate_environment(self) -> int:
+        """Remove every key under ``P:`` with SCAN + UNLINK in bounded batches."""
+        removed = 0
+        with translate_errors():
+            batch: list[str] = []
+            for key in self.client.scan_iter(
+                match=self.layout.environment_pattern, count=UNLINK_BATCH
+            ):
+                batch.append(key)
+                if len(batch) >= UNLINK_BATCH:
+                    removed += int(self.client.unlink(*batch))
+                    batch = []
+            if batch:
+                removed += int(self.client.unlink(*batch))
+        return removed
+
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        with translate_errors():
+            return bool(self.client.ping())
+
+    def _run_pipelined(self, pending: list[tuple[Message, list[Step]]]) -> BatchResult:
+        if not pending:
+            return []
+        calls = [step for _, steps in pending for step in steps if isinstance(step, ScriptCall)]
+        with translate_errors():
+            replies = self._execute(calls)
+        results: BatchResult = []
+        position = 0
+        for message, steps in pending:
+            own = replies[position : position + len(steps)]
+            position += len(steps)
+            failure = next((r for r in own if isinstance(r, Exception)), None)
+            if failure is not None:
+                results.append(StoreError(f"Redis refused the write: {failure}"))
+            else:
+                results.append(_outcome(message, own))
+        return results
+
+    def _execute(self, calls: list[ScriptCall]) -> list[Any]:
+        """EVALSHA every call in one pipeline; reload and rerun any NOSCRIPT."""
+        replies = self._pipeline(calls)
+        missing = [
+            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+        ]
+        if missing:
+            for name in {calls[i].script for i in missing}:
+                self.client.script_load(self._scripts[name].script)
+            for i, reply in zip(missing, self._pipeline([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return replies
+
+    def _pipeline(self, calls: list[ScriptCall]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            sha = self._scripts[call.script].sha
+            pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+                raise reply
+        return replies
+
+
+def _outcome(message: Message, replies: Sequence[Any]) -> Outcome:
+    if isinstance(message, CacheInvalidated):
+        return Outcome.INVALIDATED
+    reply = int(replies[0])
+    if reply > 0:
+        return Outcome.WRITTEN
+    return Outcome.STALE if reply == 0 else Outcome.POLICY
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """redis-py errors → StoreUnavailable (retry later) or StoreError (will not heal)."""
+    try:
+        yield
+    except (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+        raise StoreError(f"Redis refused the credentials: {exc}") from None
+    except redis.exceptions.NoPermissionError as exc:
+        raise StoreError(f"Redis ACL denies a command the store needs: {exc}") from None
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.ClusterDownError,
+        redis.exceptions.TryAgainError,
+        redis.exceptions.ReadOnlyError,
+        OSError,
+    ) as exc:
+        raise StoreUnavailable(f"Redis is unavailable: {exc}") from None
+    except redis.exceptions.RedisError as exc:
+        raise StoreError(f"Redis answered with an error: {exc}") from None

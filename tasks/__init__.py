@@ -1,0 +1,1 @@
+"""The Celery app, the raw-queue consumer and the per-type tasks."""
