@@ -1,0 +1,61 @@
+"""Every metric name, declared once.
+
+The first eight names are the published baseline (same names, same types);
+the rest are what operators need beside them. Redis-derived gauges (hits,
+misses, hit ratio, memory) are filled at scrape time by a collector that reads
+Redis INFO (see ``cache_pipeline.redis_info``); the others are updated by the
+worker as it handles messages, in the process that serves /metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+NAMESPACE = "persistent_cache"
+
+# Published baseline.
+WRITE_DURATION = Histogram(
+    "persistent_cache_write_duration_seconds",
+    "Time taken to write to Redis cache (one round trip, a batch of messages)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+WRITE_ERRORS = Counter(
+    "persistent_cache_write_errors_total", "Number of failed Redis cache write operations"
+)
+HIT_RATIO_NAME = "persistent_cache_hit_ratio"
+MEMORY_USAGE_NAME = "persistent_cache_memory_usage_bytes"
+HITS_NAME = "persistent_cache_hits_total"
+MISSES_NAME = "persistent_cache_misses_total"
+MESSAGE_HANDLING_DURATION = Histogram(
+    "persistent_cache_message_handling_duration_seconds",
+    "Time taken to process a message from receipt to completion",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+MESSAGES_PROCESSED = Counter(
+    "persistent_cache_messages_processed_total",
+    "Total number of messages processed (written or correctly skipped), by type",
+    ["type"],
+)
+
+# Beside the baseline.
+MESSAGES_SKIPPED = Counter(
+    "persistent_cache_messages_skipped_total",
+    "Messages applied without a write: stale (rule 1) or policy (rule 2), by type",
+    ["type", "reason"],
+)
+MESSAGES_FAILED = Counter(
+    "persistent_cache_messages_failed_total",
+    "Messages that could not be applied, by reason (poison reasons, store_error, transient)",
+    ["reason"],
+)
+MESSAGES_PARKED = Counter(
+    "persistent_cache_messages_parked_total",
+    "Poison messages parked: sent to the DLQ, or left for the queue's redrive policy",
+    ["destination"],
+)
+RECEIVE_ERRORS = Counter(
+    "persistent_cache_receive_errors_total", "Failed receives or deletes against the queue"
+)
+CONSUMERS = Gauge("persistent_cache_consumers", "Live queue consumers in this process")
+REDIS_UP = Gauge("persistent_cache_redis_up", "1 when Redis answered the last check, else 0")
+BUILD_INFO = Info("persistent_cache_build", "Version of the running service")
