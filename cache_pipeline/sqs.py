@@ -25,7 +25,7 @@ def sqs_client(settings: Settings) -> SQSClient:
     config = Config(
         retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30
     )
-    client: SQSClient = boto3.client(  # type: ignore[call-overload]
+    client: SQSClient = boto3.client(
         "sqs",
         region_name=settings.aws_region,
         endpoint_url=settings.sqs_endpoint_url,
