@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     disable_sentry: Flag = False
     port: Port = 4000
+    api_host: Annotated[str, Field(min_length=1)] = "0.0.0.0"  # noqa: S104 (the pod's probe port)
+    api_docs: Flag = False
     cache_update_policy: Annotated[
         CacheUpdatePolicy, Field(json_schema_extra=_allowed("UPDATE_IF_EXISTS or UPSERT"))
     ] = CacheUpdatePolicy.UPDATE_IF_EXISTS
