@@ -55,3 +55,19 @@ class StoreError(CachePipelineError):
 
 class SchemaVersionMismatch(StoreError):
     """The Redis keyspace was written by an incompatible key-schema version."""
+
+
+class InvalidArgument(CachePipelineError, ValueError):
+    """A reader SDK call got an argument it can never accept (checked before any I/O)."""
+
+
+class UpstreamUnavailable(TransientError):
+    """The upstream API could not be reached, timed out or answered 5xx/429."""
+
+
+class UpstreamError(CachePipelineError):
+    """The upstream API refused the request (auth) or answered something unusable."""
+
+
+class EntitlementsUnavailable(CachePipelineError):
+    """Neither the cache nor the upstream API could answer an entitlement read."""

@@ -13,6 +13,8 @@ key                            value
 ``P:C:credit_<currencyId>``    credit balance
 ``P:C:keys``                   set of the usage and credit keys ever written for C,
                                so invalidation finds them without scanning
+``P:C:lock``                   reader SDK miss lock: token of the one reader that
+                               asks the upstream for C (SET NX PX, short-lived)
 ``<value key>#timestamp``      version (epoch ms) of the message that wrote the value
 ``P:__schema__``               key-schema version marker of the environment
 =============================  =====================================================
@@ -55,6 +57,11 @@ class CustomerKeys:
 
     def credit(self, currency_id: str) -> str:
         return f"{self._base}:credit_{encode_id(currency_id)}"
+
+    @property
+    def lock(self) -> str:
+        """The reader SDK's miss lock of this scope (same slot as its other keys)."""
+        return f"{self._base}:lock"
 
     def usage_for(self, kind: str, entitlement_id: str) -> str:
         """The usage key of an entitlement entry of the given kind."""
