@@ -9,7 +9,12 @@ worker as it handles messages, in the process that serves /metrics.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
+
+from cache_pipeline import __version__
+
+# The published exposition has no ``*_created`` series beside counters and histograms.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 NAMESPACE = "persistent_cache"
 
@@ -56,6 +61,27 @@ MESSAGES_PARKED = Counter(
 RECEIVE_ERRORS = Counter(
     "persistent_cache_receive_errors_total", "Failed receives or deletes against the queue"
 )
-CONSUMERS = Gauge("persistent_cache_consumers", "Live queue consumers in this process")
-REDIS_UP = Gauge("persistent_cache_redis_up", "1 when Redis answered the last check, else 0")
+CONSUMERS = Gauge(
+    "persistent_cache_consumers",
+    "Live queue consumers in this process",
+    multiprocess_mode="livesum",
+)
+REDIS_UP = Gauge(
+    "persistent_cache_redis_up",
+    "1 when Redis answered the last check, else 0",
+    multiprocess_mode="mostrecent",
+)
 BUILD_INFO = Info("persistent_cache_build", "Version of the running service")
+BUILD_INFO.info({"version": __version__})
+
+# Published baseline names and the type a Prometheus parser must see for each.
+BASELINE_TYPES: dict[str, str] = {
+    "persistent_cache_write_duration_seconds": "histogram",
+    "persistent_cache_write_errors_total": "counter",
+    HIT_RATIO_NAME: "gauge",
+    MEMORY_USAGE_NAME: "gauge",
+    HITS_NAME: "gauge",
+    MISSES_NAME: "gauge",
+    "persistent_cache_message_handling_duration_seconds": "histogram",
+    "persistent_cache_messages_processed_total": "counter",
+}

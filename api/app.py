@@ -1,0 +1,60 @@
+"""The pod's HTTP surface: /livez, /readyz, /metrics (and /docs only when API_DOCS=1).
+
+Nothing else is routed: every other path answers 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+
+from api.exposition import build_exposition
+from api.readiness import RedisProbe
+from cache_pipeline import __version__
+from cache_pipeline.config import Settings
+from cache_pipeline.health import HealthState
+
+
+def create_app(settings: Settings, health: HealthState, redis_client: Any) -> FastAPI:
+    """The FastAPI application of one pod, reading ``health`` and probing ``redis_client``."""
+    docs = settings.api_docs
+    probe = RedisProbe(redis_client, health)
+    exposition = build_exposition(redis_client)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        probe.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="cache-pipeline",
+        version=__version__,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+        swagger_ui_oauth2_redirect_url="/docs/oauth2-redirect" if docs else None,
+    )
+
+    @app.get("/livez")
+    def livez() -> dict[str, str]:
+        """200 while the process is alive; touches nothing external."""
+        return {"status": "UP"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """200 when this pod consumes and Redis answers a PING, else 503."""
+        probe.connected()
+        body = health.as_dict()
+        return JSONResponse(body, status_code=200 if body["status"] == "UP" else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(exposition.render(), media_type=exposition.content_type)
+
+    return app
