@@ -11,7 +11,26 @@ tombstone(key, ts, ts_text, ttl) deletes key and leaves key#timestamp = ts
 deleted, 0 otherwise.
 
 touch(key, ttl) gives an existing key the ttl (or removes its expiry).
+
+expect_type(key, wanted) and expect_values(keys, from) fail the script with a
+WRONGTYPE error before anything is written when a key holds another type than
+the store writes (a string value and version, a set index), so a foreign key at
+one of our names fails only its own message and is left as it is.
 ]]
+local function expect_type(key, wanted)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= wanted then
+    error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', the store writes a ' .. wanted})
+  end
+end
+
+local function expect_values(keys, from)
+  for i = from, #keys do
+    expect_type(keys[i], 'string')
+    expect_type(keys[i] .. '#timestamp', 'string')
+  end
+end
+
 local function set_with_ttl(key, value, ttl)
   if ttl > 0 then
     redis.call('SET', key, value, 'EX', ttl)

@@ -17,8 +17,14 @@ Returns the number of value keys deleted.
 ]]
 local ts = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-local deleted = tombstone(KEYS[1], ts, ARGV[1], ttl) + tombstone(KEYS[2], ts, ARGV[1], ttl)
+expect_type(KEYS[3], 'set')
 local members = redis.call('SMEMBERS', KEYS[3])
+expect_type(KEYS[1] .. '#timestamp', 'string')
+expect_type(KEYS[2] .. '#timestamp', 'string')
+for _, key in ipairs(members) do
+  expect_type(key .. '#timestamp', 'string')
+end
+local deleted = tombstone(KEYS[1], ts, ARGV[1], ttl) + tombstone(KEYS[2], ts, ARGV[1], ttl)
 for _, key in ipairs(members) do
   deleted = deleted + tombstone(key, ts, ARGV[1], ttl)
 end

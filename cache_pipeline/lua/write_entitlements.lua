@@ -20,6 +20,9 @@ local ttl = tonumber(ARGV[2])
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
+expect_type(KEYS[3], 'set')
+expect_values(KEYS, 4)
+expect_values({KEYS[1], KEYS[2]}, 1)
 
 local written = versioned_put(KEYS[1], ARGV[4], ts, ARGV[1], ttl)
 written = written + versioned_put(KEYS[2], ARGV[5], ts, ARGV[1], ttl)

@@ -16,6 +16,8 @@ local ttl = tonumber(ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
+expect_type(KEYS[3], 'set')
+expect_values({KEYS[2]}, 1)
 local written = versioned_put(KEYS[2], ARGV[3], ts, ARGV[1], ttl)
 if written == 1 then
   redis.call('SADD', KEYS[3], KEYS[2])

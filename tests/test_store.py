@@ -1,0 +1,517 @@
+"""The write rules of CONTRACT.md section 3, against a real Redis.
+
+``StoreRules`` is the contract suite; it runs here against a single redis-server
+and in ``test_cluster.py`` against a real three-master Redis Cluster. Each test
+uses its own environment prefix, so tests never see each other's keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+
+from cache_pipeline.config import CacheUpdatePolicy, Settings
+from cache_pipeline.errors import StoreError, StoreUnavailable
+from cache_pipeline.keys import KeyLayout, timestamp_key
+from cache_pipeline.messages import Message
+from cache_pipeline.redis_client import connect
+from cache_pipeline.snapshot import read_state
+from cache_pipeline.store import UNLINK_BATCH, Outcome, RedisClient, Store
+from tests.support import factory
+from tests.support.factory import parsed
+from tests.support.servers import RedisServer, free_port
+
+UPSERT = CacheUpdatePolicy.UPSERT
+IF_EXISTS = CacheUpdatePolicy.UPDATE_IF_EXISTS
+WEEK = 604800
+BOTH_POLICIES = pytest.mark.parametrize("policy", [UPSERT, IF_EXISTS])
+
+
+@dataclass
+class Backend:
+    """One Redis deployment (single server or cluster) seen through one client."""
+
+    client: RedisClient
+    cluster: bool
+    prefixes: list[str] = field(default_factory=list)
+
+    def layout(self, prefix: str | None = None) -> KeyLayout:
+        prefix = prefix or f"test-{uuid.uuid4().hex[:12]}"
+        self.prefixes.append(prefix)
+        return KeyLayout(prefix, cluster=self.cluster)
+
+    def store(
+        self,
+        layout: KeyLayout | None = None,
+        *,
+        ttl: int = WEEK,
+        policy: CacheUpdatePolicy = IF_EXISTS,
+    ) -> Store:
+        return Store(self.client, layout or self.layout(), ttl=ttl, policy=policy)
+
+    def cleanup(self) -> None:
+        for prefix in self.prefixes:
+            pattern = KeyLayout(prefix).environment_pattern
+            for key in self.client.scan_iter(match=pattern, count=1000):
+                self.client.unlink(key)
+
+
+def backend_for(client: RedisClient, *, cluster: bool) -> Iterator[Backend]:
+    """Yield a Backend and remove every key its tests wrote."""
+    backend = Backend(client, cluster)
+    yield backend
+    backend.cleanup()
+
+
+def msg(body: dict[str, Any]) -> Message:
+    return parsed(body, "production")
+
+
+def state(store: Store) -> dict[str, Any]:
+    return read_state(store.client, store.layout)
+
+
+def seed(store: Store, customer: str = "cus-1", ts: int = 100, **kwargs: Any) -> None:
+    """Write a customer's entitlements snapshot whatever the store's policy."""
+    outcome = store.apply(msg(factory.entitlements(customer, ts, **kwargs)), policy=UPSERT)
+    assert outcome is Outcome.WRITTEN
+
+
+def customer_keys(store: Store, customer: str = "cus-1", resource: str | None = None) -> Any:
+    return store.layout.customer(customer, resource)
+
+
+class StoreRules:
+    """The contract suite; a subclass provides the ``backend`` fixture."""
+
+    # Rule 1: monotonic versions
+
+    def test_older_message_never_overwrites_newer(self, backend: Backend) -> None:
+        store = backend.store(policy=UPSERT)
+        seed(store, ts=200, features={"seats": 5}, denied="NEW")
+        before = state(store)
+        older = factory.entitlements("cus-1", 100, features={"seats": 1}, denied="OLD")
+        assert store.apply(msg(older)) is Outcome.STALE
+        older_usage = factory.usage("cus-1", 150, "seats", 2)
+        assert store.apply(msg(older_usage)) is Outcome.STALE
+        assert state(store) == before
+        keys = customer_keys(store)
+        assert before[keys.metadata] == {"accessDeniedReason": "NEW"}
+        assert before[timestamp_key(keys.feature_usage("seats"))] == 200
+
+    def test_equal_timestamp_rewrites(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100, features={"seats": 1})
+        keys = customer_keys(store)
+        assert store.apply(msg(factory.usage("cus-1", 300, "seats", 5))) is Outcome.WRITTEN
+        assert store.apply(msg(factory.usage("cus-1", 300, "seats", 6))) is Outcome.WRITTEN
+        assert state(store)[keys.feature_usage("seats")]["currentUsage"] == 6
+        again = factory.entitlements("cus-1", 100, features={"seats": 1}, denied="SAME_TS")
+        assert store.apply(msg(again)) is Outcome.WRITTEN
+        assert state(store)[keys.metadata] == {"accessDeniedReason": "SAME_TS"}
+
+    def test_versions_are_per_key(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100, features={"a": 1, "b": 1})
+        keys = customer_keys(store)
+        store.apply(msg(factory.usage("cus-1", 300, "a", 30)))
+        snapshot = factory.entitlements("cus-1", 200, features={"a": 20, "b": 20})
+        assert store.apply(msg(snapshot)) is Outcome.WRITTEN
+        after = state(store)
+        assert after[keys.feature_usage("a")]["currentUsage"] == 30
+        assert after[timestamp_key(keys.feature_usage("a"))] == 300
+        assert after[keys.feature_usage("b")]["currentUsage"] == 20
+        assert after[timestamp_key(keys.entitlements)] == 200
+
+    def test_out_of_order_delivery_keeps_the_newest(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=1, credits={"tokens": 0})
+        keys = customer_keys(store)
+        for ts in (5, 9, 2, 7, 9, 3):
+            store.apply(msg(factory.credits("cus-1", ts, "tokens", ts * 10)))
+        value = state(store)[keys.credit("tokens")]
+        assert value == {
+            "currentUsage": 90,
+            "usageLimit": 1000,
+            "usagePeriodStart": 1,
+            "usagePeriodEnd": 2,
+        }
+
+    # Rule 2: policy
+
+    def test_update_if_exists_skips_unknown_customer(self, backend: Backend) -> None:
+        store = backend.store(policy=IF_EXISTS)
+        body = factory.entitlements("cus-1", 100, features={"seats": 1})
+        assert store.apply(msg(body)) is Outcome.POLICY
+        assert state(store) == {}
+        seed(store, ts=50)
+        assert store.apply(msg(body)) is Outcome.WRITTEN
+        assert state(store)[customer_keys(store).feature_usage("seats")]["currentUsage"] == 1
+
+    def test_upsert_writes_unknown_customer(self, backend: Backend) -> None:
+        store = backend.store(policy=UPSERT)
+        body = factory.entitlements("cus-1", 100, features={"seats": 1}, credits={"tok": 7})
+        assert store.apply(msg(body)) is Outcome.WRITTEN
+        keys = customer_keys(store)
+        after = state(store)
+        assert set(after[keys.entitlements]) == {"FEATURE:seats", "CREDIT:tok"}
+        assert "usage" not in after[keys.entitlements]["FEATURE:seats"]
+        assert after[keys.credit("tok")]["usageLimit"] == 1000
+
+    @BOTH_POLICIES
+    def test_usage_and_credits_need_entitlements(
+        self, backend: Backend, policy: CacheUpdatePolicy
+    ) -> None:
+        store = backend.store(policy=policy)
+        use = msg(factory.usage("cus-1", 100, "seats", 3))
+        credit = msg(factory.credits("cus-1", 100, "tok", 3))
+        assert store.apply(use) is Outcome.POLICY
+        assert store.apply(credit) is Outcome.POLICY
+        assert state(store) == {}
+        seed(store, ts=50)
+        assert store.apply(use) is Outcome.WRITTEN
+        assert store.apply(credit) is Outcome.WRITTEN
+        assert len(state(store)) == 8  # entitlements, metadata, usage, credit + 4 versions
+
+    @BOTH_POLICIES
+    def test_usage_after_invalidation_is_skipped(
+        self, backend: Backend, policy: CacheUpdatePolicy
+    ) -> None:
+        store = backend.store(policy=policy)
+        seed(store, ts=100)
+        store.apply(msg(factory.invalidation(200, "cus-1")))
+        assert store.apply(msg(factory.usage("cus-1", 300, "seats", 3))) is Outcome.POLICY
+        assert customer_keys(store).feature_usage("seats") not in state(store)
+
+    # Rule 3: TTL
+
+    def test_every_written_key_gets_the_ttl(self, backend: Backend) -> None:
+        store = backend.store(ttl=1000)
+        seed(store, ts=100, features={"seats": 1}, credits={"tok": 1})
+        store.apply(msg(factory.usage("cus-1", 200, "seats", 2)))
+        ttls = all_ttls(store)
+        assert len(ttls) == 9  # 4 value keys, 4 versions, the index
+        assert all(0 < ttl <= 1000 for ttl in ttls.values()), ttls
+
+    def test_no_expiry_removes_an_existing_ttl(self, backend: Backend) -> None:
+        layout = backend.layout()
+        with_ttl = backend.store(layout, ttl=1000)
+        seed(with_ttl, ts=100, features={"seats": 1}, credits={"tok": 1})
+        assert all(ttl > 0 for ttl in all_ttls(with_ttl).values())
+        forever = backend.store(layout, ttl=-1)
+        seed(forever, ts=200, features={"seats": 2}, credits={"tok": 2})
+        ttls = all_ttls(forever)
+        assert len(ttls) == 9
+        assert set(ttls.values()) == {-1}, ttls
+
+    def test_usage_rewrite_with_no_expiry(self, backend: Backend) -> None:
+        layout = backend.layout()
+        seed(backend.store(layout, ttl=1000), ts=100)
+        with_ttl = backend.store(layout, ttl=1000)
+        with_ttl.apply(msg(factory.usage("cus-1", 200, "seats", 1)))
+        forever = backend.store(layout, ttl=-1)
+        forever.apply(msg(factory.usage("cus-1", 300, "seats", 2)))
+        key = customer_keys(forever).feature_usage("seats")
+        client = backend.client
+        assert client.ttl(key) == -1
+        assert client.ttl(timestamp_key(key)) == -1
+        assert client.ttl(customer_keys(forever).index) == -1
+
+    def test_tombstones_and_index_get_the_ttl(self, backend: Backend) -> None:
+        layout = backend.layout()
+        seed(backend.store(layout, ttl=-1), ts=100, features={"seats": 1})
+        store = backend.store(layout, ttl=500)
+        store.apply(msg(factory.invalidation(200, "cus-1")))
+        ttls = all_ttls(store)
+        keys = customer_keys(store)
+        assert set(ttls) == {
+            timestamp_key(keys.entitlements),
+            timestamp_key(keys.metadata),
+            timestamp_key(keys.feature_usage("seats")),
+            keys.index,
+        }
+        assert all(0 < ttl <= 500 for ttl in ttls.values()), ttls
+
+    def test_tombstones_without_expiry(self, backend: Backend) -> None:
+        layout = backend.layout()
+        seed(backend.store(layout, ttl=500), ts=100, features={"seats": 1})
+        store = backend.store(layout, ttl=-1)
+        store.apply(msg(factory.invalidation(200, "cus-1")))
+        ttls = all_ttls(store)
+        assert len(ttls) == 4
+        assert set(ttls.values()) == {-1}, ttls
+
+    # Rule 4: invalidation
+
+    def test_invalidation_deletes_values_and_leaves_tombstones(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100, features={"seats": 1, "sso": None}, credits={"tok": 5})
+        store.apply(msg(factory.usage("cus-1", 110, "api-calls", 9)))
+        keys = customer_keys(store)
+        outcome = store.apply(msg(factory.invalidation(200, "cus-1")))
+        assert outcome is Outcome.INVALIDATED
+        value_keys = [
+            keys.entitlements,
+            keys.metadata,
+            keys.feature_usage("seats"),
+            keys.credit("tok"),
+            keys.feature_usage("api-calls"),
+        ]
+        assert state(store) == {timestamp_key(key): 200 for key in value_keys}
+
+    def test_tombstones_block_older_messages(self, backend: Backend) -> None:
+        store = backend.store(policy=UPSERT)
+        seed(store, ts=100, features={"seats": 1}, credits={"tok": 5})
+        store.apply(msg(factory.invalidation(200, "cus-1")))
+        after = state(store)
+        older = factory.entitlements("cus-1", 150, features={"seats": 1}, credits={"tok": 5})
+        assert store.apply(msg(older)) is Outcome.STALE
+        assert store.apply(msg(factory.usage("cus-1", 150, "seats", 3))) is Outcome.POLICY
+        assert state(store) == after
+        newer = factory.entitlements("cus-1", 250, features={"seats": 1})
+        assert store.apply(msg(newer)) is Outcome.WRITTEN
+        assert customer_keys(store).entitlements in state(store)
+
+    def test_invalidation_keeps_keys_newer_than_t(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100, features={"seats": 1, "sso": 1})
+        keys = customer_keys(store)
+        store.apply(msg(factory.usage("cus-1", 300, "seats", 30)))
+        store.apply(msg(factory.invalidation(200, "cus-1")))
+        after = state(store)
+        assert after[keys.feature_usage("seats")]["currentUsage"] == 30
+        assert after[timestamp_key(keys.feature_usage("seats"))] == 300
+        assert keys.feature_usage("sso") not in after
+        assert after[timestamp_key(keys.feature_usage("sso"))] == 200
+        assert keys.entitlements not in after
+
+    def test_invalidation_is_reached_by_later_invalidations(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100, features={"seats": 1})
+        store.apply(msg(factory.invalidation(200, "cus-1")))
+        seed(store, ts=300, features={"seats": 3})
+        store.apply(msg(factory.invalidation(400, "cus-1")))
+        keys = customer_keys(store)
+        assert state(store)[timestamp_key(keys.feature_usage("seats"))] == 400
+        assert keys.feature_usage("seats") not in state(store)
+
+    def test_invalidate_all_removes_every_key_of_the_prefix_only(self, backend: Backend) -> None:
+        layout = backend.layout()
+        other = backend.store(backend.layout(layout.prefix + "-other"), policy=UPSERT)
+        seed(other, "bystander", ts=100, features={"seats": 1})
+        other_before = state(other)
+        store = backend.store(layout, policy=UPSERT)
+        bodies = [
+            factory.entitlements(f"cus-{i}", 100, features={"seats": i}, resource=None)
+            for i in range(1000)
+        ]
+        assert set(store.apply_batch([msg(b) for b in bodies])) == {Outcome.WRITTEN}
+        total = count_keys(backend.client, layout)
+        assert total == 7000  # entitlements, metadata, usage, 3 versions, index
+        assert total > 4 * UNLINK_BATCH  # several SCAN pages and UNLINK calls
+        everything = msg(factory.invalidation(500, everything=True))
+        assert store.apply(everything) is Outcome.INVALIDATED
+        assert count_keys(backend.client, layout) == 0
+        assert state(other) == other_before
+
+    def test_invalidate_all_in_a_batch_splits_it(self, backend: Backend) -> None:
+        store = backend.store(policy=UPSERT)
+        batch = [
+            msg(factory.entitlements("cus-1", 100)),
+            msg(factory.invalidation(150, everything=True)),
+            msg(factory.entitlements("cus-2", 100)),
+        ]
+        assert store.apply_batch(batch) == [Outcome.WRITTEN, Outcome.INVALIDATED, Outcome.WRITTEN]
+        assert customer_keys(store, "cus-1").entitlements not in state(store)
+        assert customer_keys(store, "cus-2").entitlements in state(store)
+
+    # Key isolation
+
+    @pytest.mark.parametrize(
+        ("first", "second"),
+        [
+            (("a", "b"), ("a:r_b", None)),
+            (("a", None), ("a:metadata", None)),
+            (("a:b", None), ("a%3Ab", None)),
+            (("x}", None), ("{x", None)),
+            (("a", "b#timestamp"), ("a", "b")),
+            (("{a}", "}r{"), ("{a}", None)),
+        ],
+    )
+    def test_ids_cannot_reach_another_customers_keys(
+        self,
+        backend: Backend,
+        first: tuple[str, str | None],
+        second: tuple[str, str | None],
+    ) -> None:
+        store = backend.store(policy=UPSERT)
+        seed(store, first[0], 100, resource=first[1], features={"f:1": 1}, denied="FIRST")
+        before = state(store)
+        seed(store, second[0], 200, resource=second[1], features={"f:1": 2}, denied="SECOND")
+        assert {k: v for k, v in state(store).items() if k in before} == before
+        store.apply(msg(factory.invalidation(300, second)))
+        assert {k: v for k, v in state(store).items() if k in before} == before
+
+    def test_feature_id_cannot_forge_a_version_key(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100, features={"seats": 1})
+        keys = customer_keys(store)
+        forged = factory.usage("cus-1", 999, "seats#timestamp", 5)
+        assert store.apply(msg(forged)) is Outcome.WRITTEN
+        after = state(store)
+        assert after[timestamp_key(keys.feature_usage("seats"))] == 100
+        assert after[keys.feature_usage("seats")]["currentUsage"] == 1
+
+    def test_resource_scopes_are_separate(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, "cus-1", 100, features={"seats": 1})
+        use = msg(factory.usage("cus-1", 200, "seats", 5, resource="site-1"))
+        assert store.apply(use) is Outcome.POLICY
+        seed(store, "cus-1", 100, resource="site-1", features={"seats": 2})
+        assert store.apply(use) is Outcome.WRITTEN
+        store.apply(msg(factory.invalidation(300, ("cus-1", "site-1"))))
+        after = state(store)
+        plain, scoped = customer_keys(store), customer_keys(store, "cus-1", "site-1")
+        assert after[plain.feature_usage("seats")]["currentUsage"] == 1
+        assert plain.entitlements in after
+        assert scoped.entitlements not in after
+        assert scoped.feature_usage("seats") not in after
+
+    # Scripts, batches, failures
+
+    def test_apply_reloads_scripts_after_flush(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100)
+        backend.client.script_flush()
+        assert store.apply(msg(factory.usage("cus-1", 200, "seats", 1))) is Outcome.WRITTEN
+        backend.client.script_flush()
+        assert store.apply(msg(factory.invalidation(300, "cus-1"))) is Outcome.INVALIDATED
+
+    def test_apply_batch_reloads_scripts_after_flush(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100)
+        backend.client.script_flush()
+        batch = [
+            msg(factory.usage("cus-1", 200, "seats", 1)),
+            msg(factory.entitlements("cus-1", 200)),
+            msg(factory.invalidation(300, "cus-2")),
+        ]
+        assert store.apply_batch(batch) == [Outcome.WRITTEN] * 2 + [Outcome.INVALIDATED]
+        assert customer_keys(store).feature_usage("seats") in state(store)
+
+    def test_apply_batch_equals_apply_one_by_one(self, backend: Backend) -> None:
+        bodies = mixed_messages()
+        one = backend.store(policy=UPSERT)
+        batched = backend.store(policy=UPSERT)
+        outcomes = [one.apply(msg(body)) for body in bodies]
+        assert batched.apply_batch([msg(body) for body in bodies]) == outcomes
+        assert Outcome.STALE in outcomes
+        assert Outcome.POLICY in outcomes
+        assert without_prefix(state(batched), batched) == without_prefix(state(one), one)
+
+    def test_wrong_key_type_fails_only_its_message(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, "cus-1", 100)
+        seed(store, "cus-2", 100)
+        broken = customer_keys(store, "cus-1").feature_usage("seats")
+        backend.client.rpush(broken, "not", "json")
+        batch = [
+            msg(factory.usage("cus-2", 200, "seats", 1)),
+            msg(factory.usage("cus-1", 200, "seats", 1)),
+            msg(factory.credits("cus-1", 200, "tok", 1)),
+        ]
+        results = store.apply_batch(batch)
+        assert results[0] is Outcome.WRITTEN
+        assert results[2] is Outcome.WRITTEN
+        assert isinstance(results[1], StoreError)
+        assert "WRONGTYPE" in str(results[1])
+        assert backend.client.lrange(broken, 0, -1) == ["not", "json"]
+        assert backend.client.exists(timestamp_key(broken)) == 0
+        with pytest.raises(StoreError, match="WRONGTYPE"):
+            store.apply(batch[1])
+
+    def test_wrong_index_type_leaves_the_customer_untouched(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100, features={"seats": 1})
+        keys = customer_keys(store)
+        before = state(store)
+        backend.client.delete(keys.index)
+        backend.client.set(keys.index, "foreign")
+        with pytest.raises(StoreError, match="WRONGTYPE"):
+            store.apply(msg(factory.invalidation(200, "cus-1")))
+        with pytest.raises(StoreError, match="WRONGTYPE"):
+            store.apply(msg(factory.entitlements("cus-1", 300, features={"seats": 3})))
+        assert state(store) == before
+
+
+def all_ttls(store: Store) -> dict[str, int]:
+    """TTL of every key of the store's prefix, index included."""
+    keys = store.client.scan_iter(match=store.layout.environment_pattern, count=1000)
+    return {key: int(store.client.ttl(key)) for key in keys}
+
+
+def count_keys(client: RedisClient, layout: KeyLayout) -> int:
+    return sum(1 for _ in client.scan_iter(match=layout.environment_pattern, count=1000))
+
+
+def without_prefix(snapshot: dict[str, Any], store: Store) -> dict[str, Any]:
+    cut = len(store.layout.prefix)
+    return {key[cut:]: value for key, value in snapshot.items()}
+
+
+def mixed_messages() -> list[dict[str, Any]]:
+    """Messages that write, go stale, get skipped by policy and invalidate."""
+    return [
+        factory.usage("cus-1", 50, "seats", 1),
+        factory.entitlements("cus-1", 100, features={"seats": 1}, credits={"tok": 1}),
+        factory.entitlements("cus-2", 100, resource="r", features={"seats": 1}),
+        factory.usage("cus-1", 300, "seats", 3),
+        factory.usage("cus-1", 200, "seats", 2),
+        factory.credits("cus-1", 250, "tok", 5),
+        factory.invalidation(260, "cus-1"),
+        factory.credits("cus-1", 270, "tok", 6),
+        factory.entitlements("cus-1", 280, features={"seats": 0}),
+        factory.usage("cus-2", 120, "seats", 4, resource="r"),
+    ]
+
+
+class TestStoreOnRedis(StoreRules):
+    """The contract suite against a single redis-server."""
+
+    @pytest.fixture
+    def backend(self, redis_client: redis.Redis) -> Iterator[Backend]:
+        yield from backend_for(redis_client, cluster=False)
+
+
+def test_unreachable_redis_is_store_unavailable() -> None:
+    client = connect(Settings(redis_port=free_port(), redis_timeout_secs=0.5))
+    try:
+        store = Store(client, KeyLayout("test-down"), ttl=WEEK)
+        body = msg(factory.entitlements("cus-1", 100))
+        with pytest.raises(StoreUnavailable):
+            store.apply(body)
+        with pytest.raises(StoreUnavailable):
+            store.apply_batch([body, body])
+        with pytest.raises(StoreUnavailable):
+            store.invalidate_environment()
+    finally:
+        client.close()
+
+
+def test_redis_going_away_mid_stream_is_store_unavailable() -> None:
+    server = RedisServer().start()
+    client = connect(Settings(redis_port=server.port, redis_timeout_secs=0.5))
+    try:
+        store = Store(client, KeyLayout("test-gone"), ttl=WEEK, policy=UPSERT)
+        assert store.apply(msg(factory.entitlements("cus-1", 100))) is Outcome.WRITTEN
+        server.kill()
+        with pytest.raises(StoreUnavailable):
+            store.apply_batch([msg(factory.entitlements("cus-1", 200))])
+    finally:
+        client.close()
+        server.stop()
