@@ -1,0 +1,65 @@
+"""Error reporting to Sentry.
+
+SENTRY_DSN turns it on, with the Celery and/or FastAPI integrations the calling
+process needs; DISABLE_SENTRY=1 keeps it off whatever the DSN. Every event
+passes through a hook that masks the secrets of the configuration and of the
+environment before it leaves the process. The integrations are imported inside
+``configure_sentry`` so that the core never imports Celery or FastAPI itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sentry_sdk
+from sentry_sdk.integrations import Integration
+
+from cache_pipeline import __version__
+from cache_pipeline.config import Settings
+from cache_pipeline.logs import Redactor, secret_values
+
+
+def sentry_enabled(settings: Settings) -> bool:
+    """True when a DSN is set and DISABLE_SENTRY is not."""
+    dsn = settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else ""
+    return bool(dsn) and not settings.disable_sentry
+
+
+def configure_sentry(settings: Settings, *, celery: bool, fastapi: bool) -> bool:
+    """Initialise sentry_sdk when enabled; returns whether it was."""
+    if not sentry_enabled(settings):
+        return False
+    assert settings.sentry_dsn is not None
+    redactor = Redactor(secret_values(settings))
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn.get_secret_value(),
+        release=__version__,
+        environment=settings.environment_prefix,
+        integrations=_integrations(celery=celery, fastapi=fastapi),
+        # Only the integrations asked for: no auto-enabling import of Celery or FastAPI.
+        auto_enabling_integrations=False,
+        before_send=lambda event, _hint: _scrub(redactor, event),
+        before_send_transaction=lambda event, _hint: _scrub(redactor, event),
+        send_default_pii=False,
+        include_local_variables=False,
+    )
+    return True
+
+
+def _scrub(redactor: Redactor, event: Any) -> Any:
+    """The event with every secret masked, wherever it appears."""
+    return redactor.deep(event)
+
+
+def _integrations(*, celery: bool, fastapi: bool) -> list[Integration]:
+    integrations: list[Integration] = []
+    if celery:
+        from sentry_sdk.integrations.celery import CeleryIntegration
+
+        integrations.append(CeleryIntegration())
+    if fastapi:
+        from sentry_sdk.integrations.fastapi import FastApiIntegration
+        from sentry_sdk.integrations.starlette import StarletteIntegration
+
+        integrations += [StarletteIntegration(), FastApiIntegration()]
+    return integrations

@@ -1,0 +1,180 @@
+"""Logs: one JSON object per line on stdout, through loguru.
+
+Each line carries ``time`` (UTC, ISO 8601), ``level`` (error, warn, info,
+debug), ``logger`` (for records from stdlib logging), every field bound with
+``logger.bind`` (``id``, ``type``, ``customer`` on lines about a message), the
+message under LOG_MESSAGE_KEY and, when there is one, the error under
+LOG_ERROR_KEY as ``{"type", "message", "stack"}``.
+
+The stdlib loggers of celery, kombu, botocore, uvicorn (and everything else
+that propagates to the root logger) are routed into the same sink. Every string
+of every line goes through a redaction step that replaces the secrets of the
+configuration and of the environment with ``**********``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Iterable, Mapping
+from datetime import UTC
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus, urlsplit
+
+from loguru import logger
+
+from cache_pipeline.config import Settings
+
+if TYPE_CHECKING:
+    from loguru import Message, Record
+
+LEVELS = {"error": "ERROR", "warn": "WARNING", "info": "INFO", "debug": "DEBUG"}
+LEVEL_LABELS = {"WARNING": "warn", "CRITICAL": "fatal"}
+INTERCEPTED = (
+    "celery",
+    "kombu",
+    "botocore",
+    "boto3",
+    "urllib3",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "sentry_sdk.errors",
+)
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+MASK = "**********"
+MIN_SECRET_LENGTH = 4
+
+
+class Redactor:
+    """Replaces every known secret (and its URL-encoded forms) in strings."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms = set()
+        for secret in secrets:
+            if len(secret) >= MIN_SECRET_LENGTH:
+                forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
+        self._forms = sorted(forms, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        """``value`` with every secret masked."""
+        for form in self._forms:
+            if form in value:
+                value = value.replace(form, MASK)
+        return value
+
+    def deep(self, value: Any) -> Any:
+        """A copy of ``value`` with every string (mapping keys too) redacted."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {self.text(str(key)): self.deep(item) for key, item in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.deep(item) for item in value]
+        return value  # numbers, None, and objects that are serialised (then redacted) later
+
+
+def secret_values(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The secrets that must never be written: settings and AWS credentials."""
+    environ = os.environ if environ is None else environ
+    values = [
+        secret.get_secret_value()
+        for secret in (settings.server_api_key, settings.redis_password, settings.sentry_dsn)
+        if secret is not None
+    ]
+    values += [environ[name] for name in SECRET_ENV if environ.get(name)]
+    if settings.sentry_dsn is not None:
+        dsn = urlsplit(settings.sentry_dsn.get_secret_value())
+        values += [part for part in (dsn.username, dsn.password) if part]
+    return values
+
+
+class JsonSink:
+    """A loguru sink writing each record as one redacted JSON line."""
+
+    def __init__(
+        self, stream: IO[str], *, message_key: str, error_key: str, redactor: Redactor
+    ) -> None:
+        self._stream = stream
+        self._message_key = message_key
+        self._error_key = error_key
+        self._redactor = redactor
+        self._lock = threading.Lock()
+
+    def __call__(self, message: Message) -> None:
+        line = json.dumps(
+            self._redactor.deep(self.fields(message.record)),
+            ensure_ascii=False,
+            default=lambda value: self._redactor.text(str(value)),
+        )
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def fields(self, record: Record) -> dict[str, Any]:
+        """The JSON object of one record, before redaction."""
+        level = record["level"].name
+        fields: dict[str, Any] = {
+            "time": record["time"].astimezone(UTC).isoformat(timespec="milliseconds"),
+            "level": LEVEL_LABELS.get(level, level.lower()),
+        }
+        fields.update({k: v for k, v in record["extra"].items() if k not in fields})
+        fields[self._message_key] = record["message"]
+        exception = record["exception"]
+        if exception is not None and exception.type is not None:
+            fields[self._error_key] = {
+                "type": exception.type.__name__,
+                "message": str(exception.value),
+                "stack": "".join(
+                    traceback.format_exception(exception.type, exception.value, exception.traceback)
+                ),
+            }
+        return fields
+
+
+class InterceptHandler(logging.Handler):
+    """Sends stdlib logging records to loguru (the recipe from loguru's documentation)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame, depth = inspect.currentframe(), 0
+        while frame is not None and (depth == 0 or frame.f_code.co_filename == logging.__file__):
+            frame = frame.f_back
+            depth += 1
+        logger.bind(logger=record.name).opt(depth=depth, exception=record.exc_info).log(
+            level, record.getMessage()
+        )
+
+
+def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> None:
+    """Route loguru and stdlib logging to one JSON-lines sink on ``stream`` (stdout).
+
+    Safe to call again: the previous configuration is replaced.
+    """
+    level = LEVELS[settings.log_level]
+    sink = JsonSink(
+        stream if stream is not None else sys.stdout,
+        message_key=settings.log_message_key,
+        error_key=settings.log_error_key,
+        redactor=Redactor(secret_values(settings)),
+    )
+    logger.remove()
+    logger.add(sink, level=level, format="{message}", backtrace=False, diagnose=False)
+    intercept_stdlib(level)
+
+
+def intercept_stdlib(level: str) -> None:
+    """Route the root logger, and the libraries' own loggers, into loguru at ``level``."""
+    logging.basicConfig(handlers=[InterceptHandler()], level=level, force=True)
+    for name in INTERCEPTED:
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
