@@ -15,7 +15,10 @@ import uvicorn
 
 from api.app import create_app
 from cache_pipeline.config import Settings
+from cache_pipeline.error_reporting import configure_sentry
 from cache_pipeline.health import HealthState
+from cache_pipeline.logs import configure_logging
+from cache_pipeline.redis_client import connect
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -84,3 +87,17 @@ def _run(server: uvicorn.Server) -> None:
 def serve_forever(settings: Settings, health: HealthState, redis_client: Any) -> None:
     """Serve in the calling thread until SIGINT or SIGTERM."""
     uvicorn.Server(uvicorn_config(settings, health, redis_client)).run()
+
+
+def run_standalone(settings: Settings) -> None:
+    """``cache-pipeline api``: logging, Sentry, then the HTTP surface alone until a signal.
+
+    No consumer runs in this process, so /readyz answers 503 with consumers 0.
+    """
+    configure_logging(settings)
+    configure_sentry(settings, celery=False, fastapi=True)
+    client = connect(settings)
+    try:
+        serve_forever(settings, HealthState(), client)
+    finally:
+        client.close()

@@ -32,6 +32,15 @@ def check_config() -> None:
     click.echo(json.dumps(_masked(settings), indent=2, sort_keys=True))
 
 
+@cli.command("api")
+def api() -> None:
+    """Serve /livez, /readyz and /metrics alone, without consuming (readiness reports DOWN)."""
+    settings = load_settings()
+    from api.server import run_standalone
+
+    run_standalone(settings)
+
+
 def _masked(settings: Settings) -> dict[str, object]:
     return {
         name.upper(): ("**********" if "SecretStr" in type(value).__name__ else value)
