@@ -224,7 +224,7 @@ def test_sns_envelope_with_bad_inner_body() -> None:
 
 
 def test_invalid_message_carries_the_id() -> None:
-    body = factory.usage("c", 1, "f", "x", id="msg-1")
+    body = _set(factory.usage("c", 1, "f", 1, id="msg-1"), "data.currentUsage", "x")
     with pytest.raises(InvalidMessage) as caught:
         parse(body)
     assert caught.value.message_id == "msg-1"
