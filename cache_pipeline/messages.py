@@ -166,11 +166,18 @@ def parse_message(body: bytes | str, environment: str) -> Message:
 
 
 def decode_json(body: bytes | str) -> Any:
-    """UTF-8 JSON to Python values; NaN, Infinity and runaway nesting are not JSON."""
+    """UTF-8 JSON to Python values; NaN, Infinity, lone surrogates, runaway nesting: not JSON."""
     try:
-        text = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
-        return json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(body, bytes | bytearray):
+            text = body.decode("utf-8")
+        else:
+            text = body
+            text.encode("utf-8")  # a str body may hold lone surrogates
+        value = json.loads(text, parse_constant=_reject_constant)
+        if "\\u" in text:  # an escape may spell a lone surrogate, which Redis cannot store
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
+    except (UnicodeError, ValueError, RecursionError) as exc:
         raise InvalidMessage(InvalidReason.NOT_JSON, _short_text(str(exc))) from None
 
 
