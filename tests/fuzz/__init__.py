@@ -1,0 +1,1 @@
+"""Fuzz targets run by the suite for a bounded number of iterations."""
