@@ -30,7 +30,8 @@ def configure_sentry(settings: Settings, *, celery: bool, fastapi: bool) -> bool
     if not sentry_enabled(settings):
         return False
     assert settings.sentry_dsn is not None
-    redactor = Redactor(secret_values(settings))
+    # The DSN's own key is what Sentry authenticates with: every other secret is masked.
+    redactor = Redactor(secret_values(settings, include_dsn=False))
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         release=__version__,

@@ -79,16 +79,22 @@ class Redactor:
         return value  # numbers, None, and objects that are serialised (then redacted) later
 
 
-def secret_values(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
-    """The secrets that must never be written: settings and AWS credentials."""
+def secret_values(
+    settings: Settings, environ: Mapping[str, str] | None = None, *, include_dsn: bool = True
+) -> list[str]:
+    """The secrets that must never be written: settings and AWS credentials.
+
+    ``include_dsn=False`` leaves out the Sentry DSN, which Sentry itself must receive.
+    """
     environ = os.environ if environ is None else environ
     values = [
         secret.get_secret_value()
-        for secret in (settings.server_api_key, settings.redis_password, settings.sentry_dsn)
+        for secret in (settings.server_api_key, settings.redis_password)
         if secret is not None
     ]
     values += [environ[name] for name in SECRET_ENV if environ.get(name)]
-    if settings.sentry_dsn is not None:
+    if settings.sentry_dsn is not None and include_dsn:
+        values.append(settings.sentry_dsn.get_secret_value())
         dsn = urlsplit(settings.sentry_dsn.get_secret_value())
         values += [part for part in (dsn.username, dsn.password) if part]
     return values

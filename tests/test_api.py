@@ -1,0 +1,172 @@
+"""The HTTP surface served by a real uvicorn, probing a real redis-server of its own."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from api.server import ServerHandle, serve_in_thread
+from cache_pipeline.config import Settings, load_settings
+from cache_pipeline.health import HealthState
+from cache_pipeline.redis_client import connect
+from tests.support.servers import RedisServer, free_port, wait_until
+
+UNROUTED = ["/", "/x", "/docs", "/redoc", "/openapi.json", "/livez/x", "/metrics/x", "/health"]
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server these tests may stop and restart."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+class Surface:
+    """A running HTTP surface and the state it reports."""
+
+    def __init__(self, settings: Settings, redis_server: RedisServer) -> None:
+        self.health = HealthState()
+        self.redis = connect(settings)
+        self.handle: ServerHandle = serve_in_thread(settings, self.health, self.redis)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=10)
+        self.redis_server = redis_server
+
+    def get(self, path: str) -> httpx.Response:
+        return self.http.get(path)
+
+    def readyz(self) -> tuple[int, dict[str, Any]]:
+        response = self.get("/readyz")
+        return response.status_code, response.json()
+
+    def close(self) -> None:
+        self.http.close()
+        self.handle.stop()
+        self.redis.close()
+
+
+def surface_settings(redis_server: RedisServer, **overrides: Any) -> Settings:
+    return load_settings(
+        port=free_port(), api_host="127.0.0.1", redis_port=redis_server.port, **overrides
+    )
+
+
+@pytest.fixture
+def surface(own_redis: RedisServer) -> Iterator[Surface]:
+    running = Surface(surface_settings(own_redis), own_redis)
+    yield running
+    running.close()
+    if own_redis.process is None:
+        own_redis.start()
+
+
+def test_livez_is_up_without_consumers_or_redis(surface: Surface) -> None:
+    surface.redis_server.stop()
+    response = surface.get("/livez")
+    assert response.status_code == 200
+    assert response.json() == {"status": "UP"}
+
+
+def test_readyz_up_when_consuming_and_redis_answers(surface: Surface) -> None:
+    surface.health.set_consumers(3)
+    assert surface.readyz() == (200, {"status": "UP", "consumers": 3, "redis": "CONNECTED"})
+
+
+def test_readyz_down_without_consumers(surface: Surface) -> None:
+    assert surface.readyz() == (503, {"status": "DOWN", "consumers": 0, "redis": "CONNECTED"})
+
+
+def test_readyz_down_with_reason_while_paused(surface: Surface) -> None:
+    surface.health.set_consumers(1)
+    surface.health.pause("redis schema mismatch")
+    surface.health.set_detail("schema", "expected 1, found 2")
+    status, body = surface.readyz()
+    assert status == 503
+    assert body == {
+        "status": "DOWN",
+        "consumers": 1,
+        "redis": "CONNECTED",
+        "reason": "redis schema mismatch",
+        "details": {"schema": "expected 1, found 2"},
+    }
+    surface.health.resume()
+    surface.health.set_detail("schema", None)
+    wait_until(lambda: surface.readyz()[0] == 200, what="/readyz UP after resume")
+
+
+def test_readyz_follows_redis_down_and_back(surface: Surface) -> None:
+    surface.health.set_consumers(2)
+    wait_until(lambda: surface.readyz()[0] == 200, what="/readyz UP")
+
+    surface.redis_server.stop()
+    down = {"status": "DOWN", "consumers": 2, "redis": "DISCONNECTED"}
+    wait_until(lambda: surface.readyz() == (503, down), what="/readyz DOWN with Redis stopped")
+    assert surface.health.redis_connected is False
+
+    surface.redis_server.start()
+    up = {"status": "UP", "consumers": 2, "redis": "CONNECTED"}
+    wait_until(lambda: surface.readyz() == (200, up), what="/readyz UP with Redis back")
+
+
+def test_readyz_answers_while_redis_hangs(surface: Surface) -> None:
+    """A Redis that accepts but never answers makes /readyz answer DOWN, not hang."""
+    surface.health.set_consumers(1)
+    wait_until(lambda: surface.readyz()[0] == 200, what="/readyz UP")
+    surface.redis_server.pause()
+    try:
+        wait_until(lambda: surface.readyz()[0] == 503, timeout=15, what="/readyz DOWN")
+        assert surface.readyz()[1]["redis"] == "DISCONNECTED"
+    finally:
+        surface.redis_server.resume()
+    wait_until(lambda: surface.readyz()[0] == 200, timeout=15, what="/readyz UP after resume")
+
+
+@pytest.mark.parametrize("path", UNROUTED)
+def test_everything_else_is_404(surface: Surface, path: str) -> None:
+    assert surface.get(path).status_code == 404
+
+
+def test_docs_only_when_enabled(own_redis: RedisServer) -> None:
+    running = Surface(surface_settings(own_redis, api_docs=True), own_redis)
+    try:
+        assert running.get("/docs").status_code == 200
+        schema = running.get("/openapi.json").json()
+        assert set(schema["paths"]) == {"/livez", "/readyz", "/metrics"}
+        assert running.get("/x").status_code == 404
+    finally:
+        running.close()
+
+
+def test_metrics_is_prometheus_text(surface: Surface) -> None:
+    response = surface.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE persistent_cache_messages_processed_total counter" in response.text
+
+
+def test_port_in_use_is_a_clear_error(own_redis: RedisServer) -> None:
+    settings = surface_settings(own_redis)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", settings.port))
+        taken.listen()
+        redis_client = connect(settings)
+        try:
+            where = f"127.0.0.1:{settings.port}"
+            with pytest.raises(RuntimeError, match=f"could not listen on {where}"):
+                serve_in_thread(settings, HealthState(), redis_client)
+        finally:
+            redis_client.close()
+
+
+def test_stop_releases_the_port(own_redis: RedisServer) -> None:
+    settings = surface_settings(own_redis)
+    running = Surface(settings, own_redis)
+    assert running.get("/livez").status_code == 200
+    running.close()
+    assert not running.handle.thread.is_alive()
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", settings.port))
