@@ -3,7 +3,11 @@
 Tests and benchmarks apply the same messages to this model and to Redis and
 compare the final states. ``snapshot()`` returns ``{key: value}`` with JSON values
 decoded and ``#timestamp`` values as integers, the same shape ``read_state`` (in
-``cache_pipeline.inspect``) returns from Redis. TTLs are not modelled.
+``cache_pipeline.snapshot``) returns from Redis. TTLs are not modelled.
+
+Rule 4 reads: a message older than an invalidation at T "cannot bring the old
+state back", so after an invalidation no usage or credit key of the scope takes
+a write older than T, including keys the cache had not seen before.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class ReferenceCache:
         self.values: dict[str, Any] = {}
         self.versions: dict[str, int] = {}
         self.usage_keys: dict[str, set[str]] = {}  # entitlements key -> usage/credit keys seen
+        self.invalidated_at: dict[str, int] = {}  # entitlements key -> latest invalidation T
 
     def apply_all(self, messages: Iterable[Message]) -> ReferenceCache:
         for message in messages:
@@ -84,8 +89,13 @@ class ReferenceCache:
                 value["usageLimit"] = entries[f"CREDIT:{item.id}"].get("usageLimit")
             value["usagePeriodStart"] = item.usage.usage_period_start
             value["usagePeriodEnd"] = item.usage.usage_period_end
-            if self._put(key, value, ts):
+            if self._put_usage(keys.entitlements, key, value, ts):
                 self.usage_keys.setdefault(keys.entitlements, set()).add(key)
+
+    def _put_usage(self, scope: str, key: str, value: Any, ts: int) -> bool:
+        if self.invalidated_at.get(scope, 0) > ts:  # rule 4: older than the invalidation
+            return False
+        return self._put(key, value, ts)
 
     def _usage(self, message: UsageUpdated | CreditsUpdated) -> None:
         data = message.data
@@ -107,7 +117,7 @@ class ReferenceCache:
                 "usagePeriodStart": message.data.usage_period_start,
                 "usagePeriodEnd": message.data.usage_period_end,
             }
-        if self._put(key, value, message.timestamp):
+        if self._put_usage(keys.entitlements, key, value, message.timestamp):
             self.usage_keys.setdefault(keys.entitlements, set()).add(key)
 
     def _invalidate(self, message: CacheInvalidated) -> None:
@@ -116,9 +126,12 @@ class ReferenceCache:
             self.values.clear()
             self.versions.clear()
             self.usage_keys.clear()
+            self.invalidated_at.clear()
             return
         for ref in message.data.customers:
             keys = self.layout.customer(ref.customer_id, ref.resource_id)
+            latest = max(self.invalidated_at.get(keys.entitlements, 0), ts)
+            self.invalidated_at[keys.entitlements] = latest
             targets = [
                 keys.entitlements,
                 keys.metadata,

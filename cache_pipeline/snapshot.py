@@ -14,11 +14,12 @@ INDEX_SUFFIX = ":keys"
 def read_state(client: RedisClient, layout: KeyLayout) -> dict[str, Any]:
     """``{key: decoded JSON}`` for value keys and ``{key#timestamp: int}`` for versions.
 
-    Internal keys (the per-customer index and the schema marker) are left out.
+    Internal keys (the per-customer index, its invalidation time and the schema
+    marker) are left out.
     """
     state: dict[str, Any] = {}
     keys = sorted(client.scan_iter(match=layout.environment_pattern, count=1000))
-    keys = [k for k in keys if not k.endswith(INDEX_SUFFIX) and k != layout.schema_marker]
+    keys = [k for k in keys if not _internal(k, layout)]
     if not keys:
         return state
     for key in keys:
@@ -27,3 +28,9 @@ def read_state(client: RedisClient, layout: KeyLayout) -> dict[str, Any]:
             continue
         state[key] = int(raw) if key.endswith(TIMESTAMP_SUFFIX) else json.loads(raw)
     return state
+
+
+def _internal(key: str, layout: KeyLayout) -> bool:
+    return key.endswith((INDEX_SUFFIX, INDEX_SUFFIX + TIMESTAMP_SUFFIX)) or (
+        key == layout.schema_marker
+    )

@@ -234,6 +234,7 @@ class StoreRules:
             timestamp_key(keys.metadata),
             timestamp_key(keys.feature_usage("seats")),
             keys.index,
+            timestamp_key(keys.index),
         }
         assert all(0 < ttl <= 500 for ttl in ttls.values()), ttls
 
@@ -243,7 +244,7 @@ class StoreRules:
         store = backend.store(layout, ttl=-1)
         store.apply(msg(factory.invalidation(200, "cus-1")))
         ttls = all_ttls(store)
-        assert len(ttls) == 4
+        assert len(ttls) == 5  # three tombstones, the index and its invalidation time
         assert set(ttls.values()) == {-1}, ttls
 
     # Rule 4: invalidation
@@ -276,6 +277,29 @@ class StoreRules:
         newer = factory.entitlements("cus-1", 250, features={"seats": 1})
         assert store.apply(msg(newer)) is Outcome.WRITTEN
         assert customer_keys(store).entitlements in state(store)
+
+    def test_invalidation_blocks_older_writes_to_keys_it_never_saw(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100, features={"seats": 1})
+        seed(store, ts=300, features={"seats": 3})
+        store.apply(msg(factory.invalidation(200, "cus-1")))
+        keys = customer_keys(store)
+        assert keys.entitlements in state(store)  # newer than T: kept
+        assert store.apply(msg(factory.usage("cus-1", 150, "api", 1))) is Outcome.STALE
+        assert store.apply(msg(factory.credits("cus-1", 150, "tok", 1))) is Outcome.STALE
+        assert store.apply(msg(factory.usage("cus-1", 250, "api", 2))) is Outcome.WRITTEN
+        after = state(store)
+        assert keys.credit("tok") not in after
+        assert after[keys.feature_usage("api")]["currentUsage"] == 2
+
+    def test_older_snapshot_after_invalidation_writes_nothing(self, backend: Backend) -> None:
+        store = backend.store(policy=UPSERT)
+        seed(store, ts=100, features={"seats": 1})
+        store.apply(msg(factory.invalidation(200, "cus-1")))
+        before = state(store)
+        older = factory.entitlements("cus-1", 150, features={"new": 1}, credits={"tok": 1})
+        assert store.apply(msg(older)) is Outcome.STALE
+        assert state(store) == before
 
     def test_invalidation_keeps_keys_newer_than_t(self, backend: Backend) -> None:
         store = backend.store()

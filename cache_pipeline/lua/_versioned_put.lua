@@ -12,6 +12,10 @@ deleted, 0 otherwise.
 
 touch(key, ttl) gives an existing key the ttl (or removes its expiry).
 
+invalidated_at(index) is the time T of the scope's latest invalidation (0 when
+none), kept in index#timestamp by invalidate_customer: a usage or credit write
+older than T is stale even for a key the invalidation never saw (rule 4).
+
 expect_type(key, wanted) and expect_values(keys, from) fail the script with a
 WRONGTYPE error before anything is written when a key holds another type than
 the store writes (a string value and version, a set index), so a foreign key at
@@ -56,6 +60,10 @@ local function tombstone(key, ts, ts_text, ttl)
   local deleted = redis.call('DEL', key)
   set_with_ttl(key .. '#timestamp', ts_text, ttl)
   return deleted
+end
+
+local function invalidated_at(index)
+  return tonumber(redis.call('GET', index .. '#timestamp') or '0')
 end
 
 local function touch(key, ttl)
