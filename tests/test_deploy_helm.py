@@ -1,0 +1,300 @@
+"""The Helm chart, rendered by Helm's own engine (helm-python-sdk binds Helm's Go SDK).
+
+Every rendered object is validated against the Kubernetes schemas, the
+settings it produces are accepted by the service's own settings model, and
+values.schema.json rejects bad values both in jsonschema and in Helm.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+from cache_pipeline.config import Settings, load_settings
+from tests.support.manifests import by_kind, load_objects, validate_object
+
+CHART = Path(__file__).resolve().parents[1] / "charts" / "cache-pipeline"
+ALL_ON = CHART / "ci" / "all-on-values.yaml"
+SECRET_KEYS = {"SERVER_API_KEY", "REDIS_PASSWORD", "SENTRY_DSN"}
+# Settings the chart sets itself rather than through values.config.
+CHART_MANAGED = {"api_host", "api_docs"}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def all_on() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(ALL_ON.read_text())
+    return values
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[str, str]:
+    return chart.render(values, name="cp", namespace="cache")
+
+
+def objects(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    manifests = render(chart, values)
+    return by_kind(load_objects(text for path, text in manifests.items() if path.endswith(".yaml")))
+
+
+def container(rendered: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    spec = rendered["Deployment"]["spec"]["template"]["spec"]
+    assert len(spec["containers"]) == 1
+    result: dict[str, Any] = spec["containers"][0]
+    return result
+
+
+def service_env(rendered: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The environment the worker container gets from the ConfigMap, Secret and env."""
+    env = dict(rendered["ConfigMap"]["data"])
+    if "Secret" in rendered:
+        env |= {k: base64.b64decode(v).decode() for k, v in rendered["Secret"]["data"].items()}
+    env |= {item["name"]: item["value"] for item in container(rendered).get("env", [])}
+    return env
+
+
+def test_default_values_render_valid_objects(chart: helm.Chart) -> None:
+    rendered = objects(chart)
+    assert set(rendered) == {
+        "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    }
+    for obj in rendered.values():
+        validate_object(obj)
+
+
+def test_all_on_values_render_valid_objects(chart: helm.Chart) -> None:
+    rendered = objects(chart, all_on())
+    assert set(rendered) == {
+        "ServiceAccount",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "ScaledObject",
+        "TriggerAuthentication",
+    }
+    checked = {kind: validate_object(obj) for kind, obj in rendered.items()}
+    assert checked["ScaledObject"] == "custom-resource schema"
+    assert checked["Deployment"].startswith("kubernetes")
+
+
+def test_cpu_autoscaler_renders_valid_hpa(chart: helm.Chart) -> None:
+    values = all_on() | {"keda": {"enabled": False}, "autoscaling": {"enabled": True}}
+    rendered = objects(chart, values)
+    hpa = rendered["HorizontalPodAutoscaler"]
+    validate_object(hpa)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == rendered["Deployment"]["metadata"]["name"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert "replicas" not in rendered["Deployment"]["spec"], "the HPA owns the replica count"
+
+
+def test_deployment_probes_resources_and_hardening(chart: helm.Chart) -> None:
+    rendered = objects(chart)
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    worker = container(rendered)
+    assert worker["args"] == ["worker"]
+    assert worker["ports"] == [{"name": "http", "containerPort": 4000, "protocol": "TCP"}]
+    assert worker["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert worker["resources"] == {
+        "requests": {"cpu": "1", "memory": "512Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+    security = worker["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001, "the image's numeric user"
+    assert worker["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"][0]["name"] == "tmp"
+    assert "emptyDir" in pod["volumes"][0]
+    visibility = int(rendered["ConfigMap"]["data"]["VISIBILITY_TIMEOUT"])
+    assert pod["terminationGracePeriodSeconds"] > visibility
+    assert worker["image"] == f"cache-pipeline:{chart.metadata['appVersion']}"
+    service_port = rendered["Service"]["spec"]["ports"][0]
+    assert service_port == {"name": "http", "port": 4000, "targetPort": "http", "protocol": "TCP"}
+
+
+def test_grace_period_follows_visibility_timeout(chart: helm.Chart) -> None:
+    rendered = objects(chart, {"config": {"visibilityTimeout": 120}})
+    grace = rendered["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace == 150
+
+
+def test_grace_period_not_longer_than_visibility_timeout_is_refused(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
+        render(chart, {"terminationGracePeriodSeconds": 30})
+
+
+def test_cpu_autoscaler_and_keda_are_exclusive(chart: helm.Chart) -> None:
+    values = all_on() | {"autoscaling": {"enabled": True}}
+    with pytest.raises(helm.HelmRenderError, match="exclusive"):
+        render(chart, values)
+
+
+def test_default_config_is_accepted_by_the_service(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = service_env(objects(chart))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.port == 4000
+    assert settings.keys_ttl_in_secs == 604800
+    assert settings.api_host == "0.0.0.0"
+
+
+def test_all_on_config_and_secrets_are_accepted_by_the_service(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = all_on()
+    rendered = objects(chart, values)
+    env = service_env(rendered)
+    assert set(rendered["Secret"]["data"]) >= SECRET_KEYS
+    assert not SECRET_KEYS & set(rendered["ConfigMap"]["data"]), "secrets stay out of the ConfigMap"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(require_queue=True)
+    config = values["config"]
+    assert settings.keys_ttl_in_secs == config["keysTtlInSecs"] == 2592000
+    assert settings.redis_timeout_secs == config["redisTimeoutSecs"]
+    assert settings.redis_tls is True
+    assert settings.batch_size == 10
+    assert settings.queue_url == config["queueUrl"]
+    assert settings.server_api_key is not None
+    assert settings.server_api_key.get_secret_value() == values["secrets"]["serverApiKey"]
+    env_from = container(rendered)["envFrom"]
+    assert {"secretRef": {"name": rendered["Secret"]["metadata"]["name"]}} in env_from
+
+
+def test_values_config_covers_every_setting(chart: helm.Chart) -> None:
+    keys = set(chart.values["config"])
+    as_fields = {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower() for key in keys}
+    secrets = {"server_api_key", "redis_password", "sentry_dsn"}
+    assert as_fields <= set(Settings.model_fields), as_fields - set(Settings.model_fields)
+    missing = set(Settings.model_fields) - as_fields - secrets - CHART_MANAGED
+    assert not missing, f"settings without a chart value: {sorted(missing)}"
+
+
+def test_config_change_rolls_the_pods(chart: helm.Chart) -> None:
+    def checksums(values: dict[str, Any] | None) -> dict[str, str]:
+        template = objects(chart, values)["Deployment"]["spec"]["template"]
+        annotations: dict[str, str] = template["metadata"]["annotations"]
+        return annotations
+
+    base = checksums(None)
+    assert checksums(None) == base, "rendering is deterministic"
+    assert (
+        checksums({"config": {"logLevel": "debug"}})["checksum/config"] != base["checksum/config"]
+    )
+    with_secret = checksums({"secrets": {"serverApiKey": "one"}})
+    other_secret = checksums({"secrets": {"serverApiKey": "two"}})
+    assert with_secret["checksum/secret"] != other_secret["checksum/secret"]
+
+
+def test_service_account_carries_the_iam_role(chart: helm.Chart) -> None:
+    rendered = objects(chart, all_on())
+    annotations = rendered["ServiceAccount"]["metadata"]["annotations"]
+    assert annotations["eks.amazonaws.com/role-arn"] == all_on()["serviceAccount"]["roleArn"]
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == rendered["ServiceAccount"]["metadata"]["name"]
+
+
+def test_existing_secret_is_referenced_not_created(chart: helm.Chart) -> None:
+    values = {"secrets": {"existingSecret": "team-secrets", "serverApiKey": "ignored"}}
+    rendered = objects(chart, values)
+    assert "Secret" not in rendered
+    assert {"secretRef": {"name": "team-secrets"}} in container(rendered)["envFrom"]
+
+
+def test_keda_scales_on_the_queue_with_pod_identity(chart: helm.Chart) -> None:
+    values = all_on()
+    rendered = objects(chart, values)
+    scaled = rendered["ScaledObject"]["spec"]
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "aws-sqs-queue"
+    assert trigger["metadata"]["queueURL"] == values["config"]["queueUrl"]
+    auth = rendered["TriggerAuthentication"]
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert auth["spec"]["podIdentity"] == {"provider": "aws", "identityOwner": "workload"}
+    assert "replicas" not in rendered["Deployment"]["spec"], "KEDA owns the replica count"
+
+
+def test_service_monitor_scrapes_metrics_on_the_named_port(chart: helm.Chart) -> None:
+    rendered = objects(chart, all_on())
+    (endpoint,) = rendered["ServiceMonitor"]["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["path"] == "/metrics"
+    selector = rendered["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= rendered["Service"]["metadata"]["labels"].items()
+
+
+def test_notes_render(chart: helm.Chart) -> None:
+    notes = render(chart)["cache-pipeline/templates/NOTES.txt"]
+    assert "/readyz" in notes
+    assert "config.queueUrl is empty" in notes
+    assert (
+        "config.queueUrl is empty"
+        not in render(chart, all_on())["cache-pipeline/templates/NOTES.txt"]
+    )
+
+
+def test_chart_lints_clean() -> None:
+    for values in (None, all_on()):
+        report = helm.lint(CHART, values)
+        assert report["errors"] == [], report
+
+
+BAD_VALUES = [
+    pytest.param({"config": {"batchSize": 11}}, id="batchSize-11"),
+    pytest.param({"config": {"cacheUpdatePolicy": "SOMETIMES"}}, id="policy-SOMETIMES"),
+    pytest.param({"config": {"keysTtlInSecs": 0}}, id="ttl-0"),
+    pytest.param({"config": {"keysTtlInSecs": -2}}, id="ttl-minus-2"),
+    pytest.param({"config": {"port": 0}}, id="port-0"),
+    pytest.param({"config": {"logLevel": "verbose"}}, id="logLevel-verbose"),
+    pytest.param({"config": {"redisDb": 16}}, id="redisDb-16"),
+    pytest.param({"config": {"queueURL": "typo"}}, id="unknown-config-key"),
+    pytest.param({"image": {"pullPolicy": "Sometimes"}}, id="pullPolicy"),
+    pytest.param({"serviceAccount": {"roleArn": "not-an-arn"}}, id="roleArn"),
+    pytest.param({"keda": {"identityOwner": "operator"}}, id="keda-identityOwner"),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES)
+def test_values_schema_rejects_bad_values(chart: helm.Chart, bad: dict[str, Any]) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    merged = chart.merge_values(bad)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(merged, schema)
+    with pytest.raises(helm.HelmValuesError):
+        render(chart, bad)
+
+
+def test_values_schema_accepts_shipped_values(chart: helm.Chart) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    for values in (None, all_on()):
+        jsonschema.validate(chart.merge_values(values), schema)
+        chart.validate_schema(values)
