@@ -103,13 +103,18 @@ class Store:
         return results
 
     def invalidate_environment(self) -> int:
-        """Remove every key under ``P:`` with SCAN + UNLINK in bounded batches."""
+        """Remove every key under ``P:`` with SCAN + UNLINK in bounded batches.
+
+        The schema marker stays: it is what tells a flush by Redis from this one.
+        """
         removed = 0
         with translate_errors():
             batch: list[str] = []
             for key in self.client.scan_iter(
                 match=self.layout.environment_pattern, count=UNLINK_BATCH
             ):
+                if key == self.layout.schema_marker:
+                    continue
                 batch.append(key)
                 if len(batch) >= UNLINK_BATCH:
                     removed += int(self.client.unlink(*batch))
