@@ -71,6 +71,14 @@ REDIS_UP = Gauge(
     "1 when Redis answered the last check, else 0",
     multiprocess_mode="mostrecent",
 )
+REDIS_DATA_LOSS = Counter(
+    "persistent_cache_redis_data_loss_total",
+    "Times the environment's schema marker was found gone (Redis restarted empty or flushed)",
+)
+POISON_FLOOD_PAUSES = Counter(
+    "persistent_cache_poison_flood_pauses_total",
+    "Times consumption stopped because invalid messages passed POISON_FLOOD_RATIO",
+)
 BUILD_INFO = Info("persistent_cache_build", "Version of the running service")
 BUILD_INFO.info({"version": __version__})
 
