@@ -1,0 +1,123 @@
+"""The cache read: KEYS for ``read_customer.lua`` and the pure decoding of its reply."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from importlib import resources
+from typing import Any
+
+import redis
+from loguru import logger
+
+from cache_pipeline.client.models import CustomerEntitlements
+from cache_pipeline.client.results import Entry, from_entries
+from cache_pipeline.errors import EntitlementsUnavailable
+from cache_pipeline.keys import CustomerKeys, KeyLayout
+
+# What a cache read or write may raise: never passed on to the caller (ValueError: a
+# corrupt value, which the next write-back replaces).
+CACHE_TROUBLE = (redis.exceptions.RedisError, OSError, ValueError)
+
+
+def script_source(name: str) -> str:
+    """The text of one of the SDK's Lua scripts."""
+    return (resources.files("cache_pipeline") / "lua" / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One (customer, resource) scope with its key names, built before any I/O."""
+
+    customer_id: str
+    resource_id: str | None
+    keys: CustomerKeys
+    global_keys: CustomerKeys | None  # the customer's global scope, for a resource scope
+
+    @classmethod
+    def build(cls, layout: KeyLayout, customer_id: str, resource_id: str | None) -> Scope:
+        global_keys = layout.customer(customer_id) if resource_id is not None else None
+        return cls(customer_id, resource_id, layout.customer(customer_id, resource_id), global_keys)
+
+    def script_keys(self, *, cluster: bool) -> tuple[str, ...]:
+        """KEYS of the read script; the global map only where it shares the node."""
+        own = (self.keys.entitlements, self.keys.metadata, self.keys.index)
+        if self.global_keys is None or cluster:
+            return own
+        return (*own, self.global_keys.entitlements)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRead:
+    """What the cache holds for a scope.
+
+    ``result`` is None on a plain miss. ``fresh`` is False when a resource
+    entry exists but its global entry is missing or newer: that counts as a
+    miss, yet the entry is still worth serving if the upstream API is down.
+    """
+
+    result: CustomerEntitlements | None
+    fresh: bool
+    global_missing: bool = False  # a resource scope whose global entry is not cached
+
+    @property
+    def hit(self) -> bool:
+        return self.result is not None and self.fresh
+
+
+def decode(reply: list[Any], scope: Scope) -> CachedRead:
+    """Turn the read script's reply into a ``CachedRead``.
+
+    A resource scope is fresh when reply[4] (the global map's version) is
+    present and not newer than the resource entry; in Redis Cluster mode the
+    caller reads that version separately and applies ``with_global_version``.
+    """
+    if not reply or reply[0] is None:
+        missing = scope.resource_id is not None and (len(reply) < 4 or reply[3] is None)
+        return CachedRead(None, False, missing)
+    entries: dict[str, Any] = json.loads(reply[0])
+    timestamp = int(reply[1]) if reply[1] is not None else 0
+    metadata = json.loads(reply[2]) if reply[2] is not None else {}
+    values = {reply[i]: reply[i + 1] for i in range(4, len(reply) - 1, 2)}
+    pairs = [(entry, _usage(scope.keys, entry, values)) for entry in entries.values()]
+    result = from_entries(
+        scope.customer_id,
+        scope.resource_id,
+        pairs,
+        access_denied_reason=metadata.get("accessDeniedReason"),
+        source="cache",
+        timestamp=timestamp,
+    )
+    if scope.resource_id is None:
+        return CachedRead(result, True)
+    return with_global_version(CachedRead(result, False), _int(reply[3]))
+
+
+def with_global_version(read: CachedRead, version: int | None) -> CachedRead:
+    """Judge a resource-scoped read by its global entry's version (None: missing)."""
+    if read.result is None:
+        return CachedRead(None, False, version is None)
+    fresh = version is not None and version <= (read.result.timestamp or 0)
+    return CachedRead(read.result, fresh, version is None)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _usage(keys: CustomerKeys, entry: Entry, values: dict[str, str]) -> Entry | None:
+    raw = values.get(keys.usage_for(str(entry.get("kind")), str(entry.get("id"))))
+    return json.loads(raw) if raw is not None else None
+
+
+def stale_or_unavailable(
+    scope: Scope, cached: CachedRead | None, exc: Exception
+) -> CustomerEntitlements:
+    """The upstream failed: serve an out-of-date cache entry if there is one, else raise."""
+    if cached is not None and cached.result is not None:
+        logger.warning("upstream API failed, serving the cached entry: {!r}", exc)
+        return replace(cached.result, stale=True)
+    raise EntitlementsUnavailable(
+        f"entitlements of customer {scope.customer_id!r} (resource {scope.resource_id!r}) are "
+        f"neither cached nor available upstream: {exc}"
+    ) from exc

@@ -1,0 +1,263 @@
+"""``EntitlementsCache``: the synchronous reader SDK (redis-py, httpx)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+from loguru import logger
+
+from cache_pipeline.client.local import LocalCache
+from cache_pipeline.client.models import CreditAccess, CustomerEntitlements, FeatureAccess, Number
+from cache_pipeline.client.options import (
+    ReaderOptions,
+    check_id,
+    check_optional_id,
+    resolve_settings,
+)
+from cache_pipeline.client.reading import (
+    CACHE_TROUBLE,
+    CachedRead,
+    Scope,
+    decode,
+    script_source,
+    stale_or_unavailable,
+    with_global_version,
+)
+from cache_pipeline.client.results import (
+    credit_access,
+    customer_not_found,
+    feature_access,
+    from_upstream,
+)
+from cache_pipeline.config import CacheUpdatePolicy, Settings
+from cache_pipeline.errors import (
+    CachePipelineError,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from cache_pipeline.keys import KeyLayout
+from cache_pipeline.redis_client import connect
+from cache_pipeline.store import Outcome, RedisClient, Store
+from cache_pipeline.upstream import UpstreamAnswer, UpstreamClient
+
+
+class EntitlementsCache:
+    """Entitlement checks from the Redis cache, with the upstream API behind it.
+
+    ``EntitlementsCache()`` reads the settings from the environment (REDIS_*,
+    ENVIRONMENT_PREFIX, KEYS_TTL_IN_SECS, EDGE_API_URL, SERVER_API_KEY,
+    REDIS_CLUSTER); keyword arguments named like the settings (``redis_host=``,
+    ``environment_prefix=``, ...) override them, and ``redis=``/``http=`` take
+    ready-made clients. A hit is one Redis round trip; a miss asks the upstream
+    once per scope across threads and processes and writes the answer back.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        options: ReaderOptions | None = None,
+        *,
+        redis: RedisClient | None = None,
+        http: httpx.Client | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.settings = resolve_settings(settings, overrides)
+        self.options = options or ReaderOptions()
+        self.layout = KeyLayout(self.settings.environment_prefix, self.settings.redis_cluster)
+        self._owns_redis = redis is None
+        self.redis: RedisClient = redis if redis is not None else connect(self.settings)
+        self.upstream = UpstreamClient(self.options.upstream(self.settings), http)
+        self.store = Store(
+            self.redis,
+            self.layout,
+            ttl=self.settings.keys_ttl_in_secs,
+            policy=CacheUpdatePolicy.UPSERT,
+        )
+        self.local = LocalCache(self.options.local_ttl_seconds, self.options.local_max_entries)
+        self._read_script = self.redis.register_script(script_source("read_customer"))
+        self._release_script = self.redis.register_script(script_source("release_lock"))
+        self._redis_down_until = 0.0
+
+    # -- public API ---------------------------------------------------------
+
+    def get_entitlements(
+        self, customer_id: str, resource_id: str | None = None
+    ) -> CustomerEntitlements:
+        """Every entitlement of the customer (scope) with usage and credit balances merged.
+
+        Raises ``InvalidArgument`` for a bad id (before any I/O) and
+        ``EntitlementsUnavailable`` when neither the cache nor the upstream can answer.
+        """
+        scope = Scope.build(
+            self.layout,
+            check_id("customer_id", customer_id),
+            check_optional_id("resource_id", resource_id),
+        )
+        local_key = (scope.customer_id, scope.resource_id)
+        found = self.local.get(local_key)
+        if found is not None:
+            return found
+        result = self._resolve(scope)
+        if not result.stale:
+            self.local.put(local_key, result)
+        return result
+
+    def get_entitlement(
+        self,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None = None,
+        *,
+        requested_usage: Number = 0,
+    ) -> FeatureAccess:
+        """Access to one feature: has_access, usage limit and current usage."""
+        check_id("feature_id", feature_id)
+        return feature_access(
+            self.get_entitlements(customer_id, resource_id), feature_id, requested_usage
+        )
+
+    def get_credit_entitlement(
+        self,
+        customer_id: str,
+        currency_id: str,
+        resource_id: str | None = None,
+        *,
+        requested_amount: Number = 0,
+    ) -> CreditAccess:
+        """One credit grant: has_access, limit, current usage and remaining balance."""
+        check_id("currency_id", currency_id)
+        return credit_access(
+            self.get_entitlements(customer_id, resource_id), currency_id, requested_amount
+        )
+
+    def close(self) -> None:
+        """Close the HTTP pool, and the Redis pool when this object created it."""
+        self.upstream.close()
+        if self._owns_redis:
+            self.redis.close()
+
+    def __enter__(self) -> EntitlementsCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the read path ------------------------------------------------------
+
+    def _resolve(self, scope: Scope) -> CustomerEntitlements:
+        cached = self._read(scope)
+        if cached is None:
+            return self._upstream_only(scope)
+        if cached.hit and cached.result is not None:
+            return cached.result
+        return self._fill(scope, cached)
+
+    def _read(self, scope: Scope) -> CachedRead | None:
+        """What the cache holds; None when Redis is in trouble (logged, never raised)."""
+        if time.monotonic() < self._redis_down_until:
+            return None
+        try:
+            reply = self._read_script(keys=scope.script_keys(cluster=self.layout.cluster))
+            read = decode(reply, scope)
+            if self.layout.cluster and scope.global_keys is not None:
+                read = with_global_version(read, self._global_version(scope))
+            return read
+        except CACHE_TROUBLE as exc:
+            self._cache_trouble("read", exc)
+            return None
+
+    def _global_version(self, scope: Scope) -> int | None:
+        assert scope.global_keys is not None
+        key = scope.global_keys.entitlements
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(key)
+        pipe.get(key + "#timestamp")
+        exists, version = pipe.execute()
+        return int(version or 0) if exists else None
+
+    def _fill(self, scope: Scope, cached: CachedRead) -> CustomerEntitlements:
+        """A miss: one reader per scope asks the upstream, the others wait for its write."""
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.options.lock_wait
+        while True:
+            locked = self._lock(scope, token)
+            if locked is None:
+                return self._upstream_only(scope, fallback=cached)
+            if locked:
+                try:
+                    again = self._read(scope)
+                    if again is not None and again.hit and again.result is not None:
+                        return again.result
+                    return self._fetch_and_write(scope, again or cached)
+                finally:
+                    self._unlock(scope, token)
+            if time.monotonic() >= deadline:
+                logger.warning("miss lock of {} still held; asking the upstream", scope.keys.lock)
+                return self._fetch_and_write(scope, cached)
+            time.sleep(self.options.poll_interval_seconds)
+            again = self._read(scope)
+            if again is None:
+                return self._upstream_only(scope, fallback=cached)
+            if again.hit and again.result is not None:
+                return again.result
+            cached = again if again.result is not None else cached
+
+    def _lock(self, scope: Scope, token: str) -> bool | None:
+        try:
+            ms = int(self.options.lock_ttl * 1000)
+            return bool(self.redis.set(scope.keys.lock, token, nx=True, px=ms))
+        except CACHE_TROUBLE as exc:
+            self._cache_trouble("lock", exc)
+            return None
+
+    def _unlock(self, scope: Scope, token: str) -> None:
+        try:
+            self._release_script(keys=(scope.keys.lock,), args=(token,))
+        except CACHE_TROUBLE as exc:  # the lock expires on its own
+            self._cache_trouble("unlock", exc)
+
+    # -- the upstream path --------------------------------------------------
+
+    def _fetch_and_write(self, scope: Scope, cached: CachedRead) -> CustomerEntitlements:
+        try:
+            if cached.global_missing:
+                self._write(self.upstream.fetch(scope.customer_id))
+            answer = self.upstream.fetch(scope.customer_id, scope.resource_id)
+        except (UpstreamUnavailable, UpstreamError) as exc:
+            return stale_or_unavailable(scope, cached, exc)
+        if answer is None:
+            return customer_not_found(scope.customer_id, scope.resource_id)
+        if self._write(answer) is Outcome.STALE:
+            newer = self._read(scope)
+            if newer is not None and newer.hit and newer.result is not None:
+                return newer.result
+        return from_upstream(answer.data, answer.timestamp)
+
+    def _upstream_only(
+        self, scope: Scope, fallback: CachedRead | None = None
+    ) -> CustomerEntitlements:
+        """Redis is in trouble: answer from the upstream without the cache."""
+        try:
+            answer = self.upstream.fetch(scope.customer_id, scope.resource_id)
+        except (UpstreamUnavailable, UpstreamError) as exc:
+            return stale_or_unavailable(scope, fallback, exc)
+        if answer is None:
+            return customer_not_found(scope.customer_id, scope.resource_id)
+        return from_upstream(answer.data, answer.timestamp)
+
+    def _write(self, answer: UpstreamAnswer | None) -> Outcome | None:
+        """Write an upstream answer back (UPSERT, monotonic); cache trouble is only logged."""
+        if answer is None or time.monotonic() < self._redis_down_until:
+            return None
+        try:
+            return self.store.apply(answer.to_message(), policy=CacheUpdatePolicy.UPSERT)
+        except CachePipelineError as exc:
+            self._cache_trouble("write-back", exc)
+            return None
+
+    def _cache_trouble(self, what: str, exc: BaseException) -> None:
+        logger.warning("cache {} failed, using the upstream API: {!r}", what, exc)
+        self._redis_down_until = time.monotonic() + self.options.redis_retry_after_seconds
