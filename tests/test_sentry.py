@@ -1,0 +1,177 @@
+"""Sentry: errors in a Celery task and in a FastAPI route reach a local stand-in for the DSN."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from cache_pipeline import __version__
+from tests.support.servers import AWS_TEST_ENV, free_port
+
+TASK_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    import sentry_sdk
+    from celery import Celery
+    from cache_pipeline.config import load_settings
+    from cache_pipeline.error_reporting import configure_sentry
+
+    print("enabled" if configure_sentry(load_settings(), celery=True, fastapi=False) else "off")
+    app = Celery("sentry-check", broker="memory://")
+
+    @app.task(name="explode")
+    def explode():
+        raise RuntimeError("task failed: " + os.environ["LEAK"])
+
+    result = explode.apply()
+    assert result.failed(), result.state
+    sentry_sdk.flush(10)
+    """
+)
+
+ROUTE_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    import httpx, sentry_sdk
+    from api.server import serve_in_thread
+    from cache_pipeline.config import load_settings
+    from cache_pipeline.error_reporting import configure_sentry
+    from cache_pipeline.health import HealthState
+
+    class BrokenHealth(HealthState):
+        def as_dict(self):
+            raise RuntimeError("route failed: " + os.environ["LEAK"])
+
+    settings = load_settings()
+    print("enabled" if configure_sentry(settings, celery=False, fastapi=True) else "off")
+    print("celery imported" if "celery" in sys.modules else "celery not imported")
+    handle = serve_in_thread(settings, BrokenHealth(), None)
+    try:
+        status = httpx.get(f"http://127.0.0.1:{settings.port}/readyz", timeout=10).status_code
+        assert status == 500, status
+    finally:
+        handle.stop()
+    sentry_sdk.flush(10)
+    """
+)
+
+
+class Envelopes:
+    """A tiny HTTP server that stands in for Sentry and keeps every envelope it receives."""
+
+    def __init__(self) -> None:
+        self.raw: list[bytes] = []
+        received = self.raw
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                received.append(body)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.dsn = f"http://{uuid.uuid4().hex}@127.0.0.1:{self.server.server_port}/1"
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event item of every envelope."""
+        found = []
+        for body in self.raw:
+            lines = body.split(b"\n")
+            for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+                if json.loads(header).get("type") == "event":
+                    found.append(json.loads(payload))
+        return found
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def sentry() -> Iterator[Envelopes]:
+    endpoint = Envelopes()
+    yield endpoint
+    endpoint.close()
+
+
+def run_child(script: str, sentry: Envelopes, **extra: str) -> tuple[str, dict[str, str]]:
+    secrets = {
+        "SERVER_API_KEY": f"sak-{uuid.uuid4().hex}",
+        "REDIS_PASSWORD": f"rp-{uuid.uuid4().hex}",
+        "AWS_SECRET_ACCESS_KEY": f"aws-{uuid.uuid4().hex}",
+        "AWS_SESSION_TOKEN": f"tok-{uuid.uuid4().hex}",
+    }
+    env = {
+        **os.environ,
+        **AWS_TEST_ENV,
+        **secrets,
+        "SENTRY_DSN": sentry.dsn,
+        "ENVIRONMENT_PREFIX": "staging-eu",
+        "PORT": str(free_port()),
+        "API_HOST": "127.0.0.1",
+        "LEAK": " ".join(secrets.values()),
+        **extra,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout, secrets
+
+
+def the_event(sentry: Envelopes, secrets: dict[str, str]) -> dict[str, Any]:
+    events = sentry.events()
+    assert len(events) == 1, events
+    for body in sentry.raw:
+        for value in secrets.values():
+            assert value.encode() not in body
+    return events[0]
+
+
+def test_task_error_reaches_sentry_without_secrets(sentry: Envelopes) -> None:
+    stdout, secrets = run_child(TASK_CHILD, sentry)
+    assert stdout.splitlines() == ["enabled"]
+    event = the_event(sentry, secrets)
+    (error,) = event["exception"]["values"]
+    assert error["type"] == "RuntimeError"
+    assert error["value"].startswith("task failed: **********")
+    assert error["mechanism"]["type"] == "celery"
+    assert (event["release"], event["environment"]) == (__version__, "staging-eu")
+
+
+def test_route_error_reaches_sentry_without_secrets(sentry: Envelopes) -> None:
+    stdout, secrets = run_child(ROUTE_CHILD, sentry)
+    assert stdout.splitlines() == ["enabled", "celery not imported"]
+    event = the_event(sentry, secrets)
+    (error,) = event["exception"]["values"]
+    assert error["type"] == "RuntimeError"
+    assert error["value"].startswith("route failed: **********")
+    assert event["request"]["url"].endswith("/readyz")
+    assert (event["release"], event["environment"]) == (__version__, "staging-eu")
+
+
+@pytest.mark.parametrize("script", [TASK_CHILD, ROUTE_CHILD], ids=["task", "route"])
+def test_disable_sentry_sends_nothing(sentry: Envelopes, script: str) -> None:
+    stdout, _ = run_child(script, sentry, DISABLE_SENTRY="1")
+    assert stdout.splitlines()[0] == "off"
+    assert sentry.raw == []
