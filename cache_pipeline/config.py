@@ -104,6 +104,19 @@ class Settings(BaseSettings):
     worker_concurrency: Annotated[
         int, Field(ge=1, le=64, json_schema_extra=_allowed("an integer 1..64"))
     ] = 1
+    poison_flood_ratio: Annotated[
+        float, Field(ge=0, le=1, json_schema_extra=_allowed("a share 0..1 (0 turns the guard off)"))
+    ] = 0.5
+    poison_flood_window: Annotated[
+        int, Field(ge=1, le=100000, json_schema_extra=_allowed("a number of messages 1..100000"))
+    ] = 100
+    poison_flood_min_messages: Annotated[
+        int, Field(ge=1, le=100000, json_schema_extra=_allowed("a number of messages 1..100000"))
+    ] = 20
+    poison_flood_cooldown_secs: Annotated[
+        int,
+        Field(ge=0, le=86400, json_schema_extra=_allowed("seconds 0..86400 (0: stay paused)")),
+    ] = 300
 
     @field_validator("keys_ttl_in_secs")
     @classmethod
