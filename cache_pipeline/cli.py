@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -39,6 +41,86 @@ def api() -> None:
     from api.server import run_standalone
 
     run_standalone(settings)
+
+
+@cli.command("worker")
+def worker() -> None:
+    """Consume QUEUE_URL and apply every message to Redis (a Celery worker)."""
+    settings = load_settings(require_queue=True)
+    from tasks.worker import run_worker
+
+    sys.exit(run_worker(settings))
+
+
+@cli.command("publish")
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+def publish(source: TextIO) -> None:
+    """Send the JSON-lines messages of SOURCE (a file, or - for stdin) to QUEUE_URL.
+
+    Every line is validated first; one bad line sends nothing.
+    """
+    settings = load_settings(require_queue=True)
+    from cache_pipeline.publish import read_messages
+    from cache_pipeline.sqs import send_bodies, sqs_client
+
+    bodies = read_messages(source, settings.environment_prefix)
+    assert settings.queue_url is not None
+    client = sqs_client(settings)
+    try:
+        sent = send_bodies(client, settings.queue_url, bodies)
+    finally:
+        client.close()
+    click.echo(f"published {sent} message(s) to {settings.queue_url}")
+
+
+@cli.command("redrive")
+@click.option(
+    "--max",
+    "limit",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Move at most this many messages.",
+)
+def redrive(limit: int) -> None:
+    """Move messages from DEAD_LETTER_QUEUE_URL back to QUEUE_URL."""
+    settings = load_settings(require_queue=True)
+    if not settings.dead_letter_queue_url:
+        raise ConfigError("DEAD_LETTER_QUEUE_URL is not set: there is no queue to redrive from")
+    from cache_pipeline.dlq import redrive as move
+    from cache_pipeline.sqs import sqs_client
+
+    assert settings.queue_url is not None
+    client = sqs_client(settings)
+    try:
+        counts = move(client, settings.dead_letter_queue_url, settings.queue_url, limit=limit)
+    finally:
+        client.close()
+    click.echo(f"moved {counts.moved} message(s), {counts.failed} failed")
+    if counts.failed:
+        sys.exit(1)
+
+
+@cli.command("edge-stub")
+@click.option(
+    "--file",
+    "data_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="edge-data.json",
+    show_default=True,
+    help="JSON file of entitlements snapshots (created on the first write).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True)
+@click.option(
+    "--latency-ms", type=click.IntRange(0, 60000), default=0, help="Delay every entitlements GET."
+)
+def edge_stub(data_file: Path, host: str, port: int, latency_ms: int) -> None:
+    """Serve a local upstream entitlements API (docs/upstream-api.yaml) from a JSON file."""
+    settings = load_settings()
+    from api.edge_stub import serve
+
+    serve(settings, data_file, host=host, port=port, latency_ms=latency_ms)
 
 
 def _masked(settings: Settings) -> dict[str, object]:

@@ -1,0 +1,104 @@
+"""The dead-letter queue: parking poison messages, and moving them back.
+
+A parked message keeps its body byte for byte; why it was parked travels in
+SQS message attributes (``reason``, and ``messageId``, ``detail``,
+``sourceMessageId`` when known), so an operator can read the DLQ and
+``redrive`` can send the same bodies back once the cause is fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cache_pipeline.sqs_batch import SQS_BATCH, QueueUnavailable, delete_batch
+
+REASON = "reason"
+MESSAGE_ID = "messageId"
+DETAIL = "detail"
+SOURCE_MESSAGE_ID = "sourceMessageId"
+MAX_ATTRIBUTE = 1024  # attribute values are kept short; the body is what matters
+REDRIVE_WAIT_SECONDS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """A message that can never be applied, and why."""
+
+    body: str
+    reason: str
+    detail: str
+    message_id: str | None
+    sqs_message_id: str
+
+
+def attributes(poison: Poison) -> dict[str, Any]:
+    """The SQS message attributes that say why a message was parked."""
+    values = {
+        REASON: poison.reason,
+        DETAIL: poison.detail,
+        MESSAGE_ID: poison.message_id,
+        SOURCE_MESSAGE_ID: poison.sqs_message_id,
+    }
+    return {
+        name: {"DataType": "String", "StringValue": value[:MAX_ATTRIBUTE]}
+        for name, value in values.items()
+        if value
+    }
+
+
+def park(client: Any, dlq_url: str, items: Sequence[Poison]) -> list[bool]:
+    """Send poison messages to the DLQ unchanged; one flag per item, True when sent.
+
+    Raises ``QueueUnavailable`` when SQS cannot be reached (nothing is known sent).
+    """
+    sent: list[bool] = []
+    for start in range(0, len(items), SQS_BATCH):
+        chunk = items[start : start + SQS_BATCH]
+        entries = [
+            {"Id": str(i), "MessageBody": item.body, "MessageAttributes": attributes(item)}
+            for i, item in enumerate(chunk)
+        ]
+        try:
+            reply = client.send_message_batch(QueueUrl=dlq_url, Entries=entries)
+        except (BotoCoreError, ClientError) as exc:
+            raise QueueUnavailable(f"could not send to the dead-letter queue: {exc}") from None
+        ok = {int(entry["Id"]) for entry in reply.get("Successful", [])}
+        sent.extend(i in ok for i in range(len(chunk)))
+    return sent
+
+
+@dataclass(slots=True)
+class RedriveCounts:
+    """What a redrive did."""
+
+    moved: int = 0
+    failed: int = 0
+
+
+def redrive(client: Any, source_url: str, target_url: str, *, limit: int) -> RedriveCounts:
+    """Move up to ``limit`` messages from ``source_url`` to ``target_url``.
+
+    Each message is sent first and deleted from the source only once sent, so a
+    failure leaves it in the source (it may then exist in both: every write is
+    idempotent). Stops when the source answers empty or ``limit`` is reached.
+    """
+    counts = RedriveCounts()
+    while counts.moved + counts.failed < limit:
+        want = min(SQS_BATCH, limit - counts.moved - counts.failed)
+        reply = client.receive_message(
+            QueueUrl=source_url, MaxNumberOfMessages=want, WaitTimeSeconds=REDRIVE_WAIT_SECONDS
+        )
+        messages = reply.get("Messages", [])
+        if not messages:
+            break
+        entries = [{"Id": str(i), "MessageBody": m["Body"]} for i, m in enumerate(messages)]
+        sent = client.send_message_batch(QueueUrl=target_url, Entries=entries)
+        ok = sorted(int(entry["Id"]) for entry in sent.get("Successful", []))
+        not_deleted = delete_batch(client, source_url, [messages[i]["ReceiptHandle"] for i in ok])
+        counts.moved += len(ok) - len(not_deleted)
+        counts.failed += len(messages) - len(ok) + len(not_deleted)
+    return counts

@@ -1,0 +1,95 @@
+"""kombu's SQS transport, tuned for a queue of raw JSON applied in batches.
+
+Three changes to ``kombu.transport.SQS``, nothing else:
+
+* every ReceiveMessage asks for the configured ``visibility_timeout`` (kombu
+  ignores it for predefined queues, and we never create or alter queues);
+* a body that is not a kombu envelope is wrapped without being JSON-decoded a
+  first time (the consumer parses it once, with the contract models);
+* acks are batched: ``delete_many`` sends one DeleteMessageBatch for a whole
+  receive instead of kombu's DeleteMessage per message, ``release_many`` makes
+  messages visible again soon, ``forget_many`` frees prefetch slots of messages
+  left on the queue on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kombu.transport import SQS
+from kombu.transport.virtual import Channel as VirtualChannel
+
+from cache_pipeline.sqs_batch import change_visibility_batch, delete_batch
+
+_ENVELOPE_MARK = '"properties"'
+
+
+class Channel(SQS.Channel):
+    """An SQS channel whose acks go out in batches, polled by its own thread only."""
+
+    # Deliveries are always settled by the consumer; kombu's restore-on-close
+    # would re-publish raw bodies as kombu envelopes.
+    do_restore = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # kombu picks up the worker's event loop when one is current; this
+        # channel is polled synchronously by its consumer thread, never by a hub.
+        self.hub = None
+
+    def _receive_message(
+        self, queue: str, max_number_of_messages: int = 1, wait_time_seconds: int | None = None
+    ) -> Any:
+        q_url: str = self._new_queue(queue)  # type: ignore[func-returns-value,assignment]
+        params: dict[str, Any] = {
+            "QueueUrl": q_url,
+            "MaxNumberOfMessages": max_number_of_messages,
+            "WaitTimeSeconds": self.wait_time_seconds
+            if wait_time_seconds is None
+            else wait_time_seconds,
+            "VisibilityTimeout": self.visibility_timeout,
+        }
+        attributes = self.get_message_attributes
+        if names := attributes.get("MessageSystemAttributeNames"):
+            params["MessageSystemAttributeNames"] = names
+        if names := attributes.get("MessageAttributeNames"):
+            params["MessageAttributeNames"] = names
+        return self.sqs(queue=queue).receive_message(**params)
+
+    def _prepare_json_payload(self, text: str) -> dict[str, Any]:
+        if _ENVELOPE_MARK not in text:
+            return {}  # a raw contract message: wrapped as is, parsed once by the consumer
+        payload: dict[str, Any] = super()._prepare_json_payload(text)  # type: ignore[misc]
+        return payload
+
+    def delete_many(self, queue: str, queue_url: str, receipts: Sequence[str]) -> list[str]:
+        """Delete messages with DeleteMessageBatch; return the receipts SQS did not delete.
+
+        The prefetch slots of every given delivery are freed either way: a message
+        that was not deleted comes back after its visibility timeout.
+        """
+        try:
+            return delete_batch(self.sqs(queue=queue), queue_url, receipts)
+        finally:
+            self.forget_many(receipts)
+
+    def release_many(
+        self, queue: str, queue_url: str, receipts: Sequence[str], timeout: int
+    ) -> list[str]:
+        """Make messages visible again after ``timeout`` seconds; free their slots."""
+        try:
+            return change_visibility_batch(self.sqs(queue=queue), queue_url, receipts, timeout)
+        finally:
+            self.forget_many(receipts)
+
+    def forget_many(self, receipts: Sequence[str]) -> None:
+        """Free the prefetch slots of deliveries without touching SQS."""
+        for receipt in receipts:
+            VirtualChannel.basic_ack(self, receipt)
+
+
+class Transport(SQS.Transport):
+    """kombu's SQS transport with the batching channel above."""
+
+    Channel = Channel
