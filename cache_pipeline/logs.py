@@ -46,6 +46,7 @@ INTERCEPTED = (
     "uvicorn.access",
     "sentry_sdk.errors",
 )
+OWN_HANDLER = ("celery.task", "multiprocessing")
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 MASK = "**********"
 MIN_SECRET_LENGTH = 4
@@ -184,3 +185,9 @@ def intercept_stdlib(level: str) -> None:
         library = logging.getLogger(name)
         library.handlers.clear()
         library.propagate = True
+    # Loggers that Celery sets up with a plain stderr handler of their own and no propagation,
+    # unless they already have a handler: they get ours, directly.
+    for name in OWN_HANDLER:
+        library = logging.getLogger(name)
+        library.handlers[:] = [InterceptHandler()]
+        library.propagate = False

@@ -25,6 +25,8 @@ CHILD = textwrap.dedent(
     import logging, os, sys
     from urllib.parse import quote, urlsplit
     import boto3
+    from celery import Celery
+    from celery.utils.log import get_task_logger
     from loguru import logger
     from api.server import serve_in_thread
     from cache_pipeline.config import load_settings
@@ -51,6 +53,11 @@ CHILD = textwrap.dedent(
     except ValueError:
         logger.exception("loguru caught it")
         logging.getLogger("celery").exception("celery caught it")
+
+    celery_app = Celery("log-check", set_as_current=False)
+    celery_app.conf.worker_hijack_root_logger = False
+    celery_app.log.setup(loglevel=logging.getLevelName(logging.getLogger().level))
+    get_task_logger("pipeline.tasks").warning("task logger warning")
 
     handle = serve_in_thread(settings, HealthState(), None)
     handle.stop()
@@ -157,12 +164,19 @@ def test_uvicorn_and_botocore_records_are_json(debug_lines: list[dict[str, Any]]
     assert any(name.startswith("botocore.") for name in loggers)
 
 
+def test_celery_task_loggers_stay_in_the_sink(debug_lines: list[dict[str, Any]]) -> None:
+    """Celery's own logging setup (as its worker runs it) keeps task loggers in the sink."""
+    line = by_message(debug_lines, "text", "task logger warning")
+    assert (line["logger"], line["level"]) == ("pipeline.tasks", "warn")
+
+
 @pytest.mark.parametrize(
     ("level", "expected"),
     [("error", {"error"}), ("warn", {"warn", "error"}), ("info", {"info", "warn", "error"})],
 )
 def test_level_filtering(sqs_server: SqsServer, level: str, expected: set[str]) -> None:
-    lines, _ = run_child(level, sqs_server)
+    lines, stderr = run_child(level, sqs_server)
+    assert stderr == ""
     assert {line["level"] for line in lines} == expected
     assert all("msg" in line for line in lines)
     errors = [line for line in lines if "err" in line]
