@@ -101,6 +101,31 @@ def redrive(limit: int) -> None:
         sys.exit(1)
 
 
+@cli.command("resync")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+    help="Upstream requests in flight.",
+)  # fmt: skip
+def resync(concurrency: int) -> None:
+    """Rebuild the cache from the upstream API (EDGE_API_URL) after Redis lost its data.
+
+    Prints the counts as one JSON line; exits 1 when a scope could not be written.
+    """
+    settings = load_settings()
+    from cache_pipeline.errors import CachePipelineError
+    from cache_pipeline.resync import run_resync
+
+    try:
+        report = run_resync(settings, concurrency=concurrency)
+    except CachePipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    for failure in report.failures[:20]:
+        click.echo(f"failed: {failure}", err=True)
+    click.echo(json.dumps(report.as_dict()))
+    if not report.complete:
+        sys.exit(1)
+
+
 @cli.command("edge-stub")
 @click.option(
     "--file",
