@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cache_pipeline.config import Settings
 from cache_pipeline.errors import ConfigError
 from cache_pipeline.messages import Entitlement, EntitlementsData, EpochMs
-from cache_pipeline.sqs import send_bodies, sqs_client
 from cache_pipeline.upstream import API_KEY_HEADER, UpstreamAnswer
 
 if TYPE_CHECKING:
@@ -95,6 +94,8 @@ class Publisher:
         if self.client is None or self.queue_url is None:
             return False
         message = {"id": str(uuid.uuid4()), "environment": self.environment, **message}
+        from cache_pipeline.sqs import send_bodies
+
         try:
             send_bodies(self.client, self.queue_url, [json.dumps(message)])
         except Exception as exc:  # the stub keeps serving; the cache heals on a miss
@@ -229,6 +230,8 @@ def build(settings: Settings, path: Path, latency_ms: int = 0) -> FastAPI:
     """The stub app for these settings: key from SERVER_API_KEY, queue from QUEUE_URL."""
     publisher = Publisher(settings.environment_prefix, settings.queue_url)
     if settings.queue_url:
+        from cache_pipeline.sqs import sqs_client  # boto3 only when there is a queue
+
         publisher.client = sqs_client(settings)
     data = EdgeData(path, publisher, load_snapshots(path))
     key = settings.server_api_key.get_secret_value() if settings.server_api_key else None

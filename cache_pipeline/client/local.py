@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 
 from cache_pipeline.client.models import CustomerEntitlements
 
@@ -15,6 +16,7 @@ class LocalCache:
     """Least-recently-used map of scope → answer, each entry valid for ``ttl`` seconds.
 
     With ``ttl`` 0 it is off: ``get`` always misses and ``put`` keeps nothing.
+    An answer served from here says ``source="cache"``, wherever it first came from.
     """
 
     def __init__(self, ttl: float, max_entries: int) -> None:
@@ -44,7 +46,8 @@ class LocalCache:
         if not self.enabled:
             return
         with self._lock:
-            self._entries[key] = (time.monotonic() + self.ttl, value)
+            kept = value if value.source == "cache" else replace(value, source="cache")
+            self._entries[key] = (time.monotonic() + self.ttl, kept)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)

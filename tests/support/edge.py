@@ -107,3 +107,27 @@ class EdgeStub:
     def restart(self) -> EdgeStub:
         self.stop()
         return self.start()
+
+
+def snapshot_body(
+    *,
+    features: dict[str, int | None] | None = None,
+    credits: dict[str, int | None] | None = None,
+    limit: int = 10,
+    credit_limit: int = 1000,
+    denied: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    """A PUT body for the stub: ``features``/``credits`` map id -> current usage (None: none)."""
+    items: list[dict[str, Any]] = []
+    for kind, entries, cap in (("FEATURE", features, limit), ("CREDIT", credits, credit_limit)):
+        for item_id, used in (entries or {}).items():
+            item: dict[str, Any] = {"kind": kind, "id": item_id, "hasAccess": True}
+            item["usageLimit"] = cap
+            if used is not None:
+                item["usage"] = {"currentUsage": used, "usagePeriodStart": 1, "usagePeriodEnd": 2}
+            items.append(item)
+    body: dict[str, Any] = {"accessDeniedReason": denied, "entitlements": items}
+    if timestamp is not None:
+        body["timestamp"] = timestamp
+    return body
