@@ -15,6 +15,7 @@ expires and ``{"all": true}`` invalidation leaves it alone. A writer checks it:
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -22,13 +23,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from loguru import logger
+
 from cache_pipeline import metrics
-from cache_pipeline.errors import SchemaVersionMismatch
+from cache_pipeline.errors import SchemaVersionMismatch, StoreUnavailable
 from cache_pipeline.health import HealthState
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
 from cache_pipeline.store import RedisClient, translate_errors
 
 DETAIL = "redis_data"  # name of the /readyz detail about data loss
+CHECK_INTERVAL = 5.0  # seconds between a writer's looks at the marker
 
 
 def now_ms() -> int:
@@ -184,3 +188,57 @@ def refresh_health(guard: SchemaGuard, health: HealthState) -> SchemaCheck:
         raise
     health.set_detail(DETAIL, check.detail())
     return check
+
+
+class SchemaWatch:
+    """A writer's periodic look at the marker, shared by its consumer threads.
+
+    ``allows_writes()`` checks at most every ``interval`` seconds (at once after
+    ``recheck_soon()``, which the consumer calls when Redis comes back). A version
+    mismatch pauses consumption with the reason until a later check passes; an
+    unreachable Redis is left to the write path.
+    """
+
+    def __init__(
+        self,
+        guard: SchemaGuard,
+        health: HealthState,
+        *,
+        interval: float = CHECK_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.guard = guard
+        self.health = health
+        self.interval = interval
+        self.clock = clock
+        self.mismatch: str | None = None
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def allows_writes(self) -> bool:
+        with self._lock:
+            if self.clock() >= self._next:
+                self._next = self.clock() + self.interval
+                self._check()
+            return self.mismatch is None
+
+    def recheck_soon(self) -> None:
+        with self._lock:
+            self._next = 0.0
+
+    def _check(self) -> None:
+        try:
+            check = refresh_health(self.guard, self.health)
+        except SchemaVersionMismatch as exc:
+            if self.mismatch is None:
+                logger.error("{}", exc)
+            self.mismatch = str(exc)
+            return
+        except StoreUnavailable:
+            return
+        if self.mismatch is not None:
+            if self.health.paused_reason == self.mismatch:
+                self.health.resume()
+            self.mismatch = None
+        if check.status is SchemaStatus.DATA_LOST:
+            logger.error("{}", check.detail())

@@ -39,11 +39,13 @@ from cache_pipeline.delivery import (
 from cache_pipeline.dlq import park
 from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreUnavailable
 from cache_pipeline.messages import parse_message
+from cache_pipeline.schema import SchemaWatch
 from cache_pipeline.sqs_batch import QueueUnavailable
 from cache_pipeline.writer import Writer
 from tasks.handlers import MessageTask
 
 RETRY_VISIBILITY_SECONDS = 2  # a batch Redis could not take is visible again this soon
+HALT_POLL = 1.0  # seconds between looks while consumption is halted
 DRAIN_TIMEOUT = 0.1  # below the long poll: drain_events returns after one empty receive
 RECEIVE_BACKOFF = EqualJitterBackoff(cap=10.0, base=0.5)
 
@@ -64,6 +66,7 @@ class QueueConsumer:
         stopping: threading.Event,
         dead_letter: tuple[str, str] | None = None,
         retry_visibility: int = RETRY_VISIBILITY_SECONDS,
+        schema: SchemaWatch | None = None,
     ) -> None:
         self.connection = connection
         self.queue_name = queue_name
@@ -75,6 +78,7 @@ class QueueConsumer:
         self.stopping = stopping
         self.dead_letter = dead_letter  # (name, url) of the DLQ
         self.retry_visibility = retry_visibility
+        self.schema = schema
         self.channel: Any = connection.channel()
         self.received: list[KombuMessage] = []
         self.consumer = Consumer(
@@ -92,6 +96,9 @@ class QueueConsumer:
         failures = 0
         try:
             while not self.stopping.is_set():
+                if not self._may_consume():
+                    self.stopping.wait(HALT_POLL)
+                    continue
                 turn = self._receive()
                 if turn == "messages":
                     failures = 0
@@ -101,6 +108,10 @@ class QueueConsumer:
                     self.stopping.wait(RECEIVE_BACKOFF.compute(failures))
         finally:
             self.close()
+
+    def _may_consume(self) -> bool:
+        """False while the schema marker forbids writing (another key-schema version)."""
+        return self.schema is None or self.schema.allows_writes()
 
     def close(self) -> None:
         try:
@@ -137,6 +148,8 @@ class QueueConsumer:
         self._settle(deliveries)
         if unavailable:
             self.gate.wait()
+            if self.schema is not None:
+                self.schema.recheck_soon()  # Redis may be back empty
 
     def _delivery(self, message: KombuMessage, now: float) -> Delivery:
         sqs_message = message.delivery_info["sqs_message"]

@@ -29,6 +29,7 @@ from cache_pipeline.config import Settings
 from cache_pipeline.health import HealthState
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.redis_client import connect
+from cache_pipeline.schema import SchemaGuard, SchemaWatch
 from cache_pipeline.store import RedisClient, Store
 from cache_pipeline.writer import Writer
 from tasks.app import TRANSPORT, PipelineApp, broker_url, create_app, queue_name, transport_options
@@ -47,6 +48,7 @@ class Runtime:
     store: Store
     writer: Writer
     health: HealthState
+    schema: SchemaWatch
     stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -56,9 +58,10 @@ class Runtime:
         store = Store(
             client, layout, ttl=settings.keys_ttl_in_secs, policy=settings.cache_update_policy
         )
-        return cls(
-            settings, client, store, Writer(store, settings.environment_prefix), HealthState()
-        )
+        health = HealthState()
+        schema = SchemaWatch(SchemaGuard(client, layout), health)
+        writer = Writer(store, settings.environment_prefix)
+        return cls(settings, client, store, writer, health, schema)
 
 
 class QueueConsumers(bootsteps.StartStopStep):
@@ -118,6 +121,7 @@ def new_consumer(app: PipelineApp, runtime: Runtime) -> QueueConsumer:
         gate=RedisGate(runtime.store.ping, runtime.health, runtime.stopping),
         stopping=runtime.stopping,
         dead_letter=dead_letter,
+        schema=runtime.schema,
     )
 
 
