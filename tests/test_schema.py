@@ -18,9 +18,19 @@ from cache_pipeline.errors import SchemaVersionMismatch
 from cache_pipeline.health import HealthState
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
 from cache_pipeline.schema import DETAIL, Marker, SchemaGuard, SchemaStatus, refresh_health
+from cache_pipeline.snapshot import read_state
 from cache_pipeline.store import Store
 from tests.support.factory import entitlements, invalidation, parsed
-from tests.support.servers import RedisServer
+from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.worker import (
+    Workers,
+    create_queue,
+    expected_state,
+    queue_depth,
+    send,
+    wait_for_state,
+    worker_env,
+)
 
 LOSS_METRIC = "persistent_cache_redis_data_loss_total"
 
@@ -139,3 +149,60 @@ def test_invalidating_everything_keeps_the_marker(
     assert list(redis_client.scan_iter(match=f"{prefix}:*")) == [layout.schema_marker]
     assert redis_client.get(layout.schema_marker) == marker
     assert guard.check().status is SchemaStatus.OK  # not mistaken for a data loss
+
+
+@pytest.fixture
+def queue_url(sqs_server: SqsServer) -> str:
+    return create_queue(sqs_server.client())
+
+
+@pytest.fixture
+def workers(queue_url: str, sqs_server: SqsServer, own_redis: RedisServer) -> Iterator[Workers]:
+    manager = Workers(worker_env(queue_url, sqs_server, own_redis, "prod"))
+    yield manager
+    manager.stop_all()
+
+
+def test_the_worker_reports_a_restart_of_redis_without_its_data(
+    workers: Workers,
+    own_redis: RedisServer,
+    own_client: redis.Redis,
+    sqs_server: SqsServer,
+    queue_url: str,
+) -> None:
+    worker = workers.start()
+    layout = KeyLayout("prod")
+    wait_until(lambda: own_client.exists(layout.schema_marker), what="marker written")
+    assert DETAIL not in worker.readyz().get("details", {})
+
+    own_redis.kill()
+    own_redis.start()
+
+    wait_until(
+        lambda: DETAIL in worker.readyz().get("details", {}), timeout=30, what="data-loss detail"
+    )
+    assert worker.counter(LOSS_METRIC) == 1
+    assert "cache-pipeline resync" in worker.readyz()["details"][DETAIL]
+    bodies = [entitlements("cus-1", 10, features={"seats": 1})]
+    send(sqs_server.client(), queue_url, bodies)  # the worker keeps writing meanwhile
+    wait_for_state(own_client, "prod", expected_state("prod", bodies, CacheUpdatePolicy.UPSERT))
+
+
+def test_the_worker_refuses_another_schema_version_and_says_why(
+    workers: Workers, own_client: redis.Redis, sqs_server: SqsServer, queue_url: str
+) -> None:
+    layout = KeyLayout("prod")
+    own_client.set(layout.schema_marker, json.dumps({"version": "0", "createdAt": 1}))
+    worker = workers.start()
+    bodies = [entitlements(f"cus-{i}", 10, features={"seats": 1}) for i in range(5)]
+    send(sqs_server.client(), queue_url, bodies)
+
+    wait_until(lambda: worker.readyz().get("reason"), what="readiness reason")
+    ready = worker.http.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "DOWN"
+    assert "refusing to write" in ready.json()["reason"]
+    assert "version '0'" in ready.json()["reason"]
+    assert "refusing to write" in worker.output()
+    assert queue_depth(sqs_server.client(), queue_url) == len(bodies)
+    assert read_state(own_client, layout) == {}
