@@ -12,6 +12,13 @@ $(PY):
 install: $(PY)
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 
+# The whole stack on this machine without Docker: Redis, SQS (moto), the edge stub, the worker
+# and a demo feed; Ctrl-C stops it. Installs first when the venv lacks the project (fresh clone).
+run: $(PY)
+	@$(PY) -c 'import importlib.metadata as m, moto, celery; m.version("cache-pipeline")' \
+		2>/dev/null || $(MAKE) install
+	$(PY) -m cache_pipeline.devstack $(RUN_ARGS)
+
 test: $(PY)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

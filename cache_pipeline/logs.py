@@ -7,7 +7,8 @@ message under LOG_MESSAGE_KEY and, when there is one, the error under
 LOG_ERROR_KEY as ``{"type", "message", "stack"}``.
 
 The stdlib loggers of celery, kombu, botocore, uvicorn (and everything else
-that propagates to the root logger) are routed into the same sink. Every string
+that propagates to the root logger) are routed into the same sink, and so are
+the notices Celery's worker prints outside logging. Every string
 of every line goes through a redaction step that replaces the secrets of the
 configuration and of the environment with ``**********``.
 """
@@ -15,6 +16,7 @@ configuration and of the environment with ``**********``.
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import logging
 import os
@@ -22,7 +24,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterable, Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, urlsplit
 
@@ -105,8 +107,15 @@ class JsonSink:
     """A loguru sink writing each record as one redacted JSON line."""
 
     def __init__(
-        self, stream: IO[str], *, message_key: str, error_key: str, redactor: Redactor
+        self,
+        stream: IO[str],
+        *,
+        message_key: str,
+        error_key: str,
+        redactor: Redactor,
+        min_level: int = 0,
     ) -> None:
+        self.min_level = min_level
         self._stream = stream
         self._message_key = message_key
         self._error_key = error_key
@@ -122,6 +131,21 @@ class JsonSink:
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()
+
+    def notice(self, text: str) -> None:
+        """An info line written with one ``os.write`` and no lock: safe in a signal handler."""
+        if logger.level("INFO").no < self.min_level:
+            return
+        fields = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": "info",
+            self._message_key: text,
+        }
+        line = json.dumps(self._redactor.deep(fields), ensure_ascii=False) + "\n"
+        try:
+            os.write(self._stream.fileno(), line.encode())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            return
 
     def fields(self, record: Record) -> dict[str, Any]:
         """The JSON object of one record, before redaction."""
@@ -166,16 +190,40 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> N
 
     Safe to call again: the previous configuration is replaced.
     """
+    global _active_sink
     level = LEVELS[settings.log_level]
     sink = JsonSink(
         stream if stream is not None else sys.stdout,
         message_key=settings.log_message_key,
         error_key=settings.log_error_key,
         redactor=Redactor(secret_values(settings)),
+        min_level=logger.level(level).no,
     )
     logger.remove()
     logger.add(sink, level=level, format="{message}", backtrace=False, diagnose=False)
+    _active_sink = sink
     intercept_stdlib(level)
+    if "celery" in sys.modules:  # only where Celery is already loaded: the worker
+        route_celery_notices()
+
+
+_active_sink: JsonSink | None = None
+
+
+def route_celery_notices() -> None:
+    """Make the notices Celery's worker prints from its signal handlers JSON lines too.
+
+    Celery writes them ("worker: Warm shutdown (MainProcess)") straight to stdout
+    with ``safe_say``, outside logging; they go through the active sink instead.
+    """
+    import celery.apps.worker
+
+    setattr(celery.apps.worker, "safe_say", _celery_say)  # noqa: B010 (no stub for it)
+
+
+def _celery_say(msg: str, f: Any = None) -> None:
+    if _active_sink is not None:
+        _active_sink.notice(msg.strip())
 
 
 def intercept_stdlib(level: str) -> None:

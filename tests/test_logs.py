@@ -58,6 +58,8 @@ CHILD = textwrap.dedent(
     celery_app.conf.worker_hijack_root_logger = False
     celery_app.log.setup(loglevel=logging.getLevelName(logging.getLogger().level))
     get_task_logger("pipeline.tasks").warning("task logger warning")
+    import celery.apps.worker
+    celery.apps.worker.safe_say("worker: Warm shutdown (MainProcess)", sys.__stdout__)
 
     handle = serve_in_thread(settings, HealthState(), None)
     handle.stop()
@@ -162,6 +164,12 @@ def test_uvicorn_and_botocore_records_are_json(debug_lines: list[dict[str, Any]]
     loggers = {line.get("logger", "") for line in debug_lines}
     assert "uvicorn.error" in loggers
     assert any(name.startswith("botocore.") for name in loggers)
+
+
+def test_celery_worker_notices_are_json(debug_lines: list[dict[str, Any]]) -> None:
+    """Celery's worker prints its shutdown notice from a signal handler, outside logging."""
+    line = by_message(debug_lines, "text", "worker: Warm shutdown (MainProcess)")
+    assert line["level"] == "info"
 
 
 def test_celery_task_loggers_stay_in_the_sink(debug_lines: list[dict[str, Any]]) -> None:
