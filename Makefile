@@ -31,5 +31,11 @@ format: $(PY)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# End-to-end figures against SQS_ENDPOINT_URL (LocalStack is started when unset) and an own
+# redis-server; docs/benchmarks.md explains them. Example: make bench BENCH_ARGS="--rounds 3".
+BENCH_ARGS ?=
+bench: $(PY)
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,157 @@
+"""``python -m bench``: run the benchmark subjects and print one block of figures.
+
+Exit code 0 when every run ended with the exact reference state, 1 when a run
+failed or a state check found a difference, 2 when a service is missing, 3 when
+a worker subject was asked for but ``cache-pipeline worker`` does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import click
+
+from bench.consumers import worker_available
+from bench.report import render
+from bench.run import SUBJECTS, Result, Settings, dump, run_subject
+from bench.services import Queues, ServiceError, redis_target, sqs_endpoint
+from bench.workload import Workload, generate
+
+
+def _subjects(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in SUBJECTS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown subject {unknown[0]!r}; choose from {', '.join(SUBJECTS)}"
+        )
+    return names
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _run_all(settings: Settings, workload: Workload, names: list[str], rounds: int) -> list[Result]:
+    results: list[Result] = []
+    queues = Queues(settings.endpoint)
+    try:
+        for round_no in range(1, rounds + 1):
+            for name in names:
+                click.echo(f"bench: round {round_no}, {name} (load {_load()}) ...")
+                result = run_subject(name, settings, workload, queues, round_no)
+                results.append(result)
+                click.echo(f"bench: {json.dumps(result.as_dict())}")
+    finally:
+        queues.close()
+    return results
+
+
+@click.command()
+@click.option(
+    "-n",
+    "--messages",
+    type=click.IntRange(min=10),
+    default=20000,
+    show_default=True,
+    envvar="BENCH_MESSAGES",
+    help="stream messages per subject",
+)
+@click.option(
+    "--subjects",
+    default="bare,worker",
+    show_default=True,
+    envvar="BENCH_SUBJECTS",
+    help=f"comma-separated, from: {', '.join(SUBJECTS)}",
+)
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--rate", type=float, default=200.0, show_default=True, help="latency probes per second"
+)
+@click.option(
+    "--latency-seconds", type=float, default=15.0, show_default=True, help="0 skips latency"
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=4,
+    show_default=True,
+    help="WORKER_CONCURRENCY of 'concurrent'",
+)
+@click.option("--processes", type=int, default=2, show_default=True, help="workers of 'concurrent'")
+@click.option("--seed", type=int, default=7, show_default=True, help="workload random seed")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write figures here",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="consumer logs (default: a temp dir)",
+)
+def main(
+    messages: int,
+    subjects: str,
+    rounds: int,
+    rate: float,
+    latency_seconds: float,
+    concurrency: int,
+    processes: int,
+    seed: int,
+    json_path: Path | None,
+    log_dir: Path | None,
+) -> None:
+    """End-to-end benchmark of the worker against SQS_ENDPOINT_URL and a real Redis."""
+    names = _subjects(subjects)
+    if any(n in ("worker", "concurrent") for n in names) and not worker_available():
+        click.echo(
+            "bench: `cache-pipeline worker` does not exist yet; run --subjects bare,bare-lua",
+            err=True,
+        )
+        sys.exit(3)
+    header = {
+        "messages": messages,
+        "cores": os.cpu_count(),
+        "load_start": _load(),
+        "subjects": names,
+    }
+    click.echo(f"bench: load average at start {header['load_start']} on {header['cores']} cores")
+    workload = generate(messages, seed=seed)
+    click.echo(f"bench: workload {workload.counts}, {len(workload.seeds)} seeded customers")
+    logs = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        with sqs_endpoint() as endpoint, redis_target() as target:
+            header["endpoint"] = endpoint
+            settings = Settings(
+                endpoint=endpoint,
+                redis=target,
+                run_id=uuid.uuid4().hex[:8],
+                log_dir=logs,
+                rate=rate,
+                latency_seconds=latency_seconds,
+                concurrency=concurrency,
+                processes=processes,
+            )
+            results = _run_all(settings, workload, names, rounds)
+    except ServiceError as exc:
+        click.echo(f"bench: {exc}", err=True)
+        sys.exit(2)
+    header["load_end"] = _load()
+    header["logs"] = str(logs)
+    click.echo(render(results, header))
+    click.echo(f"consumer logs: {logs}")
+    if json_path:
+        dump(results, header, json_path)
+    sys.exit(0 if results and all(r.ok for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Seeding, the reference state, and the comparison of Redis with it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
+from cache_pipeline.messages import Message, parse_message
+from cache_pipeline.reference import ReferenceCache
+from cache_pipeline.snapshot import read_state
+from cache_pipeline.store import RedisClient, Store
+
+SEED_CHUNK = 200
+EXAMPLES = 20
+TTL = 604800
+
+
+def parsed(messages: Iterable[dict[str, Any]]) -> list[Message]:
+    return [parse_message(json.dumps(m), "any") for m in messages]
+
+
+def seed(client: RedisClient, layout: KeyLayout, seeds: Sequence[dict[str, Any]]) -> None:
+    """Write the seed snapshots with UPSERT, as the reader SDK's miss path would."""
+    store = Store(client, layout, ttl=TTL, policy=CacheUpdatePolicy.UPSERT)
+    models = parsed(seeds)
+    for start in range(0, len(models), SEED_CHUNK):
+        for result in store.apply_batch(models[start : start + SEED_CHUNK]):
+            if isinstance(result, Exception):
+                raise RuntimeError(f"seeding failed: {result}")
+
+
+def expected_state(
+    layout: KeyLayout, seeds: Sequence[dict[str, Any]], stream: Iterable[dict[str, Any]]
+) -> dict[str, Any]:
+    """The reference model after the seeds (UPSERT) and the stream in timestamp order."""
+    model = ReferenceCache(layout, CacheUpdatePolicy.UPSERT).apply_all(parsed(seeds))
+    model.policy = CacheUpdatePolicy.UPDATE_IF_EXISTS
+    ordered = sorted(stream, key=lambda m: int(m["timestamp"]))
+    return model.apply_all(parsed(ordered)).snapshot()
+
+
+@dataclass
+class Check:
+    """How Redis differs from the reference state."""
+
+    keys: int
+    stale: list[str] = field(default_factory=list)  # a version older than expected
+    missing: list[str] = field(default_factory=list)  # expected, absent
+    unexpected: list[str] = field(default_factory=list)  # present, not expected (or newer)
+    different: list[str] = field(default_factory=list)  # right version, wrong value
+    examples: dict[str, str] = field(default_factory=dict)  # key -> "want ... got ..."
+
+    @property
+    def ok(self) -> bool:
+        return not (self.stale or self.missing or self.unexpected or self.different)
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"OK: {self.keys} keys equal the reference model"
+        parts = [
+            f"{len(items)} {name} (e.g. {items[0]}: {self.examples.get(items[0], '?')})"
+            for name, items in (
+                ("stale", self.stale),
+                ("missing", self.missing),
+                ("unexpected", self.unexpected),
+                ("different", self.different),
+            )
+            if items
+        ]
+        return f"MISMATCH over {self.keys} keys: " + ", ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "keys": self.keys,
+            "stale": len(self.stale),
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+            "different": len(self.different),
+        }
+
+
+def compare(expected: dict[str, Any], actual: dict[str, Any]) -> Check:
+    """Classify every value key (with its version) where Redis and the model disagree."""
+    bases = {_base(key) for key in expected.keys() | actual.keys()}
+    check = Check(keys=len(bases))
+    for base in sorted(bases):
+        version = base + TIMESTAMP_SUFFIX
+        want = (expected.get(version), expected.get(base))
+        got = (actual.get(version), actual.get(base))
+        if want != got:
+            _classify(check, base, want, got)
+            if len(check.examples) < EXAMPLES:
+                check.examples[base] = f"want version {want[0]}, got {got[0]}"
+    return check
+
+
+def _base(key: str) -> str:
+    return key.removesuffix(TIMESTAMP_SUFFIX)
+
+
+def _classify(check: Check, key: str, want: tuple[Any, Any], got: tuple[Any, Any]) -> None:
+    want_version, _ = want
+    got_version, got_value = got
+    if got_version is None:
+        check.missing.append(key)
+    elif want_version is None or got_version > want_version:
+        check.unexpected.append(key)
+    elif got_version < want_version:
+        check.stale.append(key)
+    elif got_value is None and want[1] is not None:
+        check.missing.append(key)
+    else:
+        check.different.append(key)
+
+
+def check_redis(
+    client: RedisClient,
+    layout: KeyLayout,
+    seeds: Sequence[dict[str, Any]],
+    stream: Iterable[dict[str, Any]],
+) -> Check:
+    """Compare the environment's keys in Redis with the reference model."""
+    return compare(expected_state(layout, seeds, stream), read_state(client, layout))

@@ -1,0 +1,264 @@
+"""One benchmark subject, end to end: seed, fill a fresh queue, consume, measure, check.
+
+Subjects:
+
+* ``bare``       the bare boto3 loop with plain SETs: the ceiling.
+* ``bare-lua``   the bare loop with the store's atomic Lua writes (model-checked).
+* ``worker``     one ``cache-pipeline worker`` process, then the latency probes.
+* ``concurrent`` the most concurrent settings: several worker processes, each
+                 with WORKER_CONCURRENCY consumers; must end with zero stale values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.check import Check, check_redis, seed
+from bench.consumers import Consumer, start_bare, start_worker
+from bench.latency import LatencyResult, ProbeWatcher, measure_latency
+from bench.monitor import (
+    SCRIPT_COMMANDS,
+    CpuSource,
+    MachineCpu,
+    ProcessWatch,
+    Progress,
+    StalledError,
+    WriteCounter,
+    watch,
+)
+from bench.services import Queues, RedisTarget
+from bench.workload import Workload, bodies
+from cache_pipeline.keys import KeyLayout
+
+SUBJECTS = ("bare", "bare-lua", "worker", "concurrent")
+LOCALSTACK_PIDFILE = Path.home() / ".cache" / "localstack-host" / "pid"
+LOCALSTACK_ENDPOINTS = ("http://127.0.0.1:4566", "http://localhost:4566")
+
+
+@dataclass
+class Settings:
+    """What every subject of a run shares."""
+
+    endpoint: str
+    redis: RedisTarget
+    run_id: str
+    log_dir: Path
+    rate: float = 200.0
+    latency_seconds: float = 15.0
+    concurrency: int = 4
+    processes: int = 2
+    worker_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """Figures of one subject in one round."""
+
+    subject: str
+    round: int
+    messages: int
+    progress: Progress | None = None
+    peak_rss: int = 0
+    high_water_mark: int = 0
+    check: Check | None = None
+    latency: LatencyResult | None = None
+    processed_metric: float | None = None
+    exit_codes: list[int | None] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and (self.check is None or self.check.ok)
+
+    def as_dict(self) -> dict[str, Any]:
+        figures: dict[str, Any] = {
+            "subject": self.subject,
+            "round": self.round,
+            "messages": self.messages,
+            "ok": self.ok,
+            "error": self.error,
+            "peak_rss_mb": round(max(self.peak_rss, self.high_water_mark) / 2**20, 1),
+            "check": self.check.as_dict() if self.check else None,
+            "latency": self.latency.as_dict() if self.latency else None,
+            "processed_metric": self.processed_metric,
+            "exit_codes": self.exit_codes,
+        }
+        if self.progress:
+            p = self.progress
+            figures |= {
+                "steady_msgs_per_s": round(p.steady_rate, 1),
+                "with_startup_msgs_per_s": round(p.startup_rate, 1),
+                "steady_seconds": round(p.last_time - p.first_time, 2),
+                "startup_seconds": round(p.first_time - p.started, 2),
+                "cpu_s_per_1000": {g: round(p.cpu_per_1000(g), 3) for g in p.last_cpu},
+                "cores_busy": {g: round(p.cpu_share(g), 2) for g in p.last_cpu},
+            }
+        return figures
+
+
+def run_subject(
+    subject: str, settings: Settings, workload: Workload, queues: Queues, round_no: int
+) -> Result:
+    """Run one subject on its own prefix and queue; never raises for a failed run."""
+    prefix = f"bench-{settings.run_id}-{subject}-{round_no}"
+    client = settings.redis.client()
+    result = Result(subject, round_no, len(workload.stream))
+    try:
+        _run(subject, settings, workload, queues, prefix, client, result)
+    except (StalledError, RuntimeError, OSError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        _drop_prefix(client, KeyLayout(prefix))
+        client.close()
+    return result
+
+
+def _run(
+    subject: str,
+    settings: Settings,
+    workload: Workload,
+    queues: Queues,
+    prefix: str,
+    client: Any,
+    result: Result,
+) -> None:
+    layout = KeyLayout(prefix)
+    seed(client, layout, workload.seeds)
+    queue_url = queues.create(prefix)
+    queues.fill(queue_url, bodies(workload.stream, prefix))
+    bare = subject.startswith("bare")
+    counter = WriteCounter(client, ("set",) if subject == "bare" else SCRIPT_COMMANDS)
+    started = time.monotonic()
+    consumers = _start(subject, settings, queue_url, prefix, len(workload.stream))
+    try:
+        group = ProcessWatch(*(c.pid for c in consumers))
+        result.progress = watch(
+            counter,
+            group,
+            target=workload.script_calls,
+            started=started,
+            others=_others(settings),
+        )
+        queues.wait_empty(queue_url)  # every message deleted, not only written
+        probes: list[dict[str, Any]] = []
+        if subject == "worker" and settings.latency_seconds > 0:
+            result.latency, probes = _latency(settings, workload, queue_url, layout, group)
+        group.sample_rss()
+        result.peak_rss, result.high_water_mark = group.peak_rss, group.high_water_mark()
+        result.processed_metric = None if bare else _processed(consumers)
+    except StalledError as exc:
+        raise StalledError(f"{exc}\n{consumers[0].name} log:\n{consumers[0].tail()}") from None
+    finally:
+        result.exit_codes = [c.stop() for c in consumers]
+    if subject != "bare":
+        result.check = check_redis(client, layout, workload.seeds, [*workload.stream, *probes])
+
+
+def _start(
+    subject: str, settings: Settings, queue_url: str, prefix: str, expect: int
+) -> list[Consumer]:
+    common: dict[str, Any] = {
+        "log_dir": settings.log_dir,
+        "endpoint": settings.endpoint,
+        "queue_url": queue_url,
+        "redis_host": settings.redis.host,
+        "redis_port": settings.redis.port,
+        "prefix": prefix,
+    }
+    if subject.startswith("bare"):
+        writes = "set" if subject == "bare" else "lua"
+        return [start_bare(f"{prefix}", expect=expect, writes=writes, **common)]
+    if subject == "worker":
+        return [start_worker(prefix, extra_env=settings.worker_env, **common)]
+    env = {**settings.worker_env, "WORKER_CONCURRENCY": str(settings.concurrency)}
+    return [
+        start_worker(f"{prefix}-{i}", extra_env=env, **common) for i in range(settings.processes)
+    ]
+
+
+def _latency(
+    settings: Settings,
+    workload: Workload,
+    queue_url: str,
+    layout: KeyLayout,
+    group: ProcessWatch,
+) -> tuple[LatencyResult, list[dict[str, Any]]]:
+    watcher_client = settings.redis.client()
+    watcher = ProbeWatcher(watcher_client, layout).start()
+    try:
+        return measure_latency(
+            endpoint=settings.endpoint,
+            queue_url=queue_url,
+            workload=workload,
+            watcher=watcher,
+            layout=layout,
+            environment=layout.prefix,
+            rate=settings.rate,
+            count=round(settings.rate * settings.latency_seconds),
+            on_tick=group.sample_rss,
+        )
+    finally:
+        watcher.close()
+        watcher_client.close()
+
+
+def _others(settings: Settings) -> dict[str, CpuSource]:
+    """The other processes on the machine whose CPU the run reports."""
+    others: dict[str, CpuSource] = {"bench": ProcessWatch(os.getpid()), "machine": MachineCpu()}
+    if settings.endpoint.rstrip("/") in LOCALSTACK_ENDPOINTS:
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            others["sqs"] = ProcessWatch(int(LOCALSTACK_PIDFILE.read_text().strip()))
+    redis_pid = _redis_pid(settings.redis)
+    if redis_pid:
+        others["redis"] = ProcessWatch(redis_pid)
+    return others
+
+
+def _redis_pid(target: RedisTarget) -> int | None:
+    if target.host not in ("127.0.0.1", "localhost"):
+        return None
+    client = target.client()
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
+
+
+def _processed(consumers: list[Consumer]) -> float | None:
+    """Sum of persistent_cache_messages_processed_total over the workers' /metrics."""
+    total = 0.0
+    for consumer in consumers:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{consumer.port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        for family in text_string_to_metric_families(text):
+            if family.name == "persistent_cache_messages_processed":
+                total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return total
+
+
+def _drop_prefix(client: Any, layout: KeyLayout) -> None:
+    batch: list[str] = []
+    for key in client.scan_iter(match=layout.environment_pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
+
+
+def dump(results: list[Result], header: dict[str, Any], path: Path) -> None:
+    """Write the machine-readable report."""
+    path.write_text(json.dumps({**header, "results": [r.as_dict() for r in results]}, indent=2))

@@ -1,0 +1,179 @@
+"""The services a run talks to: an SQS endpoint (LocalStack) and a redis-server.
+
+The SQS endpoint comes from SQS_ENDPOINT_URL; without it, LocalStack is started
+with ``../shared/tools/localstack-host`` when that script exists, otherwise the
+run stops with a message saying how to start it. Redis is REDIS_HOST/REDIS_PORT
+when REDIS_HOST is set, otherwise a redis-server of the bench's own on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import redis
+from botocore.config import Config
+
+from tests.support.servers import RedisServer
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+REPO = Path(__file__).resolve().parent.parent
+LOCALSTACK_SCRIPT = REPO.parent / "shared" / "tools" / "localstack-host"
+LOCALSTACK_ENDPOINT = "http://127.0.0.1:4566"
+AWS_DEFAULTS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+SEND_BATCH = 10
+
+
+class ServiceError(RuntimeError):
+    """A service the bench needs is not there; the message says how to provide it."""
+
+
+def aws_environment() -> dict[str, str]:
+    """AWS variables for LocalStack/moto: the caller's own, or test defaults."""
+    return {name: os.environ.get(name, value) for name, value in AWS_DEFAULTS.items()}
+
+
+@contextmanager
+def sqs_endpoint() -> Iterator[str]:
+    """SQS_ENDPOINT_URL, or a LocalStack started here on 127.0.0.1:4566 (and stopped
+    again on exit if this call started it)."""
+    endpoint = os.environ.get("SQS_ENDPOINT_URL")
+    if endpoint:
+        yield endpoint
+        return
+    if not LOCALSTACK_SCRIPT.exists():
+        raise ServiceError(_HOW_TO_START)
+    running = subprocess.run(
+        [str(LOCALSTACK_SCRIPT), "status"], capture_output=True, text=True, check=False
+    )
+    if '"sqs": "running"' in running.stdout or '"sqs": "available"' in running.stdout:
+        yield LOCALSTACK_ENDPOINT  # someone else's: leave it running
+        return
+    print(f"SQS_ENDPOINT_URL is not set: starting LocalStack with {LOCALSTACK_SCRIPT} start")
+    if subprocess.run([str(LOCALSTACK_SCRIPT), "start"], check=False).returncode != 0:
+        raise ServiceError("LocalStack did not start; " + _HOW_TO_START)
+    try:
+        yield LOCALSTACK_ENDPOINT
+    finally:
+        subprocess.run([str(LOCALSTACK_SCRIPT), "stop"], check=False)
+
+
+_HOW_TO_START = (
+    "SQS_ENDPOINT_URL is not set: start LocalStack (`../shared/tools/localstack-host start`"
+    " or `docker run -p 4566:4566 localstack/localstack`) and run with"
+    " SQS_ENDPOINT_URL=http://127.0.0.1:4566"
+)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    host: str
+    port: int
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=self.host, port=self.port, decode_responses=True)
+
+
+@contextmanager
+def redis_target() -> Iterator[RedisTarget]:
+    """REDIS_HOST/REDIS_PORT when REDIS_HOST is set, else an own redis-server."""
+    host = os.environ.get("REDIS_HOST")
+    if host:
+        yield RedisTarget(host, int(os.environ.get("REDIS_PORT", "6379")))
+        return
+    server = RedisServer().start()
+    try:
+        yield RedisTarget("127.0.0.1", server.port)
+    finally:
+        server.stop()
+
+
+class Queues:
+    """Fresh queues on one SQS endpoint, deleted again on close."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.client = sqs_client(endpoint)
+        self.created: list[str] = []
+
+    def create(self, name: str) -> str:
+        """Create a queue; return its URL on the configured endpoint's host."""
+        url = self.client.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})[
+            "QueueUrl"
+        ]
+        url = on_endpoint(url, self.endpoint)
+        self.created.append(url)
+        return url
+
+    def fill(self, url: str, bodies: Sequence[str]) -> None:
+        """Send the bodies in order, ten per SendMessageBatch."""
+        for start in range(0, len(bodies), SEND_BATCH):
+            chunk = bodies[start : start + SEND_BATCH]
+            entries: list[Any] = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(chunk)]
+            reply = self.client.send_message_batch(QueueUrl=url, Entries=entries)
+            if reply.get("Failed"):
+                raise ServiceError(f"SQS refused a message: {reply['Failed'][0]}")
+
+    def depth(self, url: str) -> tuple[int, int]:
+        """(visible, in flight) messages, as the queue reports them."""
+        attributes = self.client.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return (
+            int(attributes["ApproximateNumberOfMessages"]),
+            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        )
+
+    def wait_empty(self, url: str, timeout: float = 60.0) -> None:
+        """Wait until the queue holds no message, visible or in flight."""
+        deadline = time.monotonic() + timeout
+        while self.depth(url) != (0, 0):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{url} still holds {self.depth(url)} after {timeout:.0f}s")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        for url in self.created:
+            try:
+                self.client.delete_queue(QueueUrl=url)
+            except Exception as exc:  # best effort: the endpoint may be gone already
+                print(f"could not delete queue {url}: {exc}")
+        self.created = []
+        self.client.close()
+
+
+def sqs_client(endpoint: str) -> SQSClient:
+    env = aws_environment()
+    client: SQSClient = boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        config=Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=30),
+    )
+    return client
+
+
+def on_endpoint(queue_url: str, endpoint: str) -> str:
+    """The queue URL with the endpoint's scheme and host (LocalStack answers with a
+    ``*.localhost.localstack.cloud`` host that needs DNS this machine may not have)."""
+    queue = urllib.parse.urlsplit(queue_url)
+    base = urllib.parse.urlsplit(endpoint)
+    return urllib.parse.urlunsplit((base.scheme, base.netloc, queue.path, "", ""))

@@ -1,0 +1,119 @@
+"""The benchmark harness works: its workload, its reference check, one small run.
+
+Against the suite's own redis-server and moto server; no timing assertions
+(the figures are printed by ``make bench``, never asserted).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import uuid
+from pathlib import Path
+
+import redis
+
+from bench.check import check_redis, parsed, seed
+from bench.consumers import worker_available
+from bench.run import Settings, run_subject
+from bench.services import Queues, RedisTarget
+from bench.workload import Mix, generate
+from cache_pipeline.keys import KeyLayout
+from cache_pipeline.store import Store
+from tests.support.servers import RedisServer, SqsServer
+
+SMALL = 300
+
+
+def _apply(client: redis.Redis, layout: KeyLayout, stream: list[dict[str, object]]) -> None:
+    store = Store(client, layout, ttl=604800)
+    for start in range(0, len(stream), 10):
+        results = store.apply_batch(parsed(stream[start : start + 10]))
+        assert not [r for r in results if isinstance(r, Exception)]
+
+
+def test_workload_has_the_promised_shape() -> None:
+    workload = generate(2000, seed=3)
+    assert len(workload.stream) == 2000
+    assert set(workload.counts) == {
+        "usage.updated",
+        "credits.updated",
+        "entitlements.updated",
+        "cache.invalidated",
+    }
+    assert workload.counts["usage.updated"] > sum(workload.counts.values()) / 2
+    timestamps = [int(m["timestamp"]) for m in workload.stream]
+    assert len(set(timestamps)) == len(timestamps)
+    late = sum(1 for a, b in itertools.pairwise(timestamps) if b < a)
+    assert 0 < late < len(timestamps) * 0.1
+    per_customer = [m["data"].get("customerId") for m in workload.stream]
+    assert per_customer.count("cus-00000") > per_customer.count("cus-00050") * 5  # skewed
+
+
+def test_any_delivery_order_ends_in_the_model_state(redis_client: redis.Redis, prefix: str) -> None:
+    """The generator's promise: the model in timestamp order is exact for every order."""
+    workload = generate(SMALL, mix=Mix(invalidations=0.03), seed=11)
+    for n, order in enumerate(("sent", "reversed", "shuffled")):
+        layout = KeyLayout(f"{prefix}-{n}")
+        stream = list(workload.stream)
+        if order == "reversed":
+            stream.reverse()
+        elif order == "shuffled":
+            random.Random(5).shuffle(stream)
+        seed(redis_client, layout, workload.seeds)
+        _apply(redis_client, layout, stream)
+        check = check_redis(redis_client, layout, workload.seeds, workload.stream)
+        assert check.ok, f"{order}: {check.summary()}"
+
+
+def test_the_check_finds_stale_missing_and_unexpected_keys(
+    redis_client: redis.Redis, layout: KeyLayout
+) -> None:
+    workload = generate(100, seed=5)
+    seed(redis_client, layout, workload.seeds)
+    _apply(redis_client, layout, workload.in_timestamp_order())
+    assert check_redis(redis_client, layout, workload.seeds, workload.stream).ok
+
+    usage = layout.customer("cus-00000").feature_usage("feature-api-calls")
+    redis_client.set(usage + "#timestamp", "1")  # an old version: stale
+    metadata = layout.customer("cus-00001").metadata
+    redis_client.delete(metadata, metadata + "#timestamp")  # missing
+    redis_client.set(f"{layout.prefix}:c_nobody", json.dumps({}))  # unexpected
+    redis_client.set(f"{layout.prefix}:c_nobody#timestamp", "5")
+
+    check = check_redis(redis_client, layout, workload.seeds, workload.stream)
+    assert not check.ok
+    assert check.stale == [usage]
+    assert check.missing == [metadata]
+    assert check.unexpected == [f"{layout.prefix}:c_nobody"]
+
+
+def test_one_small_run_end_to_end(
+    redis_server: RedisServer, sqs_server: SqsServer, tmp_path: Path
+) -> None:
+    """Through the real worker (with latency probes), or the bare Lua loop without one."""
+    subject = "worker" if worker_available() else "bare-lua"
+    settings = Settings(
+        endpoint=sqs_server.endpoint,
+        redis=RedisTarget("127.0.0.1", redis_server.port),
+        run_id=uuid.uuid4().hex[:8],
+        log_dir=tmp_path,
+        rate=50.0,
+        latency_seconds=1.0,
+    )
+    workload = generate(SMALL, seed=13)
+    queues = Queues(sqs_server.endpoint)
+    try:
+        result = run_subject(subject, settings, workload, queues, 1)
+    finally:
+        queues.close()
+    assert result.error is None, result.error
+    assert result.check is not None
+    assert result.check.ok, result.check.summary()
+    assert result.progress is not None
+    assert result.progress.last_count >= workload.script_calls
+    assert result.exit_codes == [0]
+    if subject == "worker":
+        assert result.latency is not None
+        assert result.latency.seen == result.latency.sent == 50
