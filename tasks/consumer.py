@@ -42,6 +42,7 @@ from cache_pipeline.messages import parse_message
 from cache_pipeline.schema import SchemaWatch
 from cache_pipeline.sqs_batch import QueueUnavailable
 from cache_pipeline.writer import Writer
+from tasks.flood import FloodBrake
 from tasks.handlers import MessageTask
 
 RETRY_VISIBILITY_SECONDS = 2  # a batch Redis could not take is visible again this soon
@@ -67,6 +68,7 @@ class QueueConsumer:
         dead_letter: tuple[str, str] | None = None,
         retry_visibility: int = RETRY_VISIBILITY_SECONDS,
         schema: SchemaWatch | None = None,
+        flood: FloodBrake | None = None,
     ) -> None:
         self.connection = connection
         self.queue_name = queue_name
@@ -79,6 +81,7 @@ class QueueConsumer:
         self.dead_letter = dead_letter  # (name, url) of the DLQ
         self.retry_visibility = retry_visibility
         self.schema = schema
+        self.flood = flood
         self.channel: Any = connection.channel()
         self.received: list[KombuMessage] = []
         self.consumer = Consumer(
@@ -110,7 +113,9 @@ class QueueConsumer:
             self.close()
 
     def _may_consume(self) -> bool:
-        """False while the schema marker forbids writing (another key-schema version)."""
+        """False during a poison flood, or while the schema marker forbids writing."""
+        if self.flood is not None and self.flood.halted():
+            return False
         return self.schema is None or self.schema.allows_writes()
 
     def close(self) -> None:
@@ -138,18 +143,40 @@ class QueueConsumer:
 
     def _handle(self, batch: list[KombuMessage]) -> None:
         now = time.perf_counter()
-        deliveries = [self._delivery(message, now) for message in batch]
+        pairs = self._admit([(self._delivery(message, now), message) for message in batch])
         staged_for: list[Delivery] = []
         with self.writer.batch() as staged:
-            for delivery, message in zip(deliveries, batch, strict=True):
+            for delivery, message in pairs:
                 if delivery.invalid is None and self._route(delivery, message):
                     staged_for.append(delivery)
         unavailable = self._write(staged_for, staged.messages)
-        self._settle(deliveries)
+        self._settle([delivery for delivery, _ in pairs])
         if unavailable:
             self.gate.wait()
             if self.schema is not None:
                 self.schema.recheck_soon()  # Redis may be back empty
+
+    def _admit(
+        self, pairs: list[tuple[Delivery, KombuMessage]]
+    ) -> list[tuple[Delivery, KombuMessage]]:
+        """Count each message in the flood window; hand invalid ones back once it trips."""
+        if self.flood is None:
+            return pairs
+        admitted, held = [], []
+        for delivery, message in pairs:
+            if self.flood.admit(invalid=delivery.invalid is not None):
+                admitted.append((delivery, message))
+            else:
+                held.append(delivery.receipt)
+        if held:
+            try:
+                self.channel.release_many(
+                    self.queue_name, self.queue_url, held, self.retry_visibility
+                )
+            except QueueUnavailable as exc:
+                metrics.RECEIVE_ERRORS.inc()
+                logger.warning("{} held message(s) come back later: {}", len(held), exc)
+        return admitted
 
     def _delivery(self, message: KombuMessage, now: float) -> Delivery:
         sqs_message = message.delivery_info["sqs_message"]

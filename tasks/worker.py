@@ -28,12 +28,14 @@ from cache_pipeline.backoff import RedisGate
 from cache_pipeline.config import Settings
 from cache_pipeline.health import HealthState
 from cache_pipeline.keys import KeyLayout
+from cache_pipeline.poison_guard import FloodBound, PoisonGuard
 from cache_pipeline.redis_client import connect
 from cache_pipeline.schema import SchemaGuard, SchemaWatch
 from cache_pipeline.store import RedisClient, Store
 from cache_pipeline.writer import Writer
 from tasks.app import TRANSPORT, PipelineApp, broker_url, create_app, queue_name, transport_options
 from tasks.consumer import QueueConsumer
+from tasks.flood import FloodBrake
 from tasks.handlers import tasks_by_type
 
 STOP_TIMEOUT = 30.0  # seconds a consumer gets to finish its batch on shutdown
@@ -49,6 +51,7 @@ class Runtime:
     writer: Writer
     health: HealthState
     schema: SchemaWatch
+    flood: FloodBrake
     stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -61,7 +64,8 @@ class Runtime:
         health = HealthState()
         schema = SchemaWatch(SchemaGuard(client, layout), health)
         writer = Writer(store, settings.environment_prefix)
-        return cls(settings, client, store, writer, health, schema)
+        flood = FloodBrake(PoisonGuard(FloodBound.from_settings(settings)), health)
+        return cls(settings, client, store, writer, health, schema, flood)
 
 
 class QueueConsumers(bootsteps.StartStopStep):
@@ -122,6 +126,7 @@ def new_consumer(app: PipelineApp, runtime: Runtime) -> QueueConsumer:
         stopping=runtime.stopping,
         dead_letter=dead_letter,
         schema=runtime.schema,
+        flood=runtime.flood,
     )
 
 
