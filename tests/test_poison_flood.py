@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
+import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cache_pipeline.config import load_settings
 from cache_pipeline.errors import ConfigError
 from cache_pipeline.poison_guard import FloodBound, PoisonGuard
+from tests.support import factory
+from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.worker import Workers, create_queue, queue_depth, send, worker_env
 
 
 class Clock:
@@ -130,3 +137,103 @@ def test_a_bad_bound_stops_startup_naming_the_variable(
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=f"{name}={value!r}"):
         load_settings()
+
+
+# --- the real worker under a flood ------------------------------------------------------------
+
+FLOOD_ENV = {
+    "POISON_FLOOD_RATIO": "0.5",
+    "POISON_FLOOD_WINDOW": "20",
+    "POISON_FLOOD_MIN_MESSAGES": "10",
+}
+PAUSES = "persistent_cache_poison_flood_pauses_total"
+
+
+@pytest.fixture
+def flood_queues(sqs_server: SqsServer) -> tuple[str, str]:
+    client = sqs_server.client()
+    return create_queue(client), create_queue(client)
+
+
+@pytest.fixture
+def flood_workers(
+    flood_queues: tuple[str, str],
+    sqs_server: SqsServer,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    prefix: str,
+) -> Iterator[Workers]:
+    queue, dlq = flood_queues
+    env = worker_env(queue, sqs_server, redis_server, prefix, DEAD_LETTER_QUEUE_URL=dlq)
+    manager = Workers({**env, **FLOOD_ENV})
+    yield manager
+    manager.stop_all()
+    for key in redis_client.scan_iter(match=f"{prefix}:*"):
+        redis_client.unlink(key)
+
+
+def flood(count: int) -> tuple[list[dict[str, Any] | str], int]:
+    """Three invalid messages for each valid one (an upstream schema change); invalid count."""
+    bodies: list[dict[str, Any] | str] = []
+    for i in range(count):
+        bodies.append(factory.entitlements(f"cus-{i}", 100 + i, features={"seats": i}))
+        bodies.extend(
+            factory.envelope("entitlements.updated.v2", 100 + i, {"customer": f"cus-{i}"})
+            for _ in range(3)
+        )
+    return bodies, 3 * count
+
+
+def test_a_flood_stops_the_worker_instead_of_filling_the_dlq(
+    flood_workers: Workers, flood_queues: tuple[str, str], sqs_server: SqsServer
+) -> None:
+    queue, dlq = flood_queues
+    sqs = sqs_server.client()
+    worker = flood_workers.start(POISON_FLOOD_COOLDOWN_SECS="0")
+    bodies, invalid = flood(60)
+    send(sqs, queue, bodies)
+
+    wait_until(lambda: worker.counter(PAUSES) == 1, timeout=30, what="flood pause")
+    response = worker.http.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "DOWN"
+    assert body["reason"].startswith("poison flood:")
+    assert "POISON_FLOOD_RATIO=0.5" in body["reason"]
+    assert "restart the worker" in body["reason"]
+
+    parked = worker.counter("persistent_cache_messages_parked_total", destination="dlq")
+    processed = sum(
+        worker.counter("persistent_cache_messages_processed_total", type=t)
+        for t in ("entitlements.updated",)
+    )
+    assert parked < 20  # about one window's worth, not the whole flood
+    wait_until(lambda: queue_depth(sqs, dlq) == parked, what="DLQ holds the parked ones")
+    # nothing lost: every message not written or parked is still on the queue
+    wait_until(
+        lambda: queue_depth(sqs, queue) == len(bodies) - parked - processed,
+        what="the rest stays on the queue",
+    )
+    assert queue_depth(sqs, queue) >= invalid - parked
+    print(
+        f"flood: sent {len(bodies)} ({invalid} invalid), parked {parked:g}, written {processed:g}"
+    )
+    assert "poison flood" in worker.output()
+
+
+def test_after_the_cooldown_the_worker_resumes_and_trips_again(
+    flood_workers: Workers, flood_queues: tuple[str, str], sqs_server: SqsServer
+) -> None:
+    queue, dlq = flood_queues
+    sqs = sqs_server.client()
+    worker = flood_workers.start(POISON_FLOOD_COOLDOWN_SECS="2")
+    bodies, invalid = flood(60)
+    send(sqs, queue, bodies)
+
+    wait_until(lambda: worker.counter(PAUSES) >= 3, timeout=60, what="three pauses")
+    parked = worker.counter("persistent_cache_messages_parked_total", destination="dlq")
+    assert parked < 3 * 20 + 20  # at most about a window per pause
+    assert parked < invalid / 2
+    wait_until(lambda: queue_depth(sqs, dlq) >= parked, what="DLQ holds the parked ones")
+    assert "resumes after 2s" in worker.output()
+    assert "consumption resumed" in worker.output()
