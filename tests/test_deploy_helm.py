@@ -275,6 +275,7 @@ BAD_VALUES = [
     pytest.param({"config": {"port": 0}}, id="port-0"),
     pytest.param({"config": {"logLevel": "verbose"}}, id="logLevel-verbose"),
     pytest.param({"config": {"redisDb": 16}}, id="redisDb-16"),
+    pytest.param({"config": {"poisonFloodRatio": 1.5}}, id="poisonFloodRatio-1.5"),
     pytest.param({"config": {"queueURL": "typo"}}, id="unknown-config-key"),
     pytest.param({"image": {"pullPolicy": "Sometimes"}}, id="pullPolicy"),
     pytest.param({"serviceAccount": {"roleArn": "not-an-arn"}}, id="roleArn"),
