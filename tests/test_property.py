@@ -1,0 +1,310 @@
+"""Property tests: random message sequences through the real store vs the reference model.
+
+Rule 2 (usage, credits and UPDATE_IF_EXISTS snapshots write only when ``P:C``
+holds a value) makes some sequences order-dependent by design: a usage message
+delivered before the snapshot that creates ``P:C`` is skipped, while in
+timestamp order it would be written; the same happens around invalidations.
+So the properties are:
+
+(a) every customer seeded (a snapshot with the lowest timestamp applied first,
+    as in a warm cache) and no invalidation: every delivery permutation with
+    duplicates, through ``apply`` and through ``apply_batch``, ends in exactly
+    the reference model's state for the messages in timestamp order, under
+    both policies;
+(b) with invalidations (and unseeded customers): the store equals the
+    reference model applied in the same delivery order, redelivering an
+    already-applied message changes nothing, and no value is ever visible that
+    is older than its key's version or than its scope's latest invalidation.
+
+Every value carries the timestamp of the message that wrote it (the usage
+amounts, the access-denied reason and a ``version`` field of each
+entitlement), so the last property can be read off the Redis state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.keys import KeyLayout, timestamp_key
+from cache_pipeline.messages import CacheInvalidated, Message
+from cache_pipeline.reference import ReferenceCache
+from cache_pipeline.snapshot import read_state
+from cache_pipeline.store import Outcome, Store
+from tests.support import factory
+from tests.support.factory import parsed
+from tests.support.servers import RedisServer
+
+Scope = tuple[str, str | None]
+SCOPES: list[Scope] = [("cus-1", None), ("cus-2", None), ("cus-1", "site:1")]
+FEATURES = ["seats", "api#calls"]
+CURRENCIES = ["tokens"]
+SEED_TS = 1
+POLICIES = pytest.mark.parametrize(
+    "policy", [CacheUpdatePolicy.UPSERT, CacheUpdatePolicy.UPDATE_IF_EXISTS]
+)
+PROPERTY = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.fixture(scope="module")
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    connection = redis_server.client()
+    yield connection
+    connection.close()
+
+
+# Messages
+
+
+def snapshot_body(scope: Scope, ts: int, features: dict[str, int | None]) -> dict[str, Any]:
+    """An entitlements snapshot whose every value says it was written at ``ts``."""
+    body = factory.entitlements(
+        scope[0],
+        ts,
+        resource=scope[1],
+        features={"base": None, **{f: u for f, u in features.items() if f in FEATURES}},
+        credits={c: u for c, u in features.items() if c in CURRENCIES},
+        denied=f"v{ts}",
+    )
+    for item in body["data"]["entitlements"]:
+        item["version"] = ts
+    return body
+
+
+@st.composite
+def one_body(draw: st.DrawFn, ts: int, kinds: Sequence[str]) -> dict[str, Any]:
+    kind = draw(st.sampled_from(kinds))
+    scope = draw(st.sampled_from(SCOPES))
+    if kind == "entitlements":
+        ids = draw(st.lists(st.sampled_from(FEATURES + CURRENCIES), unique=True))
+        with_usage = draw(st.lists(st.booleans(), min_size=len(ids), max_size=len(ids)))
+        usage = {i: (ts if used else None) for i, used in zip(ids, with_usage, strict=True)}
+        return snapshot_body(scope, ts, usage)
+    if kind == "usage":
+        feature = draw(st.sampled_from(FEATURES))
+        return factory.usage(scope[0], ts, feature, ts, resource=scope[1])
+    if kind == "credits":
+        currency = draw(st.sampled_from(CURRENCIES))
+        return factory.credits(scope[0], ts, currency, ts, resource=scope[1])
+    if kind == "all":
+        return factory.invalidation(ts, everything=True)
+    targets = draw(st.lists(st.sampled_from(SCOPES), min_size=1, max_size=2, unique=True))
+    return factory.invalidation(ts, *targets)
+
+
+@st.composite
+def bodies(draw: st.DrawFn, kinds: Sequence[str]) -> list[dict[str, Any]]:
+    """Up to 10 messages with distinct timestamps (one version, one state)."""
+    stamps = draw(st.lists(st.integers(SEED_TS + 1, 500), min_size=1, max_size=10, unique=True))
+    return [draw(one_body(ts, kinds)) for ts in stamps]
+
+
+@st.composite
+def deliveries(draw: st.DrawFn, count: int) -> list[int]:
+    """Every message at least once, some more than once, in any order."""
+    extra = draw(st.lists(st.integers(0, count - 1), max_size=count))
+    return list(draw(st.permutations([*range(count), *extra])))
+
+
+@st.composite
+def chunks(draw: st.DrawFn, items: list[Message]) -> list[list[Message]]:
+    """Split a delivery into receive batches of 1..10 messages."""
+    out: list[list[Message]] = []
+    rest = list(items)
+    while rest:
+        size = draw(st.integers(1, 10))
+        out.append(rest[:size])
+        rest = rest[size:]
+    return out
+
+
+# Stores
+
+
+@dataclass
+class Run:
+    """One store on a fresh prefix, removed afterwards."""
+
+    client: redis.Redis
+    policy: CacheUpdatePolicy
+
+    def __post_init__(self) -> None:
+        self.layout = KeyLayout(f"prop-{uuid.uuid4().hex[:12]}")
+        self.store = Store(self.client, self.layout, ttl=3600, policy=self.policy)
+
+    def state(self) -> dict[str, Any]:
+        return read_state(self.client, self.layout)
+
+    def seed(self, scopes: Sequence[Scope]) -> None:
+        for scope in scopes:
+            message = parsed(snapshot_body(scope, SEED_TS, dict.fromkeys(FEATURES + CURRENCIES, 1)))
+            self.store.apply(message, policy=CacheUpdatePolicy.UPSERT)
+
+    def reference(self, scopes: Sequence[Scope]) -> ReferenceCache:
+        model = ReferenceCache(self.layout, CacheUpdatePolicy.UPSERT)
+        model.apply_all(
+            parsed(snapshot_body(s, SEED_TS, dict.fromkeys(FEATURES + CURRENCIES, 1)))
+            for s in scopes
+        )
+        model.policy = self.policy
+        return model
+
+    def close(self) -> None:
+        for key in self.client.scan_iter(match=self.layout.environment_pattern, count=1000):
+            self.client.unlink(key)
+
+
+def runs(client: redis.Redis, policy: CacheUpdatePolicy, count: int) -> list[Run]:
+    return [Run(client, policy) for _ in range(count)]
+
+
+# (a) seeded, no invalidation: order does not matter
+
+
+@POLICIES
+@PROPERTY
+@given(data=st.data(), messages=bodies(["entitlements", "usage", "credits"]))
+def test_any_delivery_order_ends_in_the_timestamp_order_state(
+    client: redis.Redis,
+    policy: CacheUpdatePolicy,
+    data: st.DataObject,
+    messages: list[dict[str, Any]],
+) -> None:
+    delivery = [parsed(messages[i]) for i in data.draw(deliveries(len(messages)))]
+    one_by_one, batched = runs(client, policy, 2)
+    try:
+        for run in (one_by_one, batched):
+            run.seed(SCOPES)
+        expected = one_by_one.reference(SCOPES)
+        expected.apply_all(sorted((parsed(b) for b in messages), key=lambda m: m.timestamp))
+        for message in delivery:
+            one_by_one.store.apply(message)
+        for batch in data.draw(chunks(delivery)):
+            assert not any(isinstance(r, Exception) for r in batched.store.apply_batch(batch))
+        assert one_by_one.state() == expected.snapshot()
+        assert batched.state() == without_prefix(expected.snapshot(), one_by_one, batched)
+    finally:
+        one_by_one.close()
+        batched.close()
+
+
+def without_prefix(state: dict[str, Any], source: Run, target: Run) -> dict[str, Any]:
+    """``state`` of one run, renamed to another run's prefix."""
+    cut = len(source.layout.prefix)
+    return {target.layout.prefix + key[cut:]: value for key, value in state.items()}
+
+
+# (b) with invalidations: same-order model, idempotent redelivery, nothing stale visible
+
+
+@POLICIES
+@PROPERTY
+@given(
+    data=st.data(),
+    messages=bodies(["entitlements", "usage", "credits", "invalidate", "invalidate", "all"]),
+    seeded=st.lists(st.sampled_from(SCOPES), unique=True),
+)
+def test_invalidations_match_the_model_in_delivery_order(
+    client: redis.Redis,
+    policy: CacheUpdatePolicy,
+    data: st.DataObject,
+    messages: list[dict[str, Any]],
+    seeded: list[Scope],
+) -> None:
+    order = data.draw(deliveries(len(messages)))
+    run, batched = runs(client, policy, 2)
+    try:
+        for each in (run, batched):
+            each.seed(seeded)
+        model = run.reference(seeded)
+        outcomes = deliver(run, model, [parsed(messages[i]) for i in order])
+        for batch in data.draw(chunks([parsed(messages[i]) for i in order])):
+            batched.store.apply_batch(batch)
+        assert batched.state() == without_prefix(run.state(), run, batched)
+        redeliver(run, model, messages, order, outcomes)
+    finally:
+        run.close()
+        batched.close()
+
+
+def deliver(run: Run, model: ReferenceCache, delivery: list[Message]) -> list[Outcome]:
+    """Apply each message to store and model; check the state after every step."""
+    outcomes = []
+    for message in delivery:
+        outcomes.append(run.store.apply(message))
+        model.apply(message)
+        state = run.state()
+        assert state == model.snapshot(), f"after {message.type} at {message.timestamp}"
+        assert_nothing_stale(state, run.layout, model)
+    return outcomes
+
+
+def redeliver(
+    run: Run,
+    model: ReferenceCache,
+    messages: list[dict[str, Any]],
+    order: list[int],
+    outcomes: list[Outcome],
+) -> None:
+    """Redeliver every message once more: applied ones change nothing.
+
+    Excluded by design: ``{"all": true}`` (an unversioned "drop everything")
+    and anything first delivered before it, and messages that rule 2 skipped on
+    every delivery (they may write now that ``P:C`` holds a value).
+    """
+    parsed_all = [parsed(body) for body in messages]
+    last_all = max((n for n, i in enumerate(order) if is_all(parsed_all[i])), default=-1)
+    applied = {i for n, i in enumerate(order) if n > last_all and outcomes[n] is not Outcome.POLICY}
+    for i in sorted(applied):
+        before = run.state()
+        run.store.apply(parsed_all[i])
+        model.apply(parsed_all[i])
+        assert run.state() == before, f"redelivered {parsed_all[i].type}"
+    for i in sorted(set(order) - applied):
+        run.store.apply(parsed_all[i])
+        model.apply(parsed_all[i])
+    assert run.state() == model.snapshot()
+
+
+def is_all(message: Message) -> bool:
+    return isinstance(message, CacheInvalidated) and message.data.all
+
+
+def assert_nothing_stale(state: dict[str, Any], layout: KeyLayout, model: ReferenceCache) -> None:
+    """Each value was written at its key's version, never before its scope's invalidation."""
+    for key, value in state.items():
+        if key.endswith("#timestamp"):
+            continue
+        written_at = embedded_timestamp(key, value, layout)
+        assert written_at == state[timestamp_key(key)], key
+        scope = scope_of(key, layout)
+        assert written_at >= model.invalidated_at.get(scope, 0), key
+
+
+def embedded_timestamp(key: str, value: Any, layout: KeyLayout) -> int:
+    if key.endswith(":metadata"):
+        return int(value["accessDeniedReason"][1:])
+    if key in {layout.customer(*scope).entitlements for scope in SCOPES}:
+        versions = {entry["version"] for entry in value.values()}
+        assert len(versions) == 1, value
+        return int(versions.pop())
+    return int(value["currentUsage"])
+
+
+def scope_of(key: str, layout: KeyLayout) -> str:
+    """The entitlements key of the scope ``key`` belongs to (the longest match)."""
+    bases = [layout.customer(*scope).entitlements for scope in SCOPES]
+    owners = [base for base in bases if key == base or key.startswith(base + ":")]
+    return max(owners, key=len)
