@@ -26,7 +26,7 @@ import psutil
 import pytest
 import redis
 
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import RedisServer, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,6 +193,44 @@ def test_make_run_serves_the_demo_and_ctrl_c_stops_everything(
     assert not [port for port in ports if listening(port)], launched.output
     for name in ("worker", "edge-stub", "sqs", "redis"):
         assert re.search(rf"^\s+{name}\s+stopped", launched.output, re.MULTILINE), name
+
+
+@pytest.mark.slow
+def test_existing_redis_is_used_and_left_running(redis_server: RedisServer) -> None:
+    """Ctrl-C during startup stops what was started and nothing else (not the Redis it used)."""
+    env = {**os.environ, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_server.port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cache_pipeline.devstack"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    launched = Launched(process)
+    reader = threading.Thread(target=launched.read, daemon=True)
+    reader.start()
+    try:
+        sqs_line = wait_until(
+            lambda: launched.line("sqs ") or process.poll(), timeout=60, what="the SQS server"
+        )
+        assert isinstance(sqs_line, str), launched.output
+        assert launched.line("redis ") == f"redis      using 127.0.0.1:{redis_server.port}"
+        sqs = psutil.Process(int(re.findall(r"\(pid (\d+)\)", sqs_line)[0]))
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(60) == 0, launched.output
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        reader.join(10)
+        assert process.stdout is not None
+        process.stdout.close()
+    wait_until(lambda: not sqs.is_running(), timeout=10, what="the SQS server to exit")
+    assert "sqs        stopped" in launched.output
+    assert redis_server.ping(), "the Redis it found is not its own to stop"
 
 
 def test_missing_redis_server_is_named_with_the_fix(tmp_path: Path) -> None:
