@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from bench.consumers import worker_available
+from bench.profile import summarize
 from bench.report import render
 from bench.run import SUBJECTS, Result, Settings, dump, run_subject
 from bench.services import Queues, ServiceError, redis_target, sqs_endpoint
@@ -96,6 +97,12 @@ def _run_all(settings: Settings, workload: Workload, names: list[str], rounds: i
     type=click.Path(file_okay=False, path_type=Path),
     help="consumer logs (default: a temp dir)",
 )
+@click.option(
+    "--profile",
+    "profile_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="record py-spy profiles of each consumer's steady phase here (slows it a little)",
+)
 def main(
     messages: int,
     subjects: str,
@@ -107,6 +114,7 @@ def main(
     seed: int,
     json_path: Path | None,
     log_dir: Path | None,
+    profile_dir: Path | None,
 ) -> None:
     """End-to-end benchmark of the worker against SQS_ENDPOINT_URL and a real Redis."""
     names = _subjects(subjects)
@@ -127,6 +135,8 @@ def main(
     click.echo(f"bench: workload {workload.counts}, {len(workload.seeds)} seeded customers")
     logs = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
+    if profile_dir:
+        profile_dir.mkdir(parents=True, exist_ok=True)
     try:
         with sqs_endpoint() as endpoint, redis_target() as target:
             header["endpoint"] = endpoint
@@ -139,6 +149,7 @@ def main(
                 latency_seconds=latency_seconds,
                 concurrency=concurrency,
                 processes=processes,
+                profile_dir=profile_dir,
             )
             results = _run_all(settings, workload, names, rounds)
     except ServiceError as exc:
@@ -148,6 +159,10 @@ def main(
     header["logs"] = str(logs)
     click.echo(render(results, header))
     click.echo(f"consumer logs: {logs}")
+    for result in results:
+        if result.profile and result.profile.exists():
+            click.echo(f"\nprofile of {result.subject} round {result.round} ({result.profile}):")
+            click.echo(summarize(result.profile).render())
     if json_path:
         dump(results, header, json_path)
     sys.exit(0 if results and all(r.ok for r in results) else 1)

@@ -63,24 +63,33 @@ class LuaWriter:
                 raise result
 
 
+def receive_batch(client: Any, queue_url: str) -> list[MessageTypeDef]:
+    """One ReceiveMessage: up to ten messages, long polling."""
+    reply = client.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=WAIT_SECONDS
+    )
+    messages: list[MessageTypeDef] = reply.get("Messages", [])
+    return messages
+
+
+def delete_batch(client: Any, queue_url: str, messages: list[MessageTypeDef]) -> None:
+    """One DeleteMessageBatch for the messages of a receive."""
+    entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+    client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
 def consume(client: Any, queue_url: str, writer: SetWriter | LuaWriter, expect: int) -> int:
     """Run the loop until ``expect`` messages are written and deleted."""
     done = idle = 0
     ids: set[str] = set()
     while len(ids) < expect and idle < IDLE_RECEIVES:
-        reply = client.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=WAIT_SECONDS
-        )
-        messages = reply.get("Messages", [])
+        messages = receive_batch(client, queue_url)
         if not messages:
             idle += 1
             continue
         idle = 0
         writer.write(messages)
-        entries = [
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-        ]
-        client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+        delete_batch(client, queue_url, messages)
         done += len(messages)
         ids.update(m["MessageId"] for m in messages)
     print(f"bare loop: {done} messages received, {len(ids)} distinct", flush=True)

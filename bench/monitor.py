@@ -9,7 +9,7 @@ CPU and RSS come from psutil on the consumer's pid and its children.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -172,6 +172,7 @@ def watch(
     started: float,
     others: dict[str, CpuSource] | None = None,
     stall_seconds: float = 60.0,
+    on_first_write: Callable[[], object] = lambda: None,
 ) -> Progress:
     """Sample until ``target`` writes are counted; raise ``StalledError`` on no progress.
 
@@ -192,6 +193,7 @@ def watch(
             if progress.first_count == 0:
                 progress.first_time, progress.first_count = now, count
                 progress.first_cpu = _cpu(groups)
+                on_first_write()
         if count >= target:
             progress.last_time, progress.last_count = now, count
             progress.last_cpu = _cpu(groups)

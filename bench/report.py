@@ -85,7 +85,8 @@ def _latency_lines(results: Sequence[Result]) -> list[str]:
             continue
         d = r.latency.as_dict()
         lines.append(
-            f"latency round {r.round}: {d['sent']} probes offered at {d['offered_rate']:.0f}/s "
+            f"latency {LABELS.get(r.subject, r.subject)}, round {r.round}: "
+            f"{d['sent']} probes offered at {d['offered_rate']:.0f}/s "
             f"(sent at {d['achieved_rate']:.0f}/s), {d['seen']} seen: p50 {d['p50_ms']} ms, "
             f"p90 {d['p90_ms']} ms, p99 {d['p99_ms']} ms, max {d['max_ms']} ms"
         )

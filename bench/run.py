@@ -3,7 +3,8 @@
 Subjects:
 
 * ``bare``       the bare boto3 loop with plain SETs: the ceiling.
-* ``bare-lua``   the bare loop with the store's atomic Lua writes (model-checked).
+* ``bare-lua``   the bare loop with the store's atomic Lua writes (model-checked),
+                 then the latency probes (a reference for the worker's).
 * ``worker``     one ``cache-pipeline worker`` process, then the latency probes.
 * ``concurrent`` the most concurrent settings: several worker processes, each
                  with WORKER_CONCURRENCY consumers; must end with zero stale values.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import profile
 from bench.check import Check, check_redis, seed
 from bench.consumers import Consumer, start_bare, start_worker
 from bench.latency import LatencyResult, ProbeWatcher, measure_latency
@@ -41,6 +44,7 @@ from bench.workload import Workload, bodies
 from cache_pipeline.keys import KeyLayout
 
 SUBJECTS = ("bare", "bare-lua", "worker", "concurrent")
+LATENCY_SUBJECTS = ("bare-lua", "worker")  # the ones that write probes as the contract says
 LOCALSTACK_PIDFILE = Path.home() / ".cache" / "localstack-host" / "pid"
 LOCALSTACK_ENDPOINTS = ("http://127.0.0.1:4566", "http://localhost:4566")
 
@@ -58,6 +62,7 @@ class Settings:
     concurrency: int = 4
     processes: int = 2
     worker_env: dict[str, str] = field(default_factory=dict)
+    profile_dir: Path | None = None  # py-spy profiles of the steady phase, when set
 
 
 @dataclass
@@ -75,6 +80,7 @@ class Result:
     processed_metric: float | None = None
     exit_codes: list[int | None] = field(default_factory=list)
     error: str | None = None
+    profile: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -92,6 +98,7 @@ class Result:
             "latency": self.latency.as_dict() if self.latency else None,
             "processed_metric": self.processed_metric,
             "exit_codes": self.exit_codes,
+            "profile": str(self.profile) if self.profile else None,
         }
         if self.progress:
             p = self.progress
@@ -139,7 +146,9 @@ def _run(
     bare = subject.startswith("bare")
     counter = WriteCounter(client, ("set",) if subject == "bare" else SCRIPT_COMMANDS)
     started = time.monotonic()
-    consumers = _start(subject, settings, queue_url, prefix, len(workload.stream))
+    probes_count = _probes(settings) if subject in LATENCY_SUBJECTS else 0
+    consumers = _start(subject, settings, queue_url, prefix, len(workload.stream) + probes_count)
+    profiler = Profiler(settings.profile_dir, prefix, consumers[0].pid)
     try:
         group = ProcessWatch(*(c.pid for c in consumers))
         result.progress = watch(
@@ -148,10 +157,12 @@ def _run(
             target=workload.script_calls,
             started=started,
             others=_others(settings),
+            on_first_write=profiler.start,
         )
+        result.profile = profiler.stop()
         queues.wait_empty(queue_url)  # every message deleted, not only written
         probes: list[dict[str, Any]] = []
-        if subject == "worker" and settings.latency_seconds > 0:
+        if subject in LATENCY_SUBJECTS and settings.latency_seconds > 0:
             result.latency, probes = _latency(settings, workload, queue_url, layout, group)
         group.sample_rss()
         result.peak_rss, result.high_water_mark = group.peak_rss, group.high_water_mark()
@@ -159,9 +170,31 @@ def _run(
     except StalledError as exc:
         raise StalledError(f"{exc}\n{consumers[0].name} log:\n{consumers[0].tail()}") from None
     finally:
+        profiler.stop()
         result.exit_codes = [c.stop() for c in consumers]
     if subject != "bare":
         result.check = check_redis(client, layout, workload.seeds, [*workload.stream, *probes])
+
+
+class Profiler:
+    """py-spy on one consumer from its first write to its last, when a directory is set."""
+
+    def __init__(self, directory: Path | None, name: str, pid: int) -> None:
+        self.output = directory / f"{name}.txt" if directory else None
+        self.pid = pid
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.output is not None:
+            self.process = profile.start(self.pid, self.output)
+
+    def stop(self) -> Path | None:
+        """Stop sampling; the profile's path once written."""
+        if self.process is None:
+            return None
+        profile.stop(self.process)
+        self.process = None
+        return self.output
 
 
 def _start(
@@ -204,12 +237,16 @@ def _latency(
             layout=layout,
             environment=layout.prefix,
             rate=settings.rate,
-            count=round(settings.rate * settings.latency_seconds),
+            count=_probes(settings),
             on_tick=group.sample_rss,
         )
     finally:
         watcher.close()
         watcher_client.close()
+
+
+def _probes(settings: Settings) -> int:
+    return round(settings.rate * settings.latency_seconds)
 
 
 def _others(settings: Settings) -> dict[str, CpuSource]:
