@@ -19,6 +19,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from cache_pipeline import __version__
 from cache_pipeline.config import Settings, load_settings
 from tests.support.manifests import by_kind, load_objects, validate_object
 
@@ -299,3 +300,11 @@ def test_values_schema_accepts_shipped_values(chart: helm.Chart) -> None:
     for values in (None, all_on()):
         jsonschema.validate(chart.merge_values(values), schema)
         chart.validate_schema(values)
+
+
+def test_chart_and_kustomize_follow_the_package_version(chart: helm.Chart) -> None:
+    assert chart.metadata["appVersion"] == __version__
+    kustomization = yaml.safe_load(
+        (CHART.parents[1] / "deploy" / "kustomize" / "base" / "kustomization.yaml").read_text()
+    )
+    assert kustomization["images"] == [{"name": "cache-pipeline", "newTag": __version__}]
