@@ -18,6 +18,7 @@ from prometheus_client import (
     PROCESS_COLLECTOR,
     REGISTRY,
     CollectorRegistry,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import Metric
@@ -54,6 +55,8 @@ def build_exposition(
     info_max_age: float = DEFAULT_MAX_AGE,
 ) -> Exposition:
     """Sources for /metrics; ``multiprocess_dir`` defaults to ``$PROMETHEUS_MULTIPROC_DIR``."""
+    # The published exposition has no ``*_created`` series beside counters and histograms.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     directory = multiprocess_dir or os.environ.get(MULTIPROC_ENV) or None
     # Redis first: the INFO read also sets persistent_cache_redis_up for this scrape.
     redis_info = RedisInfoCollector(

@@ -9,12 +9,9 @@ worker as it handles messages, in the process that serves /metrics.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, Info, disable_created_metrics
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from cache_pipeline import __version__
-
-# The published exposition has no ``*_created`` series beside counters and histograms.
-disable_created_metrics()  # type: ignore[no-untyped-call]
 
 NAMESPACE = "persistent_cache"
 
