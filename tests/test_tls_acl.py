@@ -39,7 +39,8 @@ def certificates() -> Certificates:
 
 @pytest.fixture(scope="module")
 def tls_server(certificates: Certificates) -> Iterator[TlsRedisServer]:
-    server = TlsRedisServer(certificates).start()
+    server = TlsRedisServer(certificates)
+    server.start()
     yield server
     server.stop()
 
@@ -80,7 +81,7 @@ def test_store_writes_over_tls_as_acl_user(tls_server: TlsRedisServer) -> None:
         assert store.apply_batch(batch) == [Outcome.WRITTEN, Outcome.WRITTEN]
         state = read_state(client, LAYOUT)
         assert state[LAYOUT.customer("cus-1").feature_usage("seats")]["currentUsage"] == 4
-        assert client.connection_pool.connection_kwargs["username"] == USERNAME
+        assert client.acl_whoami() == USERNAME
         assert store.invalidate_environment() > 0
     finally:
         client.close()
