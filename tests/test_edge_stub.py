@@ -7,11 +7,17 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
+import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from cache_pipeline.messages import CacheInvalidated, EntitlementsUpdated, parse_message
+from cache_pipeline.upstream import UpstreamAnswer
 from tests.support.edge import EdgeStub, snapshot_body
 from tests.support.servers import AWS_TEST_ENV, SqsServer, wait_until
 
@@ -19,6 +25,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 ENVIRONMENT = "stub-env"
+API_DOC = Path(__file__).resolve().parent.parent / "docs" / "upstream-api.yaml"
 
 
 def _queue(sqs_server: SqsServer) -> Iterator[tuple[SQSClient, str]]:
@@ -167,6 +174,34 @@ def test_a_bad_file_stops_startup_with_one_line(tmp_path: Any) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith(f"cache-pipeline: edge stub file {data}")
+
+
+def _validator(schema: str) -> jsonschema.Draft202012Validator:
+    document = yaml.safe_load(API_DOC.read_text())
+    resource = Resource.from_contents(document, default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource("urn:upstream-api", resource)
+    reference = {"$ref": f"urn:upstream-api#/components/schemas/{schema}"}
+    return jsonschema.Draft202012Validator(reference, registry=registry)
+
+
+def test_answers_match_the_documented_contract(stub: EdgeStub, cus: str) -> None:
+    document = yaml.safe_load(API_DOC.read_text())
+    get = document["paths"]["/v1/customers/{customerId}/entitlements"]["get"]
+    example = get["responses"]["200"]["content"]["application/json"]["example"]
+    answers = _validator("EntitlementsAnswer")
+    answers.validate(example)
+    assert UpstreamAnswer.model_validate(example).data.customer_id == "cus-42"
+
+    stub.put(cus, snapshot_body(features={"a": 1, "b": None}, credits={"c": 2}, denied="X"))
+    served = stub.request("GET", f"/v1/customers/{cus}/entitlements").json()
+    answers.validate(served)
+    with pytest.raises(jsonschema.ValidationError):
+        answers.validate({"timestamp": 0, "data": served["data"]})
+    listed = stub.request("GET", "/v1/customers").json()
+    for ref in listed["customers"]:
+        _validator("CustomerRef").validate(ref)
+    stub_paths = {"/v1/customers/{customerId}/entitlements", "/v1/customers", "/v1/reload"}
+    assert stub_paths | {"/_stub/requests"} == set(document["paths"])
 
 
 def _data(answer: dict[str, Any]) -> dict[str, Any]:

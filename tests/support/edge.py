@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,8 @@ class EdgeStub:
 
 def snapshot_body(
     *,
-    features: dict[str, int | None] | None = None,
-    credits: dict[str, int | None] | None = None,
+    features: Mapping[str, int | None] | None = None,
+    credits: Mapping[str, int | None] | None = None,
     limit: int = 10,
     credit_limit: int = 1000,
     denied: str | None = None,
