@@ -13,6 +13,8 @@ from typing import Any
 
 import sentry_sdk
 from sentry_sdk.integrations import Integration
+from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.integrations.loguru import LoggingLevels, LoguruIntegration
 
 from cache_pipeline import __version__
 from cache_pipeline.config import Settings
@@ -26,7 +28,10 @@ def sentry_enabled(settings: Settings) -> bool:
 
 
 def configure_sentry(settings: Settings, *, celery: bool, fastapi: bool) -> bool:
-    """Initialise sentry_sdk when enabled; returns whether it was."""
+    """Initialise sentry_sdk when enabled; returns whether it was.
+
+    Call it after ``configure_logging`` (which replaces every loguru handler).
+    """
     if not sentry_enabled(settings):
         return False
     assert settings.sentry_dsn is not None
@@ -52,8 +57,24 @@ def _scrub(redactor: Redactor, event: Any) -> Any:
     return redactor.deep(event)
 
 
+def _message_only(_record: Any) -> str:
+    """The log message alone (the exception travels as the event's exception)."""
+    return "{message}"
+
+
 def _integrations(*, celery: bool, fastapi: bool) -> list[Integration]:
-    integrations: list[Integration] = []
+    # Every log record (stdlib ones too, routed into loguru by cache_pipeline.logs) reaches
+    # Sentry once, through loguru: errors as events, info and up as breadcrumbs.
+    integrations: list[Integration] = [
+        LoggingIntegration(level=None, event_level=None),
+        LoguruIntegration(
+            level=LoggingLevels.INFO,
+            event_level=LoggingLevels.ERROR,
+            breadcrumb_format=_message_only,
+            event_format=_message_only,
+            sentry_logs_level=None,
+        ),
+    ]
     if celery:
         from sentry_sdk.integrations.celery import CeleryIntegration
 

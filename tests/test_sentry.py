@@ -66,6 +66,29 @@ ROUTE_CHILD = textwrap.dedent(
     """
 )
 
+LOG_CHILD = textwrap.dedent(
+    """
+    import logging, os
+    import sentry_sdk
+    from loguru import logger
+    from cache_pipeline.config import load_settings
+    from cache_pipeline.error_reporting import configure_sentry
+    from cache_pipeline.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings)
+    configure_sentry(settings, celery=False, fastapi=False)
+    logger.info("an info line is a breadcrumb only")
+    logging.getLogger("kombu").warning("so is a warning from a library")
+    try:
+        raise ConnectionError("consumer broke: " + os.environ["LEAK"])
+    except ConnectionError:
+        logger.exception("a queue consumer stopped on an unexpected error")
+    logging.getLogger("kombu").error("kombu gave up: %s", os.environ["LEAK"])
+    sentry_sdk.flush(10)
+    """
+)
+
 
 class Envelopes:
     """A tiny HTTP server that stands in for Sentry and keeps every envelope it receives."""
@@ -140,12 +163,15 @@ def run_child(script: str, sentry: Envelopes, **extra: str) -> tuple[str, dict[s
 
 
 def the_event(sentry: Envelopes, secrets: dict[str, str]) -> dict[str, Any]:
-    events = sentry.events()
-    assert len(events) == 1, events
+    (event,) = the_events(sentry, secrets)
+    return event
+
+
+def the_events(sentry: Envelopes, secrets: dict[str, str]) -> list[dict[str, Any]]:
     for body in sentry.raw:
         for value in secrets.values():
             assert value.encode() not in body
-    return events[0]
+    return sentry.events()
 
 
 def test_task_error_reaches_sentry_without_secrets(sentry: Envelopes) -> None:
@@ -175,3 +201,21 @@ def test_disable_sentry_sends_nothing(sentry: Envelopes, script: str) -> None:
     stdout, _ = run_child(script, sentry, DISABLE_SENTRY="1")
     assert stdout.splitlines()[0] == "off"
     assert sentry.raw == []
+
+
+def test_error_log_lines_reach_sentry_once(sentry: Envelopes) -> None:
+    """Errors the worker catches and logs (loguru or a library's stdlib logger) are reported."""
+    stdout, secrets = run_child(LOG_CHILD, sentry)
+    assert all(json.loads(line) for line in stdout.splitlines())
+    events = the_events(sentry, secrets)
+    messages = sorted(event["logentry"]["message"] for event in events)
+    assert messages == [
+        "a queue consumer stopped on an unexpected error",
+        "kombu gave up: ********** ********** ********** **********",
+    ]
+    caught = next(event for event in events if "exception" in event)
+    assert caught["exception"]["values"][0]["type"] == "ConnectionError"
+    assert caught["exception"]["values"][0]["value"].startswith("consumer broke: **********")
+    crumbs = [crumb["message"] for crumb in caught["breadcrumbs"]["values"]]
+    assert "an info line is a breadcrumb only" in crumbs
+    assert "so is a warning from a library" in crumbs
