@@ -7,10 +7,12 @@ from typing import Any
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from cache_pipeline.config import Settings
-from cache_pipeline.store import RedisClient
+from cache_pipeline.errors import StoreError
+from cache_pipeline.store import RedisClient, translate_errors
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:
@@ -34,9 +36,26 @@ def connection_options(settings: Settings) -> dict[str, Any]:
 
 
 def connect(settings: Settings) -> RedisClient:
-    """A client for the configured Redis; nothing is sent until it is used."""
+    """A client for the configured Redis.
+
+    A single-node client sends nothing until it is used. A cluster client asks a
+    node for the slot map at once; when that fails this raises
+    ``StoreUnavailable`` (no node reachable) or ``StoreError`` (wrong credentials,
+    cluster mode not enabled), never a bare redis-py error.
+    """
     options = connection_options(settings)
     retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)
     if settings.redis_cluster:
-        return RedisCluster(retry=retry, **options)
+        return _cluster(retry, options)
     return redis.Redis(db=settings.redis_db, retry=retry, **options)
+
+
+def _cluster(retry: Retry, options: dict[str, Any]) -> RedisCluster:
+    try:
+        return RedisCluster(retry=retry, **options)
+    except RedisClusterException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, redis.exceptions.RedisError | OSError):
+            with translate_errors():
+                raise cause from None
+        raise StoreError(f"Redis Cluster cannot be used: {exc}") from None

@@ -14,11 +14,13 @@ import pytest
 from redis.crc import key_slot
 
 from cache_pipeline.config import Settings
+from cache_pipeline.errors import StoreError, StoreUnavailable
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.redis_client import connect
 from cache_pipeline.store import RedisClient
 from tests.support import factory
 from tests.support.cluster import RedisClusterServer
+from tests.support.servers import RedisServer, free_port
 from tests.test_store import Backend, StoreRules, backend_for, count_keys, msg, seed
 
 pytestmark = pytest.mark.cluster
@@ -88,3 +90,17 @@ def test_customer_keys_share_one_slot_and_customers_spread(
 def test_cluster_layout_wraps_the_customer_in_a_hash_tag() -> None:
     keys = KeyLayout("prod", cluster=True).customer("a{b}", "r:1")
     assert keys.entitlements == "prod:{c_a%7Bb%7D:r_r%3A1}"
+
+
+def test_unreachable_cluster_is_store_unavailable() -> None:
+    settings = Settings(redis_cluster=True, redis_port=free_port(), redis_timeout_secs=0.5)
+    with pytest.raises(StoreUnavailable, match="Redis is unavailable"):
+        connect(settings)
+
+
+def test_cluster_mode_against_a_single_server_is_a_store_error(
+    redis_server: RedisServer,
+) -> None:
+    settings = Settings(redis_cluster=True, redis_port=redis_server.port)
+    with pytest.raises(StoreError, match="Cluster mode is not enabled"):
+        connect(settings)
