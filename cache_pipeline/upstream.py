@@ -164,6 +164,8 @@ class UpstreamClient:
                 if not delays:
                     raise UpstreamUnavailable(f"upstream API unavailable: {exc!r}") from None
                 time.sleep(delays.pop(0))
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"the upstream API call failed: {exc!r}") from None
 
     def customers(self) -> list[CustomerRef]:
         """Every customer scope the upstream knows (``GET /v1/customers``)."""
@@ -205,6 +207,8 @@ class AsyncUpstreamClient:
                 if not delays:
                     raise UpstreamUnavailable(f"upstream API unavailable: {exc!r}") from None
                 await asyncio.sleep(delays.pop(0))
+            except httpx.HTTPError as exc:
+                raise UpstreamError(f"the upstream API call failed: {exc!r}") from None
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -85,6 +85,8 @@ class AsyncEntitlementsCache:
         self._release_script = self.redis.register_script(script_source("release_lock"))
         self._write_script = self.redis.register_script(load_script_source("write_entitlements"))
         self._redis_down_until = 0.0
+        self._initialized = not isinstance(self.redis, AsyncRedisCluster)
+        self._initializing = asyncio.Lock()
 
     async def get_entitlements(
         self, customer_id: str, resource_id: str | None = None
@@ -154,6 +156,7 @@ class AsyncEntitlementsCache:
         if time.monotonic() < self._redis_down_until:
             return None
         try:
+            await self._initialize()
             reply = await self._read_script(keys=scope.script_keys(cluster=self.layout.cluster))
             read = decode(reply, scope)
             if self.layout.cluster and scope.global_keys is not None:
@@ -168,10 +171,24 @@ class AsyncEntitlementsCache:
             self._cache_trouble("read", exc)
             return None
 
+    async def _initialize(self) -> None:
+        """Discover the cluster once: the asyncio cluster client fails when many
+        coroutines trigger its first discovery at the same time."""
+        if self._initialized:
+            return
+        async with self._initializing:
+            if not self._initialized:
+                assert isinstance(self.redis, AsyncRedisCluster)
+                await self.redis.initialize()
+                self._initialized = True
+
     async def _global_version(self, scope: Scope) -> int | None:
         assert scope.global_keys is not None
         key = scope.global_keys.entitlements
-        exists, version = await self.redis.exists(key), await self.redis.get(key + "#timestamp")
+        pipe = self.redis.pipeline()
+        pipe.exists(key)
+        pipe.get(key + "#timestamp")
+        exists, version = await pipe.execute()
         return int(version or 0) if exists else None
 
     async def _fill(self, scope: Scope, cached: CachedRead) -> CustomerEntitlements:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
-import redis
 from loguru import logger
 
 from cache_pipeline.client.models import CustomerEntitlements
@@ -15,9 +14,11 @@ from cache_pipeline.client.results import Entry, from_entries
 from cache_pipeline.errors import EntitlementsUnavailable
 from cache_pipeline.keys import CustomerKeys, KeyLayout
 
-# What a cache read or write may raise: never passed on to the caller (ValueError: a
-# corrupt value, which the next write-back replaces).
-CACHE_TROUBLE = (redis.exceptions.RedisError, OSError, ValueError)
+# What a cache read, lock or write-back may raise and the SDK never passes on: the
+# promise is an answer whenever the upstream can give one, so any failure of the
+# Redis side (redis-py errors, cluster client errors that are not RedisError, a
+# corrupt value that the next write-back replaces) is logged and routed around.
+CACHE_TROUBLE: tuple[type[Exception], ...] = (Exception,)
 
 
 def script_source(name: str) -> str:

@@ -34,7 +34,6 @@ from cache_pipeline.client.results import (
 )
 from cache_pipeline.config import CacheUpdatePolicy, Settings
 from cache_pipeline.errors import (
-    CachePipelineError,
     UpstreamError,
     UpstreamUnavailable,
 )
@@ -254,7 +253,7 @@ class EntitlementsCache:
             return None
         try:
             return self.store.apply(answer.to_message(), policy=CacheUpdatePolicy.UPSERT)
-        except CachePipelineError as exc:
+        except CACHE_TROUBLE as exc:
             self._cache_trouble("write-back", exc)
             return None
 
