@@ -1,0 +1,164 @@
+"""End to end through the real worker process: SQS (moto server) → worker → Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.keys import KeyLayout
+from tasks.handlers import TASK_NAMES
+from tests.support import factory
+from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, wait_until
+from tests.support.worker import (
+    Workers,
+    create_queue,
+    expected_state,
+    queue_depth,
+    send,
+    wait_for_state,
+    worker_env,
+)
+
+PROCESSED = "persistent_cache_messages_processed_total"
+
+
+@pytest.fixture
+def queue_url(sqs_server: SqsServer) -> str:
+    return create_queue(sqs_server.client())
+
+
+@pytest.fixture
+def workers(
+    queue_url: str, sqs_server: SqsServer, redis_server: RedisServer, prefix: str
+) -> Iterator[Workers]:
+    manager = Workers(worker_env(queue_url, sqs_server, redis_server, prefix))
+    yield manager
+    manager.stop_all()
+
+
+@pytest.fixture
+def cleanup(redis_client: redis.Redis, prefix: str) -> Iterator[None]:
+    yield
+    for key in redis_client.scan_iter(match=f"{prefix}:*"):
+        redis_client.unlink(key)
+
+
+pytestmark = pytest.mark.usefixtures("cleanup")
+
+
+def run_through_worker(
+    workers: Workers,
+    sqs_server: SqsServer,
+    queue_url: str,
+    redis_client: redis.Redis,
+    prefix: str,
+    bodies: list[dict[str, Any]],
+) -> None:
+    workers.start()
+    send(sqs_server.client(), queue_url, bodies)
+    wait_for_state(redis_client, prefix, expected_state(prefix, bodies, CacheUpdatePolicy.UPSERT))
+    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="queue drained")
+
+
+def test_entitlements_usage_and_credits_reach_redis(
+    workers: Workers, sqs_server: SqsServer, queue_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    bodies = [
+        factory.entitlements("cus-1", 100, features={"seats": 3, "sso": None}, credits={"ai": 5}),
+        factory.usage("cus-1", 200, "seats", 4),
+        factory.credits("cus-1", 300, "ai", 7, limit=100),
+        factory.entitlements("cus-2", 100, resource="res-9", features={"seats": 1}),
+        factory.usage("cus-2", 150, "seats", 2, resource="res-9"),
+    ]
+    run_through_worker(workers, sqs_server, queue_url, redis_client, prefix, bodies)
+    layout = KeyLayout(prefix)
+    usage = json.loads(redis_client.get(layout.customer("cus-1").feature_usage("seats")) or "{}")
+    assert usage["currentUsage"] == 4
+    credit = json.loads(redis_client.get(layout.customer("cus-1").credit("ai")) or "{}")
+    assert credit["currentUsage"] == 7
+    worker = workers.started[0]
+    wait_until(lambda: worker.counter(PROCESSED, type="usage.updated") == 2)
+    assert worker.counter(PROCESSED, type="entitlements.updated") == 2
+    assert worker.counter(PROCESSED, type="credits.updated") == 1
+
+
+def test_invalidations_drop_customers_and_the_environment(
+    workers: Workers, sqs_server: SqsServer, queue_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    bodies = [
+        factory.entitlements("cus-1", 100, features={"seats": 3}),
+        factory.entitlements("cus-2", 100, features={"seats": 3}),
+        factory.entitlements("cus-3", 100, features={"seats": 3}),
+    ]
+    run_through_worker(workers, sqs_server, queue_url, redis_client, prefix, bodies)
+    customer = [factory.invalidation(200, "cus-1")]
+    send(sqs_server.client(), queue_url, customer)
+    wait_for_state(
+        redis_client,
+        prefix,
+        expected_state(prefix, bodies + customer, CacheUpdatePolicy.UPSERT),
+    )
+    send(sqs_server.client(), queue_url, [factory.invalidation(300, everything=True)])
+    wait_for_state(redis_client, prefix, {})
+
+
+def test_sns_wrapped_messages_are_unwrapped(
+    workers: Workers, sqs_server: SqsServer, queue_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    body = factory.entitlements("cus-sns", 100, features={"seats": 1})
+    envelope = {"Type": "Notification", "MessageId": "m-1", "Message": json.dumps(body)}
+    workers.start()
+    send(sqs_server.client(), queue_url, [envelope])
+    wait_for_state(redis_client, prefix, expected_state(prefix, [body], CacheUpdatePolicy.UPSERT))
+
+
+def test_a_celery_send_task_message_runs_the_same_task(
+    workers: Workers, sqs_server: SqsServer, queue_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    body = factory.entitlements("cus-celery", 100, features={"seats": 2})
+    workers.start()
+    name = queue_url.rsplit("/", 1)[-1]
+    producer = Celery("producer", set_as_current=False)
+    producer.conf.update(
+        broker_url="sqs://" + sqs_server.endpoint.split("://", 1)[1],
+        broker_transport_options={
+            "region": "us-east-1",
+            "is_secure": False,
+            "predefined_queues": {name: {"url": queue_url}},
+        },
+    )
+    env = dict(os.environ)
+    os.environ.update(AWS_TEST_ENV)
+    try:
+        producer.send_task(TASK_NAMES["entitlements.updated"], args=[body], queue=name)
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        producer.close()
+    wait_for_state(redis_client, prefix, expected_state(prefix, [body], CacheUpdatePolicy.UPSERT))
+    worker = workers.started[0]
+    wait_until(lambda: worker.counter(PROCESSED, type="entitlements.updated") == 1)
+
+
+def test_missing_queue_url_stops_startup_with_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "QUEUE_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "cache_pipeline.cli", "worker"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "QUEUE_URL" in lines[0]
