@@ -1,0 +1,140 @@
+"""``cache-pipeline publish`` and ``redrive`` against a real SQS-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cache_pipeline.dlq import Poison, attributes
+from cache_pipeline.publish import InvalidLine, read_messages
+from tests.support import factory
+from tests.support.servers import AWS_TEST_ENV, SqsServer
+from tests.support.worker import create_queue, queue_depth, send
+
+
+def run_cli(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cache_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+        env={**os.environ, **AWS_TEST_ENV, "PYTHONWARNINGS": "ignore", **env},
+    )
+
+
+def drain(sqs_server: SqsServer, queue_url: str) -> list[str]:
+    client = sqs_server.client()
+    bodies: list[str] = []
+    while True:
+        reply = client.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=30
+        )
+        messages = reply.get("Messages", [])
+        if not messages:
+            return bodies
+        bodies.extend(m["Body"] for m in messages)
+
+
+def test_publish_sends_every_line_of_a_file(sqs_server: SqsServer, tmp_path: Path) -> None:
+    queue_url = create_queue(sqs_server.client())
+    lines = [json.dumps(factory.usage("cus-1", 100 + i, "seats", i)) for i in range(13)]
+    source = tmp_path / "messages.jsonl"
+    source.write_text("\n".join(lines[:7]) + "\n\n" + "\n".join(lines[7:]) + "\n")
+    env = {"QUEUE_URL": queue_url, "SQS_ENDPOINT_URL": sqs_server.endpoint}
+    result = run_cli("publish", str(source), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "published 13" in result.stdout
+    assert sorted(drain(sqs_server, queue_url)) == sorted(lines)
+
+
+def test_publish_reads_stdin(sqs_server: SqsServer) -> None:
+    queue_url = create_queue(sqs_server.client())
+    line = json.dumps(factory.credits("cus-1", 100, "ai", 1))
+    env = {"QUEUE_URL": queue_url, "SQS_ENDPOINT_URL": sqs_server.endpoint}
+    result = run_cli("publish", "-", env=env, stdin=line + "\n")
+    assert result.returncode == 0, result.stderr
+    assert drain(sqs_server, queue_url) == [line]
+
+
+def test_publish_sends_nothing_when_a_line_is_invalid(
+    sqs_server: SqsServer, tmp_path: Path
+) -> None:
+    queue_url = create_queue(sqs_server.client())
+    good = json.dumps(factory.usage("cus-1", 100, "seats", 1))
+    source = tmp_path / "messages.jsonl"
+    source.write_text(f"{good}\n{good}\n{{broken\n{good}\n")
+    env = {"QUEUE_URL": queue_url, "SQS_ENDPOINT_URL": sqs_server.endpoint}
+    result = run_cli("publish", str(source), env=env)
+    assert result.returncode == 1
+    assert "line 3" in result.stderr
+    assert "not_json" in result.stderr
+    assert queue_depth(sqs_server.client(), queue_url) == 0
+
+
+def test_read_messages_names_the_line_and_the_reason() -> None:
+    good = json.dumps(factory.usage("cus-1", 100, "seats", 1))
+    wrong = json.dumps(factory.usage("cus-1", 100, "seats", 1, environment="staging"))
+    assert read_messages([good, "", good], "production") == [good, good]
+    with pytest.raises(InvalidLine, match="line 2: wrong_environment"):
+        read_messages([good, wrong], "production")
+
+
+def test_redrive_moves_the_dlq_back_unchanged(sqs_server: SqsServer) -> None:
+    client = sqs_server.client()
+    queue_url, dlq_url = create_queue(client), create_queue(client)
+    bodies = [json.dumps(factory.usage("cus-1", 100 + i, "seats", i)) for i in range(23)]
+    send(client, dlq_url, bodies)
+    env = {
+        "QUEUE_URL": queue_url,
+        "DEAD_LETTER_QUEUE_URL": dlq_url,
+        "SQS_ENDPOINT_URL": sqs_server.endpoint,
+    }
+    result = run_cli("redrive", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "moved 23 message(s), 0 failed" in result.stdout
+    assert queue_depth(client, dlq_url) == 0
+    assert sorted(drain(sqs_server, queue_url)) == sorted(bodies)
+
+
+def test_redrive_stops_at_its_limit(sqs_server: SqsServer) -> None:
+    client = sqs_server.client()
+    queue_url, dlq_url = create_queue(client), create_queue(client)
+    send(
+        client, dlq_url, [json.dumps(factory.usage("cus-1", 100 + i, "seats", i)) for i in range(5)]
+    )
+    env = {
+        "QUEUE_URL": queue_url,
+        "DEAD_LETTER_QUEUE_URL": dlq_url,
+        "SQS_ENDPOINT_URL": sqs_server.endpoint,
+    }
+    result = run_cli("redrive", "--max", "3", env=env)
+    assert "moved 3 message(s)" in result.stdout
+    assert len(drain(sqs_server, queue_url)) == 3
+
+
+def test_redrive_without_a_dlq_stops_with_one_line(sqs_server: SqsServer) -> None:
+    result = run_cli(
+        "redrive", env={"QUEUE_URL": "http://127.0.0.1:1/000/q", "DEAD_LETTER_QUEUE_URL": ""}
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "DEAD_LETTER_QUEUE_URL" in result.stderr
+
+
+def test_parked_attributes_carry_the_reason_and_ids() -> None:
+    poison = Poison(
+        body="{", reason="not_json", detail="x" * 5000, message_id=None, sqs_message_id="s-1"
+    )
+    attrs = attributes(poison)
+    assert attrs["reason"] == {"DataType": "String", "StringValue": "not_json"}
+    assert attrs["sourceMessageId"]["StringValue"] == "s-1"
+    assert "messageId" not in attrs
+    assert len(attrs["detail"]["StringValue"]) == 1024
