@@ -1,0 +1,234 @@
+"""Soak run: the real worker at a steady rate for a long time, memory printed every minute.
+
+``python -m bench.soak --minutes 10 --rate 50`` starts its own redis-server and
+SQS server (moto; or uses SQS_ENDPOINT_URL), one ``cache-pipeline worker``, and
+sends a deterministic stream (one snapshot per customer, then usage, credit and
+snapshot updates with rising versions) at ``--rate`` messages per second. Every
+``--interval`` seconds it prints one line: messages sent and handled, queue
+depth, the worker's resident memory (RSS, process and children) and Redis
+``used_memory``. At the end it waits for the queue to drain, compares Redis
+with the reference model and prints the RSS trend (first full minute, last,
+highest). Exit code 0 when the final state equals the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.keys import KeyLayout
+from cache_pipeline.messages import parse_message
+from cache_pipeline.reference import ReferenceCache
+from cache_pipeline.snapshot import read_state
+from cache_pipeline.sqs import send_bodies
+from tests.support import factory
+from tests.support.servers import (
+    AWS_TEST_ENV,
+    RedisServer,
+    SqsServer,
+    free_port,
+    wait_until,
+)
+
+PREFIX = "soak"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Stream:
+    """Deterministic messages with rising versions; the model follows every one sent."""
+
+    customers: int
+    rng: random.Random = field(default_factory=lambda: random.Random(42))
+    clock: int = 1_000_000
+    model: ReferenceCache = field(
+        default_factory=lambda: ReferenceCache(KeyLayout(PREFIX), CacheUpdatePolicy.UPSERT)
+    )
+
+    def seed(self) -> list[str]:
+        return [self._body(self._snapshot(c)) for c in range(self.customers)]
+
+    def next(self) -> str:
+        customer, roll = self.rng.randrange(self.customers), self.rng.random()
+        self.clock += 1
+        if roll < 0.7:
+            body = factory.usage(f"cus-{customer}", self.clock, "seats", self.clock % 1000)
+        elif roll < 0.9:
+            body = factory.credits(f"cus-{customer}", self.clock, "tokens", self.clock % 5000)
+        else:
+            body = self._snapshot(customer)
+        return self._body(body)
+
+    def _snapshot(self, customer: int) -> dict[str, Any]:
+        self.clock += 1
+        seats = self.rng.randrange(100)
+        return factory.entitlements(
+            f"cus-{customer}", self.clock, features={"seats": seats}, credits={"tokens": 0}
+        )
+
+    def _body(self, body: dict[str, Any]) -> str:
+        text = json.dumps(body)
+        self.model.apply(parse_message(text, PREFIX))
+        return text
+
+
+class Worker:
+    """``cache-pipeline worker`` in a subprocess, with its /metrics and memory."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cache_pipeline.cli", "worker"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **AWS_TEST_ENV, "PORT": str(self.port), **env},
+                cwd=ROOT,
+            )
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5)
+        wait_until(self._ready, timeout=60, what="worker consuming")
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"worker exited: {self.log.read_text()[-2000:]}")
+        return int(self.http.get("/readyz").json().get("consumers", 0)) > 0
+
+    def handled(self) -> float:
+        text = self.http.get("/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name
+            in (
+                "persistent_cache_messages_processed_total",
+                "persistent_cache_messages_failed_total",
+            )
+        )
+
+    def rss(self) -> int:
+        process = psutil.Process(self.process.pid)
+        return int(sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]))
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def _services(stack: ExitStack) -> tuple[RedisServer, str]:
+    redis_server = RedisServer().start()
+    stack.callback(redis_server.stop)
+    endpoint = os.environ.get("SQS_ENDPOINT_URL")
+    if not endpoint:
+        sqs = SqsServer().start()
+        stack.callback(sqs.stop)
+        endpoint = sqs.endpoint
+    return redis_server, endpoint
+
+
+def _ticks(rate: float, seconds: float) -> Iterator[float]:
+    """Elapsed time at each send of ten messages, paced to ``rate`` messages per second."""
+    start = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = sent * 10 / rate
+        if due > elapsed:
+            time.sleep(due - elapsed)
+        yield time.monotonic() - start
+        sent += 1
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:.1f}MiB"
+
+
+@click.command()
+@click.option("--minutes", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=1), default=50.0, show_default=True)
+@click.option("--customers", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--interval", type=click.FloatRange(min=1), default=60.0, show_default=True)
+def main(minutes: float, rate: float, customers: int, interval: float) -> None:
+    """Soak the worker and print its memory every interval."""
+    import boto3
+
+    with ExitStack() as stack:
+        redis_server, endpoint = _services(stack)
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=endpoint,
+            region_name=AWS_TEST_ENV["AWS_REGION"],
+            aws_access_key_id=AWS_TEST_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS_TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+        queue = sqs.create_queue(QueueName=f"soak-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        log = Path(tempfile.mkdtemp(prefix="soak-")) / "worker.log"
+        env = {
+            "QUEUE_URL": queue,
+            "SQS_ENDPOINT_URL": endpoint,
+            "REDIS_PORT": str(redis_server.port),
+            "ENVIRONMENT_PREFIX": PREFIX,
+            "CACHE_UPDATE_POLICY": "UPSERT",
+            "BATCH_SIZE": "10",
+            "DISABLE_SENTRY": "1",
+            "LOG_LEVEL": "warn",
+            "API_HOST": "127.0.0.1",
+        }
+        worker = Worker(env, log)
+        stack.callback(worker.stop)
+        client = redis_server.client()
+        stack.callback(client.close)
+        stream = Stream(customers)
+        sent = send_bodies(sqs, queue, stream.seed())
+        click.echo(f"soak: {minutes:g} min at {rate:g} msg/s, worker log {log}")
+        samples: list[int] = []
+        next_print = interval
+        for elapsed in _ticks(rate, minutes * 60):
+            sent += send_bodies(sqs, queue, [stream.next() for _ in range(10)])
+            if elapsed >= next_print:
+                next_print += interval
+                samples.append(worker.rss())
+                depth = sqs.get_queue_attributes(
+                    QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]["ApproximateNumberOfMessages"]
+                used = int(client.info("memory")["used_memory"])
+                click.echo(
+                    f"soak: t={elapsed / 60:5.1f}min sent={sent} handled={worker.handled():g}"
+                    f" depth={depth} worker_rss={_mib(samples[-1])} redis_used={_mib(used)}"
+                )
+        wait_until(lambda: worker.handled() >= sent, timeout=300, what="queue drained")
+        same = read_state(client, KeyLayout(PREFIX)) == stream.model.snapshot()
+        click.echo(f"soak: sent={sent} handled={worker.handled():g} state_equals_model={same}")
+        if samples:
+            click.echo(
+                f"soak: worker_rss first={_mib(samples[0])} last={_mib(samples[-1])}"
+                f" max={_mib(max(samples))} growth={_mib(samples[-1] - samples[0])}"
+            )
+    sys.exit(0 if same else 1)
+
+
+if __name__ == "__main__":
+    main()
