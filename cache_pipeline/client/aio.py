@@ -19,7 +19,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from cache_pipeline.client.local import LocalCache
-from cache_pipeline.client.models import CreditAccess, CustomerEntitlements, FeatureAccess, Number
+from cache_pipeline.client.models import (
+    CreditAccess,
+    CustomerEntitlements,
+    FeatureAccess,
+    Kind,
+    Number,
+)
 from cache_pipeline.client.options import (
     ReaderOptions,
     check_id,
@@ -92,19 +98,7 @@ class AsyncEntitlementsCache:
         self, customer_id: str, resource_id: str | None = None
     ) -> CustomerEntitlements:
         """See ``EntitlementsCache.get_entitlements``."""
-        scope = Scope.build(
-            self.layout,
-            check_id("customer_id", customer_id),
-            check_optional_id("resource_id", resource_id),
-        )
-        local_key = (scope.customer_id, scope.resource_id)
-        found = self.local.get(local_key)
-        if found is not None:
-            return found
-        result = await self._resolve(scope)
-        if not result.stale:
-            self.local.put(local_key, result)
-        return result
+        return await self._get(customer_id, resource_id)
 
     async def get_entitlement(
         self,
@@ -115,8 +109,8 @@ class AsyncEntitlementsCache:
         requested_usage: Number = 0,
     ) -> FeatureAccess:
         """See ``EntitlementsCache.get_entitlement``."""
-        check_id("feature_id", feature_id)
-        result = await self.get_entitlements(customer_id, resource_id)
+        only: tuple[Kind, str] = ("FEATURE", check_id("feature_id", feature_id))
+        result = await self._get(customer_id, resource_id, only)
         return feature_access(result, feature_id, requested_usage)
 
     async def get_credit_entitlement(
@@ -128,8 +122,8 @@ class AsyncEntitlementsCache:
         requested_amount: Number = 0,
     ) -> CreditAccess:
         """See ``EntitlementsCache.get_credit_entitlement``."""
-        check_id("currency_id", currency_id)
-        result = await self.get_entitlements(customer_id, resource_id)
+        only: tuple[Kind, str] = ("CREDIT", check_id("currency_id", currency_id))
+        result = await self._get(customer_id, resource_id, only)
         return credit_access(result, currency_id, requested_amount)
 
     async def aclose(self) -> None:
@@ -143,6 +137,28 @@ class AsyncEntitlementsCache:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    async def _get(
+        self, customer_id: str, resource_id: str | None, only: tuple[Kind, str] | None = None
+    ) -> CustomerEntitlements:
+        """The scope's answer: in-process cache, then Redis, then the upstream.
+
+        With ``only`` (and the in-process cache off) a cache hit holds just that entry.
+        """
+        scope = Scope.build(
+            self.layout,
+            check_id("customer_id", customer_id),
+            check_optional_id("resource_id", resource_id),
+            None if self.local.enabled else only,
+        )
+        local_key = (scope.customer_id, scope.resource_id)
+        found = self.local.get(local_key)
+        if found is not None:
+            return found
+        result = await self._resolve(scope)
+        if not result.stale:
+            self.local.put(local_key, result)
+        return result
 
     async def _resolve(self, scope: Scope) -> CustomerEntitlements:
         cached = await self._read(scope)

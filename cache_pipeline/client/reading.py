@@ -9,7 +9,7 @@ from typing import Any
 
 from loguru import logger
 
-from cache_pipeline.client.models import CustomerEntitlements
+from cache_pipeline.client.models import CustomerEntitlements, Kind
 from cache_pipeline.client.results import Entry, from_entries
 from cache_pipeline.errors import EntitlementsUnavailable
 from cache_pipeline.keys import CustomerKeys, KeyLayout
@@ -28,17 +28,29 @@ def script_source(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """One (customer, resource) scope with its key names, built before any I/O."""
+    """One (customer, resource) scope with its key names, built before any I/O.
+
+    ``only`` names the one entitlement a single check needs: a cache hit then
+    builds just that entry (the answer's other entitlements are left out).
+    """
 
     customer_id: str
     resource_id: str | None
     keys: CustomerKeys
     global_keys: CustomerKeys | None  # the customer's global scope, for a resource scope
+    only: tuple[Kind, str] | None = None
 
     @classmethod
-    def build(cls, layout: KeyLayout, customer_id: str, resource_id: str | None) -> Scope:
+    def build(
+        cls,
+        layout: KeyLayout,
+        customer_id: str,
+        resource_id: str | None,
+        only: tuple[Kind, str] | None = None,
+    ) -> Scope:
         global_keys = layout.customer(customer_id) if resource_id is not None else None
-        return cls(customer_id, resource_id, layout.customer(customer_id, resource_id), global_keys)
+        keys = layout.customer(customer_id, resource_id)
+        return cls(customer_id, resource_id, keys, global_keys, only)
 
     def script_keys(self, *, cluster: bool) -> tuple[str, ...]:
         """KEYS of the read script; the global map only where it shares the node."""
@@ -80,6 +92,9 @@ def decode(reply: list[Any], scope: Scope) -> CachedRead:
     timestamp = int(reply[1]) if reply[1] is not None else 0
     metadata = json.loads(reply[2]) if reply[2] is not None else {}
     values = {reply[i]: reply[i + 1] for i in range(4, len(reply) - 1, 2)}
+    if scope.only is not None:
+        wanted = entries.get(KeyLayout.entitlement_field(*scope.only))
+        entries = {} if wanted is None else {"": wanted}
     pairs = [(entry, _usage(scope.keys, entry, values)) for entry in entries.values()]
     result = from_entries(
         scope.customer_id,

@@ -10,7 +10,13 @@ import httpx
 from loguru import logger
 
 from cache_pipeline.client.local import LocalCache
-from cache_pipeline.client.models import CreditAccess, CustomerEntitlements, FeatureAccess, Number
+from cache_pipeline.client.models import (
+    CreditAccess,
+    CustomerEntitlements,
+    FeatureAccess,
+    Kind,
+    Number,
+)
 from cache_pipeline.client.options import (
     ReaderOptions,
     check_id,
@@ -90,19 +96,7 @@ class EntitlementsCache:
         Raises ``InvalidArgument`` for a bad id (before any I/O) and
         ``EntitlementsUnavailable`` when neither the cache nor the upstream can answer.
         """
-        scope = Scope.build(
-            self.layout,
-            check_id("customer_id", customer_id),
-            check_optional_id("resource_id", resource_id),
-        )
-        local_key = (scope.customer_id, scope.resource_id)
-        found = self.local.get(local_key)
-        if found is not None:
-            return found
-        result = self._resolve(scope)
-        if not result.stale:
-            self.local.put(local_key, result)
-        return result
+        return self._get(customer_id, resource_id)
 
     def get_entitlement(
         self,
@@ -113,10 +107,9 @@ class EntitlementsCache:
         requested_usage: Number = 0,
     ) -> FeatureAccess:
         """Access to one feature: has_access, usage limit and current usage."""
-        check_id("feature_id", feature_id)
-        return feature_access(
-            self.get_entitlements(customer_id, resource_id), feature_id, requested_usage
-        )
+        only: tuple[Kind, str] = ("FEATURE", check_id("feature_id", feature_id))
+        result = self._get(customer_id, resource_id, only)
+        return feature_access(result, feature_id, requested_usage)
 
     def get_credit_entitlement(
         self,
@@ -127,10 +120,9 @@ class EntitlementsCache:
         requested_amount: Number = 0,
     ) -> CreditAccess:
         """One credit grant: has_access, limit, current usage and remaining balance."""
-        check_id("currency_id", currency_id)
-        return credit_access(
-            self.get_entitlements(customer_id, resource_id), currency_id, requested_amount
-        )
+        only: tuple[Kind, str] = ("CREDIT", check_id("currency_id", currency_id))
+        result = self._get(customer_id, resource_id, only)
+        return credit_access(result, currency_id, requested_amount)
 
     def close(self) -> None:
         """Close the HTTP pool, and the Redis pool when this object created it."""
@@ -145,6 +137,28 @@ class EntitlementsCache:
         self.close()
 
     # -- the read path ------------------------------------------------------
+
+    def _get(
+        self, customer_id: str, resource_id: str | None, only: tuple[Kind, str] | None = None
+    ) -> CustomerEntitlements:
+        """The scope's answer: in-process cache, then Redis, then the upstream.
+
+        With ``only`` (and the in-process cache off) a cache hit holds just that entry.
+        """
+        scope = Scope.build(
+            self.layout,
+            check_id("customer_id", customer_id),
+            check_optional_id("resource_id", resource_id),
+            None if self.local.enabled else only,
+        )
+        local_key = (scope.customer_id, scope.resource_id)
+        found = self.local.get(local_key)
+        if found is not None:
+            return found
+        result = self._resolve(scope)
+        if not result.stale:
+            self.local.put(local_key, result)
+        return result
 
     def _resolve(self, scope: Scope) -> CustomerEntitlements:
         cached = self._read(scope)
