@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from cache_pipeline.client import EntitlementsCache, ReaderOptions
+from cache_pipeline.keys import KeyLayout
 from tests.support.edge import STUB_API_KEY, EdgeStub, snapshot_body
-from tests.support.servers import RedisServer
+from tests.support.servers import RedisServer, wait_until
 
 THREADS = 50
 OPTIONS = ReaderOptions(upstream_retries=0, upstream_timeout_seconds=5)
@@ -113,3 +114,42 @@ def test_two_processes_of_many_threads_make_one_upstream_request(
     assert slow_stub.requests(customer) == 1
     assert sources.count("upstream") == 1
     assert [child.exitcode for child in children] == [0, 0]
+
+
+def test_the_miss_lock_is_held_during_the_fetch_and_released_after(
+    redis_server: RedisServer, slow_stub: EdgeStub
+) -> None:
+    customer = f"cus-{uuid.uuid4().hex[:10]}"
+    slow_stub.put(customer, snapshot_body(features={"seats": 1}))
+    settings = _settings(redis_server, slow_stub)
+    lock = KeyLayout(settings["environment_prefix"]).customer(customer).lock
+    client = redis_server.client()
+    with EntitlementsCache(options=OPTIONS, **settings) as cache:
+        reader = threading.Thread(target=cache.get_entitlements, args=(customer,))
+        reader.start()
+        token = str(wait_until(lambda: client.get(lock), timeout=10, what="the miss lock"))
+        ttl_ms = client.pttl(lock)
+        reader.join(30)
+    assert len(token) == 32
+    assert 0 < ttl_ms <= OPTIONS.lock_ttl * 1000
+    assert client.exists(lock) == 0
+    client.close()
+
+
+def test_a_lock_left_by_a_dead_reader_only_delays_the_answer(
+    redis_server: RedisServer, slow_stub: EdgeStub
+) -> None:
+    customer = f"cus-{uuid.uuid4().hex[:10]}"
+    slow_stub.put(customer, snapshot_body(features={"seats": 1}))
+    settings = _settings(redis_server, slow_stub)
+    lock = KeyLayout(settings["environment_prefix"]).customer(customer).lock
+    client = redis_server.client()
+    client.set(lock, "someone-else", px=60_000)  # its holder died before writing
+    waiting = ReaderOptions(upstream_retries=0, lock_wait_seconds=0.3, poll_interval_seconds=0.02)
+    with EntitlementsCache(options=waiting, **settings) as cache:
+        answer = cache.get_entitlements(customer)
+    assert answer.source == "upstream"
+    assert slow_stub.requests(customer) == 1
+    assert client.get(lock) == "someone-else"  # never deleted by a reader that did not own it
+    client.delete(lock)
+    client.close()
