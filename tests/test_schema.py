@@ -17,7 +17,14 @@ from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.errors import SchemaVersionMismatch
 from cache_pipeline.health import HealthState
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
-from cache_pipeline.schema import DETAIL, Marker, SchemaGuard, SchemaStatus, refresh_health
+from cache_pipeline.schema import (
+    DETAIL,
+    Marker,
+    SchemaGuard,
+    SchemaStatus,
+    SchemaWatch,
+    refresh_health,
+)
 from cache_pipeline.snapshot import read_state
 from cache_pipeline.store import Store
 from tests.support.factory import entitlements, invalidation, parsed
@@ -206,3 +213,22 @@ def test_the_worker_refuses_another_schema_version_and_says_why(
     assert "refusing to write" in worker.output()
     assert queue_depth(sqs_server.client(), queue_url) == len(bodies)
     assert read_state(own_client, layout) == {}
+
+
+def test_the_watch_halts_writes_on_a_mismatch_and_resumes_once_it_is_fixed(
+    redis_client: redis.Redis, layout: KeyLayout
+) -> None:
+    now = [0.0]
+    health = HealthState(consumers=1, redis_connected=True)
+    watch = SchemaWatch(SchemaGuard(redis_client, layout), health, interval=5, clock=lambda: now[0])
+    assert watch.allows_writes()
+    redis_client.set(layout.schema_marker, json.dumps({"version": "0", "createdAt": 1}))
+    assert watch.allows_writes()  # not looked at again before the interval
+    now[0] = 5.0
+    assert not watch.allows_writes()
+    assert health.as_dict()["status"] == "DOWN"
+    redis_client.delete(layout.schema_marker)
+    watch.recheck_soon()
+    assert watch.allows_writes()
+    assert health.as_dict()["status"] == "UP"
+    redis_client.delete(layout.schema_marker)
