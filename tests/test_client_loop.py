@@ -59,6 +59,7 @@ def test_stub_changes_reach_the_sdk_through_the_worker(
                 return access if access.current_usage == 7 else None
 
             seen = wait_until(updated, timeout=30, what="the stub's change in the cache")
+            assert seen is not None
             assert seen.source == "cache"
             assert stub.requests(customer) == 1
 
@@ -69,6 +70,7 @@ def test_stub_changes_reach_the_sdk_through_the_worker(
                 return result if result.source == "upstream" else None
 
             gone = wait_until(invalidated, timeout=30, what="the invalidation in the cache")
+            assert gone is not None
             assert gone.access_denied_reason == "CustomerNotFound"
     finally:
         stub.stop()
