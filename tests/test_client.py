@@ -417,3 +417,41 @@ def test_stale_resource_entry_is_served_when_the_upstream_is_down(
     cache = make_cache(edge_api_url="http://127.0.0.1:1")
     result = cache.get_entitlements(customer, "r1")  # global entry missing: a miss
     assert (result.source, result.stale, result.timestamp) == ("cache", True, 100)
+
+
+class CountingRedis(redis.Redis):
+    """A client that records every command it sends (a pipeline would bypass it)."""
+
+    sent: list[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]))
+        return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+def test_a_hit_is_one_redis_round_trip(
+    make_cache: Callable[..., EntitlementsCache],
+    make_store: Callable[..., Store],
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    customer: str,
+) -> None:
+    store = make_store(policy=CacheUpdatePolicy.UPSERT)
+    store.apply(factory.parsed(factory.entitlements(customer, 100, features={"a": 1})))
+    scoped = factory.entitlements(customer, 100, resource="r1", credits={"c": 1})
+    store.apply(factory.parsed(scoped))
+    counting = CountingRedis(port=redis_server.port, decode_responses=True)
+    counting.sent = []
+    cache = make_cache(redis=counting)
+    cache.get_entitlements(customer)  # loads the script
+    for read in (
+        lambda: cache.get_entitlements(customer),
+        lambda: cache.get_entitlement(customer, "a"),
+        lambda: cache.get_credit_entitlement(customer, "c", "r1"),
+    ):
+        counting.sent.clear()
+        calls = redis_client.info("commandstats")["cmdstat_evalsha"]["calls"]
+        assert read().source == "cache"
+        assert counting.sent == ["EVALSHA"]
+        assert redis_client.info("commandstats")["cmdstat_evalsha"]["calls"] == calls + 1
+    counting.close()
