@@ -54,7 +54,12 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "wait_time_seconds": LONG_POLL_SECONDS,
         "polling_interval": 0,
         "visibility_timeout": settings.visibility_timeout,
-        "client-config": {"connect_timeout": 5, "read_timeout": LONG_POLL_SECONDS + 10},
+        "client-config": {
+            "connect_timeout": 5,
+            "read_timeout": LONG_POLL_SECONDS + 10,
+            "parameter_validation": False,  # we build every request ourselves
+            "max_pool_connections": 4,  # receive, delete, DLQ send of one consumer
+        },
     }
     if settings.sqs_endpoint_url:
         options["is_secure"] = urlsplit(settings.sqs_endpoint_url).scheme == "https"

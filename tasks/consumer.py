@@ -8,7 +8,8 @@ the SQS transport of ``tasks.transport``. Each turn of its loop:
    Celery-protocol message by its ``task`` header), called in this thread; the
    tasks stage their writes;
 3. one ``Store.apply_batch`` round trip writes every staged message;
-4. one DeleteMessageBatch for what was written or correctly skipped; poison
+4. one DeleteMessageBatch for what was written or correctly skipped, sent by a
+   deleter thread while the consumer already receives the next batch; poison
    goes to the DLQ (or stays for the queue's redrive policy); when Redis was
    unreachable nothing is deleted, the batch is made visible again soon and
    the consumer waits on the ``RedisGate`` before it receives again.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 from kombu import Connection, Consumer, Queue
@@ -84,6 +86,8 @@ class QueueConsumer:
         self.flood = flood
         self.channel: Any = connection.channel()
         self.received: list[KombuMessage] = []
+        self._deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-deleter")
+        self._deleting: Future[None] | None = None
         self.consumer = Consumer(
             self.channel,
             queues=[Queue(queue_name, no_declare=True)],
@@ -119,7 +123,10 @@ class QueueConsumer:
         return self.schema is None or self.schema.allows_writes()
 
     def close(self) -> None:
+        """Finish the delete in flight, then let go of the connection."""
         try:
+            self._wait_for_delete()
+            self._deleter.shutdown()
             self.consumer.cancel()
         finally:
             self.connection.release()
@@ -259,9 +266,25 @@ class QueueConsumer:
         return [delivery for delivery, ok in zip(poison, sent, strict=True) if ok]
 
     def _delete(self, applied: list[Delivery], parked: list[Delivery]) -> None:
+        """Hand the batch's DeleteMessageBatch to the deleter thread and go on receiving.
+
+        The write is done, so deleting can overlap the next receive; at most one
+        delete is in flight per consumer, and ``close`` waits for it.
+        """
         done = applied + parked
         if not done:
             return
+        self.channel.forget_many([d.receipt for d in done])
+        self._wait_for_delete()
+        self._deleting = self._deleter.submit(self._delete_now, applied, parked)
+
+    def _wait_for_delete(self) -> None:
+        if self._deleting is not None:
+            self._deleting.result()
+            self._deleting = None
+
+    def _delete_now(self, applied: list[Delivery], parked: list[Delivery]) -> None:
+        done = applied + parked
         try:
             refused = set(
                 self.channel.delete_many(self.queue_name, self.queue_url, [d.receipt for d in done])
@@ -270,6 +293,9 @@ class QueueConsumer:
             metrics.RECEIVE_ERRORS.inc()
             logger.warning("deleting {} message(s) failed, they will come back: {}", len(done), exc)
             refused = {d.receipt for d in done}
+        except Exception:  # a bug here must not kill the consumer: the messages come back
+            logger.exception("deleting {} message(s) failed, they will come back", len(done))
+            return
         if refused:
             metrics.RECEIVE_ERRORS.inc()
         for delivery in applied:

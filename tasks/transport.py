@@ -8,12 +8,14 @@ Three changes to ``kombu.transport.SQS``, nothing else:
   first time (the consumer parses it once, with the contract models);
 * acks are batched: ``delete_many`` sends one DeleteMessageBatch for a whole
   receive instead of kombu's DeleteMessage per message, ``release_many`` makes
-  messages visible again soon, ``forget_many`` frees prefetch slots of messages
-  left on the queue on purpose.
+  messages visible again soon, ``forget_many`` frees the prefetch slots of
+  settled messages (deleted, released or left on the queue on purpose);
+* the consumer threads of a process share one boto3 client.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +25,8 @@ from kombu.transport.virtual import Channel as VirtualChannel
 from cache_pipeline.sqs_batch import change_visibility_batch, delete_batch
 
 _ENVELOPE_MARK = '"properties"'
+_CLIENTS: dict[tuple[str | None, ...], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
 
 
 class Channel(SQS.Channel):
@@ -37,6 +41,27 @@ class Channel(SQS.Channel):
         # kombu picks up the worker's event loop when one is current; this
         # channel is polled synchronously by its consumer thread, never by a hub.
         self.hub = None
+
+    def new_sqs_client(
+        self,
+        region: str,
+        access_key_id: str,
+        secret_access_key: str,
+        session_token: str | None = None,
+    ) -> Any:
+        """One boto3 client per process and credentials, shared by every consumer thread.
+
+        boto3 clients are thread-safe; each one holds its own copy of the SQS
+        service model, so sharing keeps a worker with many consumers small.
+        """
+        key = (region, access_key_id, secret_access_key, session_token, self.endpoint_url)
+        with _CLIENTS_LOCK:
+            client = _CLIENTS.get(key)
+            if client is None:
+                client = _CLIENTS[key] = super().new_sqs_client(
+                    region, access_key_id, secret_access_key, session_token
+                )
+        return client
 
     def _receive_message(
         self, queue: str, max_number_of_messages: int = 1, wait_time_seconds: int | None = None
@@ -66,13 +91,10 @@ class Channel(SQS.Channel):
     def delete_many(self, queue: str, queue_url: str, receipts: Sequence[str]) -> list[str]:
         """Delete messages with DeleteMessageBatch; return the receipts SQS did not delete.
 
-        The prefetch slots of every given delivery are freed either way: a message
-        that was not deleted comes back after its visibility timeout.
+        Touches no channel state, so it may run in another thread than the
+        consumer's; the consumer frees the prefetch slots with ``forget_many``.
         """
-        try:
-            return delete_batch(self.sqs(queue=queue), queue_url, receipts)
-        finally:
-            self.forget_many(receipts)
+        return delete_batch(self.sqs(queue=queue), queue_url, receipts)
 
     def release_many(
         self, queue: str, queue_url: str, receipts: Sequence[str], timeout: int
