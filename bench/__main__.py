@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -32,6 +33,23 @@ def _subjects(value: str) -> list[str]:
             f"unknown subject {unknown[0]!r}; choose from {', '.join(SUBJECTS)}"
         )
     return names
+
+
+def _version() -> str:
+    """The commit under test, marked when the worker's code has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "tasks", "cache_pipeline", "api"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}+uncommitted" if dirty else head
 
 
 def _load() -> str:
@@ -125,12 +143,16 @@ def main(
         )
         sys.exit(3)
     header = {
+        "version": _version(),
         "messages": messages,
         "cores": os.cpu_count(),
         "load_start": _load(),
         "subjects": names,
     }
-    click.echo(f"bench: load average at start {header['load_start']} on {header['cores']} cores")
+    click.echo(
+        f"bench: code {header['version']}, load average at start {header['load_start']}"
+        f" on {header['cores']} cores"
+    )
     workload = generate(messages, seed=seed)
     click.echo(f"bench: workload {workload.counts}, {len(workload.seeds)} seeded customers")
     logs = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))

@@ -80,7 +80,7 @@ def delete_batch(client: Any, queue_url: str, messages: list[MessageTypeDef]) ->
 
 def consume(client: Any, queue_url: str, writer: SetWriter | LuaWriter, expect: int) -> int:
     """Run the loop until ``expect`` messages are written and deleted."""
-    done = idle = 0
+    done = idle = batches = 0
     ids: set[str] = set()
     while len(ids) < expect and idle < IDLE_RECEIVES:
         messages = receive_batch(client, queue_url)
@@ -91,8 +91,9 @@ def consume(client: Any, queue_url: str, writer: SetWriter | LuaWriter, expect: 
         writer.write(messages)
         delete_batch(client, queue_url, messages)
         done += len(messages)
+        batches += 1
         ids.update(m["MessageId"] for m in messages)
-    print(f"bare loop: {done} messages received, {len(ids)} distinct", flush=True)
+    print(f"bare loop: {done} messages in {batches} receives, {len(ids)} distinct", flush=True)
     return len(ids)
 
 

@@ -45,8 +45,9 @@ class WriteCounter:
 class ProcessWatch:
     """CPU seconds and memory of some processes and their children."""
 
-    def __init__(self, *pids: int) -> None:
+    def __init__(self, *pids: int, children: bool = True) -> None:
         self.processes = [psutil.Process(pid) for pid in pids]
+        self.children = children
         self.peak_rss = 0
         self._members: list[psutil.Process] = []
         self._listed = -FAMILY_REFRESH
@@ -59,7 +60,7 @@ class ProcessWatch:
         family: list[psutil.Process] = []
         for process in self.processes:
             try:
-                family += [process, *process.children(recursive=True)]
+                family += [process, *(process.children(recursive=True) if self.children else [])]
             except psutil.NoSuchProcess:
                 continue
         self._members, self._listed = family, time.monotonic()
@@ -73,7 +74,9 @@ class ProcessWatch:
                 times = member.cpu_times()
             except psutil.NoSuchProcess:
                 continue
-            total += times.user + times.system + times.children_user + times.children_system
+            total += times.user + times.system
+            if self.children:
+                total += times.children_user + times.children_system
         return total
 
     def sample_rss(self) -> int:

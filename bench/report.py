@@ -20,8 +20,8 @@ LABELS = {
 }
 
 
-def ratios(results: Sequence[Result]) -> list[float]:
-    """Worker steady rate / bare-loop steady rate, per round that has both."""
+def ratios(results: Sequence[Result], base: str = "bare") -> list[float]:
+    """Worker steady rate / ``base`` steady rate, per round that has both."""
     found = []
     for round_no in sorted({r.round for r in results}):
         rates = {
@@ -29,8 +29,8 @@ def ratios(results: Sequence[Result]) -> list[float]:
             for r in results
             if r.round == round_no and r.progress and r.error is None
         }
-        if rates.get("bare") and "worker" in rates:
-            found.append(rates["worker"] / rates["bare"])
+        if rates.get(base) and "worker" in rates:
+            found.append(rates["worker"] / rates[base])
     return found
 
 
@@ -38,7 +38,8 @@ def render(results: Sequence[Result], header: dict[str, Any]) -> str:
     """One block of figures: a row per subject and round, then the targets."""
     lines = [
         "",
-        f"== bench: {header['messages']} messages, BATCH_SIZE=10, {header['cores']} cores, "
+        f"== bench {header.get('version', '')}: {header['messages']} messages, BATCH_SIZE=10, "
+        f"{header['cores']} cores, "
         f"load {header['load_start']} at start, {header['load_end']} at end ==",
         f"{'subject':<20}{'round':>5}{'steady/s':>10}{'w/ start/s':>11}{'CPU s/1k':>10}"
         f"{'sqs s/1k':>10}{'redis s/1k':>11}{'RSS MB':>8}{'other cores':>12}  state",

@@ -77,7 +77,8 @@ class Result:
     high_water_mark: int = 0
     check: Check | None = None
     latency: LatencyResult | None = None
-    processed_metric: float | None = None
+    processed_metric: float | None = None  # persistent_cache_messages_processed_total
+    write_batches: float | None = None  # persistent_cache_write_duration_seconds_count
     exit_codes: list[int | None] = field(default_factory=list)
     error: str | None = None
     profile: Path | None = None
@@ -97,6 +98,10 @@ class Result:
             "check": self.check.as_dict() if self.check else None,
             "latency": self.latency.as_dict() if self.latency else None,
             "processed_metric": self.processed_metric,
+            "write_batches": self.write_batches,
+            "messages_per_batch": round(self.processed_metric / self.write_batches, 2)
+            if self.processed_metric and self.write_batches
+            else None,
             "exit_codes": self.exit_codes,
             "profile": str(self.profile) if self.profile else None,
         }
@@ -166,7 +171,8 @@ def _run(
             result.latency, probes = _latency(settings, workload, queue_url, layout, group)
         group.sample_rss()
         result.peak_rss, result.high_water_mark = group.peak_rss, group.high_water_mark()
-        result.processed_metric = None if bare else _processed(consumers)
+        if not bare:
+            result.processed_metric, result.write_batches = _worker_counts(consumers)
     except StalledError as exc:
         raise StalledError(f"{exc}\n{consumers[0].name} log:\n{consumers[0].tail()}") from None
     finally:
@@ -251,7 +257,10 @@ def _probes(settings: Settings) -> int:
 
 def _others(settings: Settings) -> dict[str, CpuSource]:
     """The other processes on the machine whose CPU the run reports."""
-    others: dict[str, CpuSource] = {"bench": ProcessWatch(os.getpid()), "machine": MachineCpu()}
+    others: dict[str, CpuSource] = {
+        "bench": ProcessWatch(os.getpid(), children=False),
+        "machine": MachineCpu(),
+    }
     if settings.endpoint.rstrip("/") in LOCALSTACK_ENDPOINTS:
         with contextlib.suppress(OSError, ValueError, psutil.Error):
             others["sqs"] = ProcessWatch(int(LOCALSTACK_PIDFILE.read_text().strip()))
@@ -271,18 +280,21 @@ def _redis_pid(target: RedisTarget) -> int | None:
         client.close()
 
 
-def _processed(consumers: list[Consumer]) -> float | None:
-    """Sum of persistent_cache_messages_processed_total over the workers' /metrics."""
-    total = 0.0
+def _worker_counts(consumers: list[Consumer]) -> tuple[float | None, float | None]:
+    """Messages processed and Redis round trips (write batches), summed over /metrics."""
+    processed = batches = 0.0
     for consumer in consumers:
         try:
             text = httpx.get(f"http://127.0.0.1:{consumer.port}/metrics", timeout=5).text
         except httpx.HTTPError:
-            return None
+            return None, None
         for family in text_string_to_metric_families(text):
-            if family.name == "persistent_cache_messages_processed":
-                total += sum(s.value for s in family.samples if s.name.endswith("_total"))
-    return total
+            for sample in family.samples:
+                if sample.name == "persistent_cache_messages_processed_total":
+                    processed += sample.value
+                elif sample.name == "persistent_cache_write_duration_seconds_count":
+                    batches += sample.value
+    return processed, batches
 
 
 def _drop_prefix(client: Any, layout: KeyLayout) -> None:
