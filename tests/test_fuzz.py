@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,17 @@ from cache_pipeline.messages import MESSAGE_TYPES, Message, parse_message
 from cache_pipeline.plan import ScriptCall, plan
 from cache_pipeline.store import Store
 from tests.fuzz.scope import outside_scope
-from tests.support.servers import RedisServer
+from tests.support import factory
+from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.worker import (
+    Workers,
+    create_queue,
+    expected_state,
+    queue_depth,
+    send,
+    wait_for_state,
+    worker_env,
+)
 
 ENV = "production"
 FUZZ_DB = 13  # a database of the session's redis-server that no other test uses
@@ -432,3 +443,53 @@ def test_atheris_finds_no_crash_in_a_bounded_run(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Done 200000 runs" in result.stderr, result.stderr[-2000:]
+
+
+def _sqs_text(body: bytes | str) -> str | None:
+    """The body as SQS can carry it (UTF-8, XML characters, 256 KiB), or None."""
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        text.encode("utf-8")
+    except UnicodeError:
+        return None
+    allowed = all(c in "\t\n\r" or "\x20" <= c <= "\ud7ff" or c >= "\ue000" for c in text)
+    return text if allowed and len(text.encode()) < 256 * 1024 else None
+
+
+def test_pathological_bodies_through_the_real_worker_are_parked_with_their_reason(
+    sqs_server: SqsServer, redis_server: RedisServer, redis_client: redis.Redis, prefix: str
+) -> None:
+    """Nothing crashes the worker: each hostile body reaches the DLQ with its reason."""
+    cases = [
+        (text, reason)
+        for _, body, reason in PATHOLOGICAL
+        if reason is not None and (text := _sqs_text(body)) is not None
+    ]
+    expected = Counter(reason.value for _, reason in cases)
+    sqs = sqs_server.client()
+    queue, dlq = create_queue(sqs), create_queue(sqs)
+    env = worker_env(queue, sqs_server, redis_server, prefix, DEAD_LETTER_QUEUE_URL=dlq)
+    workers = Workers({**env, "POISON_FLOOD_RATIO": "0"})
+    try:
+        worker = workers.start()
+        send(sqs, queue, [text for text, _ in cases])
+        last = factory.entitlements("cus-after", 10, features={"seats": 1})
+        send(sqs, queue, [last])
+        wait_for_state(
+            redis_client, prefix, expected_state(prefix, [last], CacheUpdatePolicy.UPSERT)
+        )
+        wait_until(lambda: queue_depth(sqs, queue) == 0, timeout=30, what="queue drained")
+        assert worker.readyz()["status"] == "UP"
+        parked = Counter(
+            reason
+            for (name, labels), value in worker.metrics().items()
+            if name == "persistent_cache_messages_failed_total"
+            for key, reason in labels
+            if key == "reason"
+            for _ in range(int(value))
+        )
+    finally:
+        workers.stop_all()
+        for key in redis_client.scan_iter(match=f"{prefix}:*"):
+            redis_client.unlink(key)
+    assert parked == expected
