@@ -89,6 +89,8 @@ def test_entitlements_usage_and_credits_reach_redis(
     wait_until(lambda: worker.counter(PROCESSED, type="usage.updated") == 2)
     assert worker.counter(PROCESSED, type="entitlements.updated") == 2
     assert worker.counter(PROCESSED, type="credits.updated") == 1
+    names = [url.rsplit("/", 1)[-1] for url in sqs_server.client().list_queues()["QueueUrls"]]
+    assert not [n for n in names if "celery" in n or "pidbox" in n or "reply" in n], names
 
 
 def test_invalidations_drop_customers_and_the_environment(
