@@ -45,18 +45,19 @@ class RedisGate:
     def wait(self) -> bool:
         """Pause until Redis answers; True when it does, False when the worker is stopping."""
         with self._lock:  # one thread probes; the others find Redis back when they get in
-            if self._health.paused_reason is None and self._probe():
+            if self._health.paused_reason is None and self.probe():
                 return True
             self._pause()
             failures = 0
             while not self._stopping.wait(self._backoff.compute(failures)):
-                if self._probe():
+                if self.probe():
                     self._resume()
                     return True
                 failures += 1
             return False
 
-    def _probe(self) -> bool:
+    def probe(self) -> bool:
+        """Ping Redis once and report the answer to health and metrics."""
         try:
             up = self._ping()
         except (StoreUnavailable, StoreError):

@@ -181,9 +181,7 @@ def run_worker(settings: Settings) -> int:
     runtime = Runtime.build(settings)
     http = serve_in_thread(settings, runtime.health, runtime.redis)
     try:
-        runtime.health.set_redis(
-            RedisGate(runtime.store.ping, runtime.health, runtime.stopping)._probe()
-        )
+        RedisGate(runtime.store.ping, runtime.health, runtime.stopping).probe()
         worker = build_worker(settings, runtime)
         worker.start()
         return int(worker.exitcode or 0)
