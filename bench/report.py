@@ -99,9 +99,13 @@ def _target_lines(results: Sequence[Result]) -> list[str]:
     found = ratios(results)
     lines = []
     if found:
+        lines.append(f"ratio worker/bare loop (SET) per round: {_each(found)}")
         lines.append(
             _target("ratio worker/bare (median)", statistics.median(found), ">=", TARGET_RATIO)
         )
+    against_lua = ratios(results, "bare-lua")
+    if against_lua:
+        lines.append(f"ratio worker/bare loop (Lua) per round: {_each(against_lua)}")
     if workers:
         cpu = statistics.median(r.progress.cpu_per_1000("subject") for r in workers if r.progress)
         rss = max(max(r.peak_rss, r.high_water_mark) for r in workers) / 2**20
@@ -121,6 +125,10 @@ def _target_lines(results: Sequence[Result]) -> list[str]:
         f"state check: {equal}/{len(checked)} runs equal the reference model, {stale} stale values"
     )
     return lines
+
+
+def _each(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 def _target(name: str, value: float, op: str, target: float) -> str:
