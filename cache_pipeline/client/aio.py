@@ -173,7 +173,8 @@ class AsyncEntitlementsCache:
             return None
         try:
             await self._initialize()
-            reply = await self._read_script(keys=scope.script_keys(cluster=self.layout.cluster))
+            keys, args = scope.script_call(cluster=self.layout.cluster)
+            reply = await self._read_script(keys=keys, args=args)
             read = decode(reply, scope)
             if self.layout.cluster and scope.global_keys is not None:
                 key = scope.global_keys.entitlements

@@ -52,12 +52,19 @@ class Scope:
         keys = layout.customer(customer_id, resource_id)
         return cls(customer_id, resource_id, keys, global_keys, only)
 
-    def script_keys(self, *, cluster: bool) -> tuple[str, ...]:
-        """KEYS of the read script; the global map only where it shares the node."""
-        own = (self.keys.entitlements, self.keys.metadata, self.keys.index)
-        if self.global_keys is None or cluster:
-            return own
-        return (*own, self.global_keys.entitlements)
+    def script_call(self, *, cluster: bool) -> tuple[tuple[str, ...], tuple[str]]:
+        """KEYS and ARGV of the read script.
+
+        The global map goes along only where it shares the node; a single check
+        reads only its own usage or credit key instead of the whole index.
+        """
+        keys = [self.keys.entitlements, self.keys.metadata, self.keys.index]
+        with_global = self.global_keys is not None and not cluster
+        if with_global and self.global_keys is not None:
+            keys.append(self.global_keys.entitlements)
+        if self.only is not None:
+            keys.append(self.keys.usage_for(*self.only))
+        return tuple(keys), ("1" if with_global else "0",)
 
 
 @dataclass(frozen=True, slots=True)

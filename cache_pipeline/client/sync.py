@@ -173,7 +173,8 @@ class EntitlementsCache:
         if time.monotonic() < self._redis_down_until:
             return None
         try:
-            reply = self._read_script(keys=scope.script_keys(cluster=self.layout.cluster))
+            keys, args = scope.script_call(cluster=self.layout.cluster)
+            reply = self._read_script(keys=keys, args=args)
             read = decode(reply, scope)
             if self.layout.cluster and scope.global_keys is not None:
                 read = with_global_version(read, self._global_version(scope))
