@@ -3,6 +3,8 @@
 Hits read one customer (10 features, 3 credits, usage on each) that the
 pipeline's store wrote; misses read customers the cache does not hold, so each
 one asks the edge stub (a real process over HTTP) and writes the answer back.
+The hit kinds and a bare PING through the same connection pool (the floor: one
+round trip and nothing else) are timed in turn, so they share the machine's noise.
 
     python -m bench.sdk_latency [--hits 20000] [--misses 2000]
 
@@ -138,6 +140,7 @@ def main(hits: int, misses: int) -> None:
                     lambda i: cache.get_credit_entitlement("hit", "c-1"),
                 ),
                 ("hit get_entitlements", lambda i: cache.get_entitlements("hit")),
+                ("floor: redis-py PING (same pool)", lambda i: cache.redis.ping()),
             ]
             for name, samples in interleaved(calls, hits).items():
                 report(name, samples)
