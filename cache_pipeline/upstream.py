@@ -147,6 +147,7 @@ class UpstreamClient:
 
     def __init__(self, options: UpstreamOptions, http: httpx.Client | None = None) -> None:
         self.options = options
+        self._owns_http = http is None
         self._http = http or httpx.Client(**options.client_arguments())
 
     def fetch(self, customer_id: str, resource_id: str | None = None) -> UpstreamAnswer | None:
@@ -183,7 +184,9 @@ class UpstreamClient:
             ) from None
 
     def close(self) -> None:
-        self._http.close()
+        """Close the connection pool, unless it was handed in."""
+        if self._owns_http:
+            self._http.close()
 
 
 class AsyncUpstreamClient:
@@ -191,6 +194,7 @@ class AsyncUpstreamClient:
 
     def __init__(self, options: UpstreamOptions, http: httpx.AsyncClient | None = None) -> None:
         self.options = options
+        self._owns_http = http is None
         self._http = http or httpx.AsyncClient(**options.client_arguments())
 
     async def fetch(
@@ -211,4 +215,6 @@ class AsyncUpstreamClient:
                 raise UpstreamError(f"the upstream API call failed: {exc!r}") from None
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Close the connection pool, unless it was handed in."""
+        if self._owns_http:
+            await self._http.aclose()

@@ -213,6 +213,8 @@ def test_unknown_customer_is_denied_and_not_cached(
     )
     access = cache.get_entitlement(customer, "seats")
     assert (access.has_access, access.access_denied_reason) == (False, "CustomerNotFound")
+    scoped = cache.get_entitlements(customer, "r1")
+    assert scoped.access_denied_reason == "CustomerResourceNotFound"
     assert list(redis_client.scan_iter(match=f"{prefix}:*")) == []
 
 

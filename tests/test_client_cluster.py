@@ -109,6 +109,6 @@ def test_concurrent_async_misses_make_one_request(
     assert [a.source for a in answers].count("upstream") == 1
     assert {a.remaining_balance for a in answers} == {993}
     assert stub.requests(customer) == 1
-    assert scoped.access_denied_reason == "CustomerNotFound"
+    assert scoped.access_denied_reason == "CustomerResourceNotFound"
     layout = KeyLayout(settings.environment_prefix, cluster=True)
     assert client.get(layout.customer(customer).entitlements) is not None

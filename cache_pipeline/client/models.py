@@ -16,6 +16,7 @@ Kind = Literal["FEATURE", "CREDIT"]
 Number = int | float
 
 CUSTOMER_NOT_FOUND = "CustomerNotFound"
+RESOURCE_NOT_FOUND = "CustomerResourceNotFound"
 ENTITLEMENT_NOT_FOUND = "EntitlementNotFound"
 USAGE_EXCEEDING_LIMIT = "RequestedUsageExceedingLimit"
 INSUFFICIENT_CREDITS = "InsufficientCredits"

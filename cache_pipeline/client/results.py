@@ -9,6 +9,7 @@ from cache_pipeline.client.models import (
     CUSTOMER_NOT_FOUND,
     ENTITLEMENT_NOT_FOUND,
     INSUFFICIENT_CREDITS,
+    RESOURCE_NOT_FOUND,
     UNKNOWN_REASON,
     USAGE_EXCEEDING_LIMIT,
     CreditAccess,
@@ -93,12 +94,12 @@ def from_upstream(data: EntitlementsData, timestamp: int) -> CustomerEntitlement
 
 
 def customer_not_found(customer_id: str, resource_id: str | None) -> CustomerEntitlements:
-    """The answer for a customer the upstream API does not know."""
+    """The answer for a customer (or customer resource) the upstream API does not know."""
     return CustomerEntitlements(
         customer_id=customer_id,
         resource_id=resource_id,
         entitlements=(),
-        access_denied_reason=CUSTOMER_NOT_FOUND,
+        access_denied_reason=CUSTOMER_NOT_FOUND if resource_id is None else RESOURCE_NOT_FOUND,
         source="upstream",
         timestamp=None,
     )
