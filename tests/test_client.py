@@ -457,3 +457,27 @@ def test_a_hit_is_one_redis_round_trip(
         assert counting.sent == ["EVALSHA"]
         assert redis_client.info("commandstats")["cmdstat_evalsha"]["calls"] == calls + 1
     counting.close()
+
+
+def test_a_hanging_redis_is_bounded_by_its_timeout(
+    stub: EdgeStub, prefix: str, customer: str
+) -> None:
+    own = RedisServer().start()
+    stub.put(customer, snapshot_body(features={"seats": 2}))
+    cache = EntitlementsCache(
+        options=ReaderOptions(upstream_retries=0, redis_retry_after_seconds=30),
+        redis_port=own.port,
+        redis_timeout_secs=0.3,
+        environment_prefix=prefix,
+        edge_api_url=stub.url,
+        server_api_key=STUB_API_KEY,
+    )
+    try:
+        assert cache.get_entitlements(customer).source == "upstream"
+        own.pause()  # accepts nothing, answers nothing
+        assert cache.get_entitlements(customer).source == "upstream"
+        assert cache.get_entitlements(customer).source == "upstream"  # Redis skipped for now
+    finally:
+        own.resume()
+        cache.close()
+        own.stop()
