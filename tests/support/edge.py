@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,8 @@ class EdgeStub:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **AWS_TEST_ENV, **self.env},
             )
+        # Stopped at interpreter exit too, should a test forget stop().
+        weakref.finalize(self, _terminate, self.process)
         wait_until(self._ready, timeout=30, what=f"edge stub on port {self.port}")
         return self
 
@@ -96,18 +99,23 @@ class EdgeStub:
         return count
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            _terminate(self.process)
         self.process = None
 
     def restart(self) -> EdgeStub:
         self.stop()
         return self.start()
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def snapshot_body(
