@@ -2,9 +2,10 @@
 
 Every scenario seeds one snapshot per customer, then sends a deterministic
 stream (usage, credits and snapshots with unique timestamps, shuffled, some
-duplicated: the final state does not depend on delivery order), injects its
-fault while the worker is in the middle of the stream, and waits until Redis
-holds exactly what ``ReferenceCache`` says. Each prints one line: messages
+duplicated: the final state does not depend on delivery order) in two halves:
+the first until the workers have handled a quarter of it, then the fault, then
+the second half while the fault lasts; it then waits until Redis holds exactly
+what ``ReferenceCache`` says. Each prints one line: messages
 sent, written, skipped, parked, lost (keys of the model Redis does not hold:
 always 0, or the test fails), the time until the worker handled a message
 again after the fault ended (resume) and until Redis equalled the model
@@ -146,10 +147,12 @@ class Scene:
         wait_for_state(self.client, self.prefix, expected_state(self.prefix, bodies, POLICY))
         return bodies
 
-    def until_midstream(self, total: float) -> None:
-        """Return once the workers handled about a quarter of ``total`` more messages."""
-        start = self.handled()
-        wait_until(lambda: self.handled() >= start + total / 4, timeout=60, what="mid-stream")
+    def send_and_wait(self, bodies: list[dict[str, Any]]) -> int:
+        """Send ``bodies``; return once the workers handled a quarter of them."""
+        target = self.handled() + len(bodies) / 4
+        sent = self.send(bodies)
+        wait_until(lambda: self.handled() >= target, timeout=60, what="mid-stream")
+        return sent
 
     def converge(
         self, report: Report, bodies: list[dict[str, Any]], fault_ended: float, before: float
@@ -215,12 +218,27 @@ def takeover(customers: int, count: int, base: int = 1_000_000) -> list[dict[str
     return bodies + updates
 
 
-def run_stream(scene: Scene, report: Report) -> list[dict[str, Any]]:
-    """Seed, then send the stream without waiting; return every body sent."""
-    bodies = scene.seed()
-    messages = stream(CUSTOMERS, STREAM)
-    report.sent = len(bodies) + scene.send(messages)
-    return bodies + messages
+class Stream:
+    """The seed, the first half of the stream (sent before the fault), the rest."""
+
+    def __init__(self, scene: Scene, report: Report) -> None:
+        self.scene, self.report = scene, report
+        self.bodies = scene.seed()
+        messages = stream(CUSTOMERS, STREAM)
+        half = len(messages) // 2
+        report.sent = len(self.bodies) + scene.send_and_wait(messages[:half])
+        self.bodies += messages
+        self.rest = messages[half:]
+
+    def send_rest(self) -> None:
+        """Sent while the fault lasts, so it always meets the fault."""
+        self.report.sent += self.scene.send(self.rest)
+
+    def take_over(self) -> None:
+        """After a fault that destroyed data: the takeover stream (see the module doc)."""
+        after = takeover(CUSTOMERS, STREAM // 2)
+        self.report.sent += self.scene.send(after)
+        self.bodies += after
 
 
 def test_redis_sigkilled_and_restarted_empty(
@@ -229,16 +247,15 @@ def test_redis_sigkilled_and_restarted_empty(
     report = Report("redis SIGKILL, restarted empty")
     scene = scene_for(sqs_server, report)
     worker = scene.start()
-    sent = run_stream(scene, report)
-    scene.until_midstream(STREAM)
+    sent = Stream(scene, report)
 
     scene.redis_server.kill()
+    sent.send_rest()
     scene.redis_server.start()  # same port, no persistence: empty
     ended, before = time.monotonic(), scene.handled()
 
-    after = takeover(CUSTOMERS, STREAM // 2)
-    report.sent += scene.send(after)
-    scene.converge(report, sent + after, ended, before)
+    sent.take_over()
+    scene.converge(report, sent.bodies, ended, before)
     wait_until(lambda: "redis_data" in worker.readyz().get("details", {}), what="loss reported")
 
 
@@ -248,17 +265,17 @@ def test_redis_sigstopped_beyond_the_client_timeouts(
     report = Report("redis SIGSTOP 5s+ (timeout 1s)")
     scene = scene_for(sqs_server, report)
     worker = scene.start()
-    sent = run_stream(scene, report)
-    scene.until_midstream(STREAM)
+    sent = Stream(scene, report)
 
     scene.redis_server.pause()
     try:
+        sent.send_rest()
         wait_until(lambda: worker.readyz()["status"] == "DOWN", timeout=15, what="not ready")
         time.sleep(5)  # the fault itself: several client timeouts long
     finally:
         scene.redis_server.resume()
-    ended = time.monotonic()
-    scene.converge(report, sent, ended, scene.handled())
+    ended, before = time.monotonic(), scene.handled()
+    scene.converge(report, sent.bodies, ended, before)
     wait_until(lambda: worker.readyz()["status"] == "UP", timeout=30, what="ready again")
 
 
@@ -268,8 +285,7 @@ def test_sqs_server_killed_and_restarted(scene_for: Callable[..., Scene]) -> Non
     try:
         scene = scene_for(sqs, report)
         scene.start()
-        sent = run_stream(scene, report)
-        scene.until_midstream(STREAM)
+        sent = Stream(scene, report)
 
         sqs.kill()
         sqs.start()  # same port; moto kept the queue in memory only
@@ -281,9 +297,9 @@ def test_sqs_server_killed_and_restarted(scene_for: Callable[..., Scene]) -> Non
         assert recreated["QueueUrl"] == scene.queue
         ended, before = time.monotonic(), scene.handled()
 
-        after = takeover(CUSTOMERS, STREAM // 2)
-        report.sent += scene.send(after)
-        scene.converge(report, sent + after, ended, before)
+        sent.send_rest()
+        sent.take_over()
+        scene.converge(report, sent.bodies, ended, before)
         gone = report.sent - report.written - report.skipped - report.parked
         report.note = f"about {gone:g} messages went with moto's in-memory queue"
     finally:
@@ -296,14 +312,14 @@ def test_worker_sigkilled_mid_batch_then_a_new_one(
     report = Report("worker SIGKILL mid-batch, new worker")
     scene = scene_for(sqs_server, report)
     first = scene.start()
-    sent = run_stream(scene, report)
-    scene.until_midstream(STREAM)
+    sent = Stream(scene, report)
 
     scene.counts.read(first)
     first.kill()
+    sent.send_rest()
     ended, before = time.monotonic(), scene.handled()
     scene.start()
-    scene.converge(report, sent, ended, before)
+    scene.converge(report, sent.bodies, ended, before)
 
 
 def test_two_workers_one_killed_repeatedly(
@@ -317,14 +333,17 @@ def test_two_workers_one_killed_repeatedly(
     report.sent = len(bodies)
     messages = stream(CUSTOMERS, STREAM * 2, seed_value=3)
     third = len(messages) // 3
-    for chunk in (messages[:third], messages[third : 2 * third], messages[2 * third :]):
-        report.sent += scene.send(chunk)
-        scene.until_midstream(len(chunk))
+    for chunk in (messages[:third], messages[third : 2 * third]):
+        report.sent += scene.send_and_wait(chunk)
         scene.counts.read(victim)
         victim.kill()
         victim = scene.start()
-    ended = time.monotonic()
-    scene.converge(report, bodies + messages, ended, scene.handled() - 1)
+    report.sent += scene.send(messages[2 * third :])
+    scene.counts.read(victim)
+    victim.kill()
+    ended, before = time.monotonic(), scene.handled()
+    scene.start()
+    scene.converge(report, bodies + messages, ended, before)
 
 
 def test_slow_redis_behind_a_latency_proxy(
@@ -335,14 +354,15 @@ def test_slow_redis_behind_a_latency_proxy(
     try:
         scene = scene_for(sqs_server, report, redis_port=proxy.port)
         scene.start()
-        sent = run_stream(scene, report)
         proxy.latency = 0.05
-        scene.until_midstream(STREAM)
+        sent = Stream(scene, report)
         proxy.latency = 1.5  # each way: every command now outlasts REDIS_TIMEOUT_SECS
-        wait_until(lambda: proxy.connections_seen > 2, timeout=30, what="reconnects")
+        seen = proxy.connections_seen
+        sent.send_rest()
+        wait_until(lambda: proxy.connections_seen > seen, timeout=30, what="reconnects")
         proxy.latency = 0.0
-        ended = time.monotonic()
-        scene.converge(report, sent, ended, scene.handled())
+        ended, before = time.monotonic(), scene.handled()
+        scene.converge(report, sent.bodies, ended, before)
     finally:
         proxy.stop()
 
@@ -355,14 +375,14 @@ def test_network_cut_between_worker_and_redis(
     try:
         scene = scene_for(sqs_server, report, redis_port=proxy.port)
         worker = scene.start()
-        sent = run_stream(scene, report)
-        scene.until_midstream(STREAM)
+        sent = Stream(scene, report)
         proxy.cut()
+        sent.send_rest()
         wait_until(lambda: worker.readyz()["status"] == "DOWN", timeout=30, what="paused")
         time.sleep(4)  # the fault itself: the path stays cut
         proxy.heal()
-        ended = time.monotonic()
-        scene.converge(report, sent, ended, scene.handled())
+        ended, before = time.monotonic(), scene.handled()
+        scene.converge(report, sent.bodies, ended, before)
         wait_until(lambda: worker.readyz()["status"] == "UP", timeout=30, what="ready again")
     finally:
         proxy.stop()
