@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cache_pipeline.config import Settings
 from cache_pipeline.errors import ConfigError
+from cache_pipeline.logs import configure_logging
 from cache_pipeline.messages import Entitlement, EntitlementsData, EpochMs
 from cache_pipeline.upstream import API_KEY_HEADER, UpstreamAnswer
 
@@ -241,12 +242,13 @@ def build(settings: Settings, path: Path, latency_ms: int = 0) -> FastAPI:
 
 
 def serve(settings: Settings, path: Path, *, host: str, port: int, latency_ms: int = 0) -> None:
-    """Run the stub with uvicorn until interrupted."""
+    """Run the stub with uvicorn until interrupted, logging JSON lines like the worker."""
     import uvicorn
 
+    configure_logging(settings)
     app = build(settings, path, latency_ms)
     logger.info("edge stub on http://{}:{} backed by {}", host, port, path)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None, log_level="warning")
 
 
 def _answer_json(answer: UpstreamAnswer) -> dict[str, Any]:

@@ -176,6 +176,13 @@ def test_a_bad_file_stops_startup_with_one_line(tmp_path: Any) -> None:
     assert done.stderr.strip().splitlines()[-1].startswith(f"cache-pipeline: edge stub file {data}")
 
 
+def test_logs_are_json_lines(stub: EdgeStub) -> None:
+    lines = [json.loads(line) for line in stub.log.read_text().splitlines() if line.strip()]
+    started = [line for line in lines if line["msg"].startswith("edge stub on http://")]
+    assert [line["level"] for line in started] == ["info"]
+    assert all({"time", "level", "msg"} <= set(line) for line in lines)
+
+
 def _validator(schema: str) -> jsonschema.Draft202012Validator:
     document = yaml.safe_load(API_DOC.read_text())
     resource = Resource.from_contents(document, default_specification=DRAFT202012)
