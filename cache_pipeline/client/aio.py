@@ -18,7 +18,13 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from cache_pipeline.client.local import LocalCache
+from cache_pipeline.client.base import (
+    UPSTREAM_TROUBLE,
+    ReaderBase,
+    only_credit,
+    only_feature,
+    upstream_result,
+)
 from cache_pipeline.client.models import (
     CreditAccess,
     CustomerEntitlements,
@@ -26,30 +32,20 @@ from cache_pipeline.client.models import (
     Kind,
     Number,
 )
-from cache_pipeline.client.options import (
-    ReaderOptions,
-    check_id,
-    check_optional_id,
-    resolve_settings,
-)
+from cache_pipeline.client.options import ReaderOptions
 from cache_pipeline.client.reading import (
     CACHE_TROUBLE,
     CachedRead,
     Scope,
     decode,
+    global_version,
+    hit_result,
     script_source,
     stale_or_unavailable,
     with_global_version,
 )
-from cache_pipeline.client.results import (
-    credit_access,
-    customer_not_found,
-    feature_access,
-    from_upstream,
-)
+from cache_pipeline.client.results import credit_access, feature_access
 from cache_pipeline.config import CacheUpdatePolicy, Settings
-from cache_pipeline.errors import UpstreamError, UpstreamUnavailable
-from cache_pipeline.keys import KeyLayout
 from cache_pipeline.plan import ScriptCall, plan
 from cache_pipeline.redis_client import connection_options
 from cache_pipeline.store import Outcome, load_script_source
@@ -68,7 +64,7 @@ def connect_async(settings: Settings) -> AsyncRedisClient:
     return aioredis.Redis(db=settings.redis_db, retry=retry, **options)
 
 
-class AsyncEntitlementsCache:
+class AsyncEntitlementsCache(ReaderBase):
     """asyncio counterpart of ``EntitlementsCache``: same arguments, same answers."""
 
     def __init__(
@@ -80,17 +76,13 @@ class AsyncEntitlementsCache:
         http: httpx.AsyncClient | None = None,
         **overrides: Any,
     ) -> None:
-        self.settings = resolve_settings(settings, overrides)
-        self.options = options or ReaderOptions()
-        self.layout = KeyLayout(self.settings.environment_prefix, self.settings.redis_cluster)
+        super().__init__(settings, options, overrides)
         self._owns_redis = redis is None
         self.redis: AsyncRedisClient = redis if redis is not None else connect_async(self.settings)
         self.upstream = AsyncUpstreamClient(self.options.upstream(self.settings), http)
-        self.local = LocalCache(self.options.local_ttl_seconds, self.options.local_max_entries)
         self._read_script = self.redis.register_script(script_source("read_customer"))
         self._release_script = self.redis.register_script(script_source("release_lock"))
         self._write_script = self.redis.register_script(load_script_source("write_entitlements"))
-        self._redis_down_until = 0.0
         self._initialized = not isinstance(self.redis, AsyncRedisCluster)
         self._initializing = asyncio.Lock()
 
@@ -109,8 +101,7 @@ class AsyncEntitlementsCache:
         requested_usage: Number = 0,
     ) -> FeatureAccess:
         """See ``EntitlementsCache.get_entitlement``."""
-        only: tuple[Kind, str] = ("FEATURE", check_id("feature_id", feature_id))
-        result = await self._get(customer_id, resource_id, only)
+        result = await self._get(customer_id, resource_id, only_feature(feature_id))
         return feature_access(result, feature_id, requested_usage)
 
     async def get_credit_entitlement(
@@ -122,8 +113,7 @@ class AsyncEntitlementsCache:
         requested_amount: Number = 0,
     ) -> CreditAccess:
         """See ``EntitlementsCache.get_credit_entitlement``."""
-        only: tuple[Kind, str] = ("CREDIT", check_id("currency_id", currency_id))
-        result = await self._get(customer_id, resource_id, only)
+        result = await self._get(customer_id, resource_id, only_credit(currency_id))
         return credit_access(result, currency_id, requested_amount)
 
     async def aclose(self) -> None:
@@ -145,31 +135,23 @@ class AsyncEntitlementsCache:
 
         With ``only`` (and the in-process cache off) a cache hit holds just that entry.
         """
-        scope = Scope.build(
-            self.layout,
-            check_id("customer_id", customer_id),
-            check_optional_id("resource_id", resource_id),
-            None if self.local.enabled else only,
-        )
-        local_key = (scope.customer_id, scope.resource_id)
-        found = self.local.get(local_key)
+        scope = self._scope(customer_id, resource_id, only)
+        found = self._from_local(scope)
         if found is not None:
             return found
         result = await self._resolve(scope)
-        if not result.stale:
-            self.local.put(local_key, result)
+        self._keep_local(scope, result)
         return result
 
     async def _resolve(self, scope: Scope) -> CustomerEntitlements:
         cached = await self._read(scope)
         if cached is None:
             return await self._upstream_only(scope)
-        if cached.hit and cached.result is not None:
-            return cached.result
-        return await self._fill(scope, cached)
+        found = hit_result(cached)
+        return found if found is not None else await self._fill(scope, cached)
 
     async def _read(self, scope: Scope) -> CachedRead | None:
-        if time.monotonic() < self._redis_down_until:
+        if self._redis_resting():
             return None
         try:
             await self._initialize()
@@ -177,12 +159,7 @@ class AsyncEntitlementsCache:
             reply = await self._read_script(keys=keys, args=args)
             read = decode(reply, scope)
             if self.layout.cluster and scope.global_keys is not None:
-                key = scope.global_keys.entitlements
-                exists, version = (
-                    await self.redis.exists(key),
-                    await self.redis.get(key + "#timestamp"),
-                )
-                read = with_global_version(read, int(version or 0) if exists else None)
+                read = with_global_version(read, await self._global_version(scope))
             return read
         except CACHE_TROUBLE as exc:
             self._cache_trouble("read", exc)
@@ -202,11 +179,9 @@ class AsyncEntitlementsCache:
     async def _global_version(self, scope: Scope) -> int | None:
         assert scope.global_keys is not None
         key = scope.global_keys.entitlements
-        pipe = self.redis.pipeline()
-        pipe.exists(key)
-        pipe.get(key + "#timestamp")
-        exists, version = await pipe.execute()
-        return int(version or 0) if exists else None
+        exists = await self.redis.exists(key)
+        version = await self.redis.get(key + "#timestamp")
+        return global_version(exists, version)
 
     async def _fill(self, scope: Scope, cached: CachedRead) -> CustomerEntitlements:
         token = uuid.uuid4().hex
@@ -218,8 +193,9 @@ class AsyncEntitlementsCache:
             if locked:
                 try:
                     again = await self._read(scope)
-                    if again is not None and again.hit and again.result is not None:
-                        return again.result
+                    found = hit_result(again)
+                    if found is not None:
+                        return found
                     return await self._fetch_and_write(scope, again or cached)
                 finally:
                     await self._unlock(scope, token)
@@ -230,13 +206,14 @@ class AsyncEntitlementsCache:
             again = await self._read(scope)
             if again is None:
                 return await self._upstream_only(scope, fallback=cached)
-            if again.hit and again.result is not None:
-                return again.result
+            found = hit_result(again)
+            if found is not None:
+                return found
             cached = again if again.result is not None else cached
 
     async def _lock(self, scope: Scope, token: str) -> bool | None:
         try:
-            ms = int(self.options.lock_ttl * 1000)
+            ms = self.options.lock_ttl_ms
             return bool(await self.redis.set(scope.keys.lock, token, nx=True, px=ms))
         except CACHE_TROUBLE as exc:
             self._cache_trouble("lock", exc)
@@ -253,30 +230,26 @@ class AsyncEntitlementsCache:
             if cached.global_missing:
                 await self._write(await self.upstream.fetch(scope.customer_id))
             answer = await self.upstream.fetch(scope.customer_id, scope.resource_id)
-        except (UpstreamUnavailable, UpstreamError) as exc:
+        except UPSTREAM_TROUBLE as exc:
             return stale_or_unavailable(scope, cached, exc)
-        if answer is None:
-            return customer_not_found(scope.customer_id, scope.resource_id)
-        if await self._write(answer) is Outcome.STALE:
-            newer = await self._read(scope)
-            if newer is not None and newer.hit and newer.result is not None:
-                return newer.result
-        return from_upstream(answer.data, answer.timestamp)
+        if answer is not None and await self._write(answer) is Outcome.STALE:
+            newer = hit_result(await self._read(scope))
+            if newer is not None:
+                return newer
+        return upstream_result(scope, answer)
 
     async def _upstream_only(
         self, scope: Scope, fallback: CachedRead | None = None
     ) -> CustomerEntitlements:
         try:
             answer = await self.upstream.fetch(scope.customer_id, scope.resource_id)
-        except (UpstreamUnavailable, UpstreamError) as exc:
+        except UPSTREAM_TROUBLE as exc:
             return stale_or_unavailable(scope, fallback, exc)
-        if answer is None:
-            return customer_not_found(scope.customer_id, scope.resource_id)
-        return from_upstream(answer.data, answer.timestamp)
+        return upstream_result(scope, answer)
 
     async def _write(self, answer: UpstreamAnswer | None) -> Outcome | None:
         """The same atomic write as ``Store.apply`` (UPSERT), through the asyncio client."""
-        if answer is None or time.monotonic() < self._redis_down_until:
+        if answer is None or self._redis_resting():
             return None
         (call,) = plan(
             answer.to_message(),
@@ -291,7 +264,3 @@ class AsyncEntitlementsCache:
             self._cache_trouble("write-back", exc)
             return None
         return Outcome.WRITTEN if reply > 0 else Outcome.STALE
-
-    def _cache_trouble(self, what: str, exc: BaseException) -> None:
-        logger.warning("cache {} failed, using the upstream API: {!r}", what, exc)
-        self._redis_down_until = time.monotonic() + self.options.redis_retry_after_seconds

@@ -69,6 +69,10 @@ class ReaderOptions:
         return self.lock_ttl_seconds or self.upstream_budget + 1.0
 
     @property
+    def lock_ttl_ms(self) -> int:
+        return int(self.lock_ttl * 1000)
+
+    @property
     def lock_wait(self) -> float:
         return self.lock_wait_seconds or self.upstream_budget + 1.0
 

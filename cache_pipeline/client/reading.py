@@ -124,6 +124,18 @@ def with_global_version(read: CachedRead, version: int | None) -> CachedRead:
     return CachedRead(read.result, fresh, version is None)
 
 
+def global_version(exists: Any, version: Any) -> int | None:
+    """The global entry's version from EXISTS and GET of its timestamp (None: missing)."""
+    return int(version or 0) if exists else None
+
+
+def hit_result(read: CachedRead | None) -> CustomerEntitlements | None:
+    """The answer of a read that is a hit; None for no read, a miss, or a stale entry."""
+    if read is not None and read.hit and read.result is not None:
+        return read.result
+    return None
+
+
 def _int(value: Any) -> int | None:
     return int(value) if value is not None else None
 

@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 from loguru import logger
 
-from cache_pipeline.client.local import LocalCache
+from cache_pipeline.client.base import (
+    UPSTREAM_TROUBLE,
+    ReaderBase,
+    only_credit,
+    only_feature,
+    upstream_result,
+)
 from cache_pipeline.client.models import (
     CreditAccess,
     CustomerEntitlements,
@@ -17,39 +23,26 @@ from cache_pipeline.client.models import (
     Kind,
     Number,
 )
-from cache_pipeline.client.options import (
-    ReaderOptions,
-    check_id,
-    check_optional_id,
-    resolve_settings,
-)
+from cache_pipeline.client.options import ReaderOptions
 from cache_pipeline.client.reading import (
     CACHE_TROUBLE,
     CachedRead,
     Scope,
     decode,
+    global_version,
+    hit_result,
     script_source,
     stale_or_unavailable,
     with_global_version,
 )
-from cache_pipeline.client.results import (
-    credit_access,
-    customer_not_found,
-    feature_access,
-    from_upstream,
-)
+from cache_pipeline.client.results import credit_access, feature_access
 from cache_pipeline.config import CacheUpdatePolicy, Settings
-from cache_pipeline.errors import (
-    UpstreamError,
-    UpstreamUnavailable,
-)
-from cache_pipeline.keys import KeyLayout
 from cache_pipeline.redis_client import connect
 from cache_pipeline.store import Outcome, RedisClient, Store
 from cache_pipeline.upstream import UpstreamAnswer, UpstreamClient
 
 
-class EntitlementsCache:
+class EntitlementsCache(ReaderBase):
     """Entitlement checks from the Redis cache, with the upstream API behind it.
 
     ``EntitlementsCache()`` reads the settings from the environment (REDIS_*,
@@ -69,9 +62,7 @@ class EntitlementsCache:
         http: httpx.Client | None = None,
         **overrides: Any,
     ) -> None:
-        self.settings = resolve_settings(settings, overrides)
-        self.options = options or ReaderOptions()
-        self.layout = KeyLayout(self.settings.environment_prefix, self.settings.redis_cluster)
+        super().__init__(settings, options, overrides)
         self._owns_redis = redis is None
         self.redis: RedisClient = redis if redis is not None else connect(self.settings)
         self.upstream = UpstreamClient(self.options.upstream(self.settings), http)
@@ -81,10 +72,8 @@ class EntitlementsCache:
             ttl=self.settings.keys_ttl_in_secs,
             policy=CacheUpdatePolicy.UPSERT,
         )
-        self.local = LocalCache(self.options.local_ttl_seconds, self.options.local_max_entries)
         self._read_script = self.redis.register_script(script_source("read_customer"))
         self._release_script = self.redis.register_script(script_source("release_lock"))
-        self._redis_down_until = 0.0
 
     # -- public API ---------------------------------------------------------
 
@@ -107,8 +96,7 @@ class EntitlementsCache:
         requested_usage: Number = 0,
     ) -> FeatureAccess:
         """Access to one feature: has_access, usage limit and current usage."""
-        only: tuple[Kind, str] = ("FEATURE", check_id("feature_id", feature_id))
-        result = self._get(customer_id, resource_id, only)
+        result = self._get(customer_id, resource_id, only_feature(feature_id))
         return feature_access(result, feature_id, requested_usage)
 
     def get_credit_entitlement(
@@ -120,8 +108,7 @@ class EntitlementsCache:
         requested_amount: Number = 0,
     ) -> CreditAccess:
         """One credit grant: has_access, limit, current usage and remaining balance."""
-        only: tuple[Kind, str] = ("CREDIT", check_id("currency_id", currency_id))
-        result = self._get(customer_id, resource_id, only)
+        result = self._get(customer_id, resource_id, only_credit(currency_id))
         return credit_access(result, currency_id, requested_amount)
 
     def close(self) -> None:
@@ -145,32 +132,24 @@ class EntitlementsCache:
 
         With ``only`` (and the in-process cache off) a cache hit holds just that entry.
         """
-        scope = Scope.build(
-            self.layout,
-            check_id("customer_id", customer_id),
-            check_optional_id("resource_id", resource_id),
-            None if self.local.enabled else only,
-        )
-        local_key = (scope.customer_id, scope.resource_id)
-        found = self.local.get(local_key)
+        scope = self._scope(customer_id, resource_id, only)
+        found = self._from_local(scope)
         if found is not None:
             return found
         result = self._resolve(scope)
-        if not result.stale:
-            self.local.put(local_key, result)
+        self._keep_local(scope, result)
         return result
 
     def _resolve(self, scope: Scope) -> CustomerEntitlements:
         cached = self._read(scope)
         if cached is None:
             return self._upstream_only(scope)
-        if cached.hit and cached.result is not None:
-            return cached.result
-        return self._fill(scope, cached)
+        found = hit_result(cached)
+        return found if found is not None else self._fill(scope, cached)
 
     def _read(self, scope: Scope) -> CachedRead | None:
         """What the cache holds; None when Redis is in trouble (logged, never raised)."""
-        if time.monotonic() < self._redis_down_until:
+        if self._redis_resting():
             return None
         try:
             keys, args = scope.script_call(cluster=self.layout.cluster)
@@ -190,7 +169,7 @@ class EntitlementsCache:
         pipe.exists(key)
         pipe.get(key + "#timestamp")
         exists, version = pipe.execute()
-        return int(version or 0) if exists else None
+        return global_version(exists, version)
 
     def _fill(self, scope: Scope, cached: CachedRead) -> CustomerEntitlements:
         """A miss: one reader per scope asks the upstream, the others wait for its write."""
@@ -203,8 +182,9 @@ class EntitlementsCache:
             if locked:
                 try:
                     again = self._read(scope)
-                    if again is not None and again.hit and again.result is not None:
-                        return again.result
+                    found = hit_result(again)
+                    if found is not None:
+                        return found
                     return self._fetch_and_write(scope, again or cached)
                 finally:
                     self._unlock(scope, token)
@@ -215,13 +195,14 @@ class EntitlementsCache:
             again = self._read(scope)
             if again is None:
                 return self._upstream_only(scope, fallback=cached)
-            if again.hit and again.result is not None:
-                return again.result
+            found = hit_result(again)
+            if found is not None:
+                return found
             cached = again if again.result is not None else cached
 
     def _lock(self, scope: Scope, token: str) -> bool | None:
         try:
-            ms = int(self.options.lock_ttl * 1000)
+            ms = self.options.lock_ttl_ms
             return bool(self.redis.set(scope.keys.lock, token, nx=True, px=ms))
         except CACHE_TROUBLE as exc:
             self._cache_trouble("lock", exc)
@@ -240,15 +221,13 @@ class EntitlementsCache:
             if cached.global_missing:
                 self._write(self.upstream.fetch(scope.customer_id))
             answer = self.upstream.fetch(scope.customer_id, scope.resource_id)
-        except (UpstreamUnavailable, UpstreamError) as exc:
+        except UPSTREAM_TROUBLE as exc:
             return stale_or_unavailable(scope, cached, exc)
-        if answer is None:
-            return customer_not_found(scope.customer_id, scope.resource_id)
-        if self._write(answer) is Outcome.STALE:
-            newer = self._read(scope)
-            if newer is not None and newer.hit and newer.result is not None:
-                return newer.result
-        return from_upstream(answer.data, answer.timestamp)
+        if answer is not None and self._write(answer) is Outcome.STALE:
+            newer = hit_result(self._read(scope))
+            if newer is not None:
+                return newer
+        return upstream_result(scope, answer)
 
     def _upstream_only(
         self, scope: Scope, fallback: CachedRead | None = None
@@ -256,22 +235,16 @@ class EntitlementsCache:
         """Redis is in trouble: answer from the upstream without the cache."""
         try:
             answer = self.upstream.fetch(scope.customer_id, scope.resource_id)
-        except (UpstreamUnavailable, UpstreamError) as exc:
+        except UPSTREAM_TROUBLE as exc:
             return stale_or_unavailable(scope, fallback, exc)
-        if answer is None:
-            return customer_not_found(scope.customer_id, scope.resource_id)
-        return from_upstream(answer.data, answer.timestamp)
+        return upstream_result(scope, answer)
 
     def _write(self, answer: UpstreamAnswer | None) -> Outcome | None:
         """Write an upstream answer back (UPSERT, monotonic); cache trouble is only logged."""
-        if answer is None or time.monotonic() < self._redis_down_until:
+        if answer is None or self._redis_resting():
             return None
         try:
             return self.store.apply(answer.to_message(), policy=CacheUpdatePolicy.UPSERT)
         except CACHE_TROUBLE as exc:
             self._cache_trouble("write-back", exc)
             return None
-
-    def _cache_trouble(self, what: str, exc: BaseException) -> None:
-        logger.warning("cache {} failed, using the upstream API: {!r}", what, exc)
-        self._redis_down_until = time.monotonic() + self.options.redis_retry_after_seconds
