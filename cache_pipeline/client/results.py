@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from cache_pipeline.client.models import (
     CUSTOMER_NOT_FOUND,
@@ -105,26 +105,31 @@ def customer_not_found(customer_id: str, resource_id: str | None) -> CustomerEnt
     )
 
 
+class _Answer(TypedDict):
+    """The fields ``FeatureAccess`` and ``CreditAccess`` share."""
+
+    customer_id: str
+    resource_id: str | None
+    has_access: bool
+    access_denied_reason: str | None
+    usage_limit: Number | None
+    current_usage: Number | None
+    usage_period_start: int | None
+    usage_period_end: int | None
+    source: Source
+    timestamp: int | None
+    entitlement: Entitlement | None
+
+
 def feature_access(
     result: CustomerEntitlements, feature_id: str, requested_usage: Number = 0
 ) -> FeatureAccess:
     """May the customer use ``feature_id`` for ``requested_usage`` more units."""
     found = result.find("FEATURE", feature_id)
-    has_access, reason = _access(result, found, requested_usage, USAGE_EXCEEDING_LIMIT)
     return FeatureAccess(
-        customer_id=result.customer_id,
-        resource_id=result.resource_id,
         feature_id=feature_id,
-        has_access=has_access,
-        access_denied_reason=reason,
-        usage_limit=found.usage_limit if found else None,
         has_unlimited_usage=found.has_unlimited_usage if found else False,
-        current_usage=found.current_usage if found else None,
-        usage_period_start=found.usage_period_start if found else None,
-        usage_period_end=found.usage_period_end if found else None,
-        source=result.source,
-        timestamp=result.timestamp,
-        entitlement=found,
+        **_answer(result, found, requested_usage, USAGE_EXCEEDING_LIMIT),
     )
 
 
@@ -133,16 +138,28 @@ def credit_access(
 ) -> CreditAccess:
     """The credit grant of ``currency_id`` and whether ``requested_amount`` fits the balance."""
     found = result.find("CREDIT", currency_id)
-    has_access, reason = _access(result, found, requested_amount, INSUFFICIENT_CREDITS)
     return CreditAccess(
+        currency_id=currency_id,
+        remaining_balance=found.remaining if found else None,
+        **_answer(result, found, requested_amount, INSUFFICIENT_CREDITS),
+    )
+
+
+def _answer(
+    result: CustomerEntitlements,
+    found: Entitlement | None,
+    requested: Number,
+    exceeded_reason: str,
+) -> _Answer:
+    """Access to ``found`` for ``requested`` more, with its usage and the answer's origin."""
+    has_access, reason = _access(result, found, requested, exceeded_reason)
+    return _Answer(
         customer_id=result.customer_id,
         resource_id=result.resource_id,
-        currency_id=currency_id,
         has_access=has_access,
         access_denied_reason=reason,
         usage_limit=found.usage_limit if found else None,
         current_usage=found.current_usage if found else None,
-        remaining_balance=found.remaining if found else None,
         usage_period_start=found.usage_period_start if found else None,
         usage_period_end=found.usage_period_end if found else None,
         source=result.source,
