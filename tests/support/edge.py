@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from cache_pipeline.upstream import API_KEY_HEADER
-from tests.support.servers import AWS_TEST_ENV, free_port, wait_until
+from tests.support.servers import AWS_TEST_ENV, end_process, free_port, wait_until
 
 STUB_API_KEY = "stub-test-key"
 
@@ -63,7 +63,7 @@ class EdgeStub:
                 env={**os.environ, **AWS_TEST_ENV, **self.env},
             )
         # Stopped at interpreter exit too, should a test forget stop().
-        weakref.finalize(self, _terminate, self.process)
+        weakref.finalize(self, end_process, self.process)
         wait_until(self._ready, timeout=30, what=f"edge stub on port {self.port}")
         return self
 
@@ -99,23 +99,12 @@ class EdgeStub:
         return count
 
     def stop(self) -> None:
-        if self.process is not None:
-            _terminate(self.process)
+        end_process(self.process)
         self.process = None
 
     def restart(self) -> EdgeStub:
         self.stop()
         return self.start()
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 def snapshot_body(

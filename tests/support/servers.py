@@ -53,6 +53,24 @@ def wait_until(
     )
 
 
+def end_process(process: subprocess.Popen[bytes] | None, grace: float = 10) -> None:
+    """SIGTERM a child still running, and SIGKILL it if it is not gone after ``grace`` seconds."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def kill_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a child still running and reap it."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
 def require_binary(name: str, hint: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -117,9 +135,7 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL: the data is gone (no persistence)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        kill_process(self.process)
 
     def pause(self) -> None:
         os.kill(self.pid, signal.SIGSTOP)
@@ -128,13 +144,7 @@ class RedisServer:
         os.kill(self.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        end_process(self.process)
         self.process = None
 
     def restart(self) -> RedisServer:
@@ -180,18 +190,10 @@ class SqsServer:
         )
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        kill_process(self.process)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        end_process(self.process)
         self.process = None
 
 

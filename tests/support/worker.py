@@ -29,7 +29,15 @@ from cache_pipeline.reference import ReferenceCache
 from cache_pipeline.snapshot import read_state
 from tests.support import factory
 from tests.support.factory import parsed
-from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port, wait_until
+from tests.support.servers import (
+    AWS_TEST_ENV,
+    RedisServer,
+    SqsServer,
+    end_process,
+    free_port,
+    kill_process,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -112,18 +120,11 @@ class WorkerProcess:
             raise AssertionError(f"worker ignored SIGTERM:\n{self.output()}") from None
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        kill_process(self.process)
 
     def stop(self) -> None:
         """Leave nothing running: SIGTERM, SIGKILL after a grace period."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        end_process(self.process, grace=30)
         self.http.close()
 
 
