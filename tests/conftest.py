@@ -12,6 +12,7 @@ from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.store import Store
 from tests.support.servers import RedisServer, SqsServer
+from tests.support.worker import Workers, create_queue, worker_env
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +59,28 @@ def sqs_server() -> Iterator[SqsServer]:
     server = SqsServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def queue_url(sqs_server: SqsServer) -> str:
+    """A fresh queue of the test's own on the session's SQS server."""
+    return create_queue(sqs_server.client())
+
+
+@pytest.fixture
+def workers(
+    queue_url: str,
+    sqs_server: SqsServer,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    prefix: str,
+) -> Iterator[Workers]:
+    """Worker processes on ``queue_url`` writing under ``prefix`` (``workers.start()``).
+
+    After the test every worker is stopped, then the prefix's keys are removed.
+    """
+    manager = Workers(worker_env(queue_url, sqs_server, redis_server, prefix))
+    yield manager
+    manager.stop_all()
+    for key in redis_client.scan_iter(match=f"{prefix}:*"):
+        redis_client.unlink(key)

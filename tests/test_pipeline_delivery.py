@@ -2,46 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
 from cache_pipeline.config import CacheUpdatePolicy
-from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.servers import SqsServer, wait_until
 from tests.support.worker import (
     Workers,
-    create_queue,
     expected_state,
     queue_depth,
     seed,
     send,
     stream,
     wait_for_state,
-    worker_env,
 )
 
 CUSTOMERS = 8
-
-
-@pytest.fixture
-def queue_url(sqs_server: SqsServer) -> str:
-    return create_queue(sqs_server.client())
-
-
-@pytest.fixture
-def workers(
-    queue_url: str,
-    sqs_server: SqsServer,
-    redis_server: RedisServer,
-    redis_client: redis.Redis,
-    prefix: str,
-) -> Iterator[Workers]:
-    manager = Workers(worker_env(queue_url, sqs_server, redis_server, prefix))
-    yield manager
-    manager.stop_all()
-    for key in redis_client.scan_iter(match=f"{prefix}:*"):
-        redis_client.unlink(key)
 
 
 def seed_then_stream(

@@ -6,10 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis
 from celery import Celery
 
@@ -17,42 +15,16 @@ from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
 from tasks.handlers import TASK_NAMES
 from tests.support import factory
-from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, wait_until
+from tests.support.servers import AWS_TEST_ENV, SqsServer, wait_until
 from tests.support.worker import (
     Workers,
-    create_queue,
     expected_state,
     queue_depth,
     send,
     wait_for_state,
-    worker_env,
 )
 
 PROCESSED = "persistent_cache_messages_processed_total"
-
-
-@pytest.fixture
-def queue_url(sqs_server: SqsServer) -> str:
-    return create_queue(sqs_server.client())
-
-
-@pytest.fixture
-def workers(
-    queue_url: str, sqs_server: SqsServer, redis_server: RedisServer, prefix: str
-) -> Iterator[Workers]:
-    manager = Workers(worker_env(queue_url, sqs_server, redis_server, prefix))
-    yield manager
-    manager.stop_all()
-
-
-@pytest.fixture
-def cleanup(redis_client: redis.Redis, prefix: str) -> Iterator[None]:
-    yield
-    for key in redis_client.scan_iter(match=f"{prefix}:*"):
-        redis_client.unlink(key)
-
-
-pytestmark = pytest.mark.usefixtures("cleanup")
 
 
 def run_through_worker(

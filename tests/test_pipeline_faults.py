@@ -12,7 +12,6 @@ from tests.support.servers import RedisServer, SqsServer, wait_until
 from tests.support.worker import (
     WorkerProcess,
     Workers,
-    create_queue,
     expected_state,
     queue_depth,
     seed,
@@ -44,14 +43,10 @@ def own_client(own_redis: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def queue_url(sqs_server: SqsServer) -> str:
-    return create_queue(sqs_server.client())
-
-
-@pytest.fixture
 def workers(
     queue_url: str, sqs_server: SqsServer, own_redis: RedisServer, prefix: str
 ) -> Iterator[Workers]:
+    """Workers writing to this test's own redis-server (which it throws away after)."""
     manager = Workers(worker_env(queue_url, sqs_server, own_redis, prefix))
     yield manager
     manager.stop_all()

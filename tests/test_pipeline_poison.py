@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ import redis
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
 from tests.support import factory
-from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.servers import SqsServer, wait_until
 from tests.support.worker import (
     Workers,
     create_queue,
@@ -20,7 +19,6 @@ from tests.support.worker import (
     queue_depth,
     send,
     wait_for_state,
-    worker_env,
 )
 
 FAILED = "persistent_cache_messages_failed_total"
@@ -44,24 +42,9 @@ def poison_bodies(prefix: str) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def queues(sqs_server: SqsServer) -> tuple[str, str]:
-    client = sqs_server.client()
-    return create_queue(client), create_queue(client)
-
-
-@pytest.fixture
-def workers(
-    queues: tuple[str, str],
-    sqs_server: SqsServer,
-    redis_server: RedisServer,
-    redis_client: redis.Redis,
-    prefix: str,
-) -> Iterator[Workers]:
-    manager = Workers(worker_env(queues[0], sqs_server, redis_server, prefix))
-    yield manager
-    manager.stop_all()
-    for key in redis_client.scan_iter(match=f"{prefix}:*"):
-        redis_client.unlink(key)
+def dlq_url(sqs_server: SqsServer) -> str:
+    """A dead-letter queue of the test's own."""
+    return create_queue(sqs_server.client())
 
 
 def mixed(prefix: str) -> tuple[list[dict[str, Any]], list[str], dict[str, list[str]]]:
@@ -98,12 +81,12 @@ def dlq_messages(sqs_server: SqsServer, dlq_url: str, count: int) -> list[Any]:
 
 def test_poison_goes_to_the_dlq_with_its_reason_and_the_rest_is_applied(
     workers: Workers,
-    queues: tuple[str, str],
+    queue_url: str,
+    dlq_url: str,
     sqs_server: SqsServer,
     redis_client: redis.Redis,
     prefix: str,
 ) -> None:
-    queue_url, dlq_url = queues
     valid, texts, poison = mixed(prefix)
     worker = workers.start(DEAD_LETTER_QUEUE_URL=dlq_url)
     send(sqs_server.client(), queue_url, texts)
@@ -124,12 +107,11 @@ def test_poison_goes_to_the_dlq_with_its_reason_and_the_rest_is_applied(
 
 def test_without_a_dlq_poison_stays_on_the_queue_and_the_rest_is_applied(
     workers: Workers,
-    queues: tuple[str, str],
+    queue_url: str,
     sqs_server: SqsServer,
     redis_client: redis.Redis,
     prefix: str,
 ) -> None:
-    queue_url = queues[0]
     valid, texts, poison = mixed(prefix)
     worker = workers.start()
     send(sqs_server.client(), queue_url, texts)
@@ -146,12 +128,11 @@ def test_without_a_dlq_poison_stays_on_the_queue_and_the_rest_is_applied(
 
 def test_a_write_redis_refuses_does_not_block_the_others(
     workers: Workers,
-    queues: tuple[str, str],
+    queue_url: str,
     sqs_server: SqsServer,
     redis_client: redis.Redis,
     prefix: str,
 ) -> None:
-    queue_url = queues[0]
     layout = KeyLayout(prefix)
     redis_client.lpush(layout.customer("cus-broken").entitlements, "not a string key")
     good = [factory.entitlements(f"cus-{i}", 100, features={"seats": i}) for i in range(5)]
