@@ -35,113 +35,106 @@ _TARGET = {
     "additionalProperties": False,
 }
 
+
+def _custom_resource(spec: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a custom resource: a name, labels, and this ``spec``."""
+    return {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {"metadata": _METADATA, "spec": spec},
+    }
+
+
 CUSTOM_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "required": ["selector", "endpoints"],
-                "additionalProperties": False,
-                "properties": {
-                    "selector": {
-                        "type": "object",
-                        "required": ["matchLabels"],
-                        "properties": {"matchLabels": _LABELS},
-                    },
-                    "namespaceSelector": {
-                        "type": "object",
-                        "properties": {
-                            "matchNames": {"type": "array", "items": {"type": "string"}}
-                        },
-                    },
-                    "endpoints": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["port", "path"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "port": {"type": "string"},
-                                "path": {"type": "string", "pattern": "^/"},
-                                "interval": {"type": "string", "pattern": r"^\d+(ms|s|m|h)$"},
-                                "scrapeTimeout": {"type": "string", "pattern": r"^\d+(ms|s|m|h)$"},
-                            },
-                        },
-                    },
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _custom_resource(
+        {
+            "type": "object",
+            "required": ["selector", "endpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "required": ["matchLabels"],
+                    "properties": {"matchLabels": _LABELS},
                 },
-            },
-        },
-    },
-    ("keda.sh/v1alpha1", "ScaledObject"): {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "required": ["scaleTargetRef", "triggers"],
-                "additionalProperties": False,
-                "properties": {
-                    "scaleTargetRef": _TARGET,
-                    "minReplicaCount": {"type": "integer", "minimum": 0},
-                    "maxReplicaCount": {"type": "integer", "minimum": 1},
-                    "pollingInterval": {"type": "integer", "minimum": 1},
-                    "cooldownPeriod": {"type": "integer", "minimum": 0},
-                    "triggers": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["type", "metadata"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "type": {"const": "aws-sqs-queue"},
-                                "authenticationRef": {
-                                    "type": "object",
-                                    "required": ["name"],
-                                    "properties": {"name": {"type": "string"}},
-                                },
-                                # KEDA trigger metadata is a map of strings.
-                                "metadata": {
-                                    "type": "object",
-                                    "required": ["queueURL", "queueLength", "awsRegion"],
-                                    "additionalProperties": {"type": "string"},
-                                },
-                            },
-                        },
-                    },
+                "namespaceSelector": {
+                    "type": "object",
+                    "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}},
                 },
-            },
-        },
-    },
-    ("keda.sh/v1alpha1", "TriggerAuthentication"): {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "required": ["podIdentity"],
-                "properties": {
-                    "podIdentity": {
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
                         "type": "object",
-                        "required": ["provider"],
+                        "required": ["port", "path"],
                         "additionalProperties": False,
                         "properties": {
-                            "provider": {"const": "aws"},
-                            "identityOwner": {"enum": ["keda", "workload"]},
-                            "roleArn": {"type": "string"},
+                            "port": {"type": "string"},
+                            "path": {"type": "string", "pattern": "^/"},
+                            "interval": {"type": "string", "pattern": r"^\d+(ms|s|m|h)$"},
+                            "scrapeTimeout": {"type": "string", "pattern": r"^\d+(ms|s|m|h)$"},
                         },
-                        "not": {"required": ["identityOwner", "roleArn"]},
-                    }
+                    },
                 },
             },
-        },
-    },
+        }
+    ),
+    ("keda.sh/v1alpha1", "ScaledObject"): _custom_resource(
+        {
+            "type": "object",
+            "required": ["scaleTargetRef", "triggers"],
+            "additionalProperties": False,
+            "properties": {
+                "scaleTargetRef": _TARGET,
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "pollingInterval": {"type": "integer", "minimum": 1},
+                "cooldownPeriod": {"type": "integer", "minimum": 0},
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "metadata"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "type": {"const": "aws-sqs-queue"},
+                            "authenticationRef": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}},
+                            },
+                            # KEDA trigger metadata is a map of strings.
+                            "metadata": {
+                                "type": "object",
+                                "required": ["queueURL", "queueLength", "awsRegion"],
+                                "additionalProperties": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    ),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): _custom_resource(
+        {
+            "type": "object",
+            "required": ["podIdentity"],
+            "properties": {
+                "podIdentity": {
+                    "type": "object",
+                    "required": ["provider"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "provider": {"const": "aws"},
+                        "identityOwner": {"enum": ["keda", "workload"]},
+                        "roleArn": {"type": "string"},
+                    },
+                    "not": {"required": ["identityOwner", "roleArn"]},
+                }
+            },
+        }
+    ),
 }
 
 
