@@ -37,6 +37,32 @@ class Launched:
 
     process: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, args: list[str], env: dict[str, str]) -> Launched:
+        """Run ``args`` in the repository, in a session of its own; a thread reads its output."""
+        process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        launched = cls(process)
+        launched.reader = threading.Thread(target=launched.read, daemon=True)
+        launched.reader.start()
+        return launched
+
+    def close(self) -> None:
+        """After the process ended: let the reader take the last lines, then close the pipe."""
+        if self.reader is not None:
+            self.reader.join(10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
 
     def read(self) -> None:
         assert self.process.stdout is not None
@@ -94,19 +120,8 @@ def make_run() -> Iterator[tuple[Launched, str, int]]:
         "REDIS_PORT": str(free_port()),
         "ENVIRONMENT_PREFIX": prefix,
     }
-    process = subprocess.Popen(
-        [make, "--no-print-directory", "run"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    launched = Launched(process)
-    reader = threading.Thread(target=launched.read, daemon=True)
-    reader.start()
+    launched = Launched.start([make, "--no-print-directory", "run"], env)
+    process = launched.process
     try:
         yield launched, prefix, worker_port
     finally:
@@ -117,9 +132,7 @@ def make_run() -> Iterator[tuple[Launched, str, int]]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
-        reader.join(10)
-        assert process.stdout is not None
-        process.stdout.close()
+        launched.close()
 
 
 @pytest.mark.slow
@@ -199,19 +212,8 @@ def test_make_run_serves_the_demo_and_ctrl_c_stops_everything(
 def test_existing_redis_is_used_and_left_running(redis_server: RedisServer) -> None:
     """Ctrl-C during startup stops what was started and nothing else (not the Redis it used)."""
     env = {**os.environ, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_server.port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cache_pipeline.devstack"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    launched = Launched(process)
-    reader = threading.Thread(target=launched.read, daemon=True)
-    reader.start()
+    launched = Launched.start([sys.executable, "-m", "cache_pipeline.devstack"], env)
+    process = launched.process
     try:
         sqs_line = wait_until(
             lambda: launched.line("sqs ") or process.poll(), timeout=60, what="the SQS server"
@@ -225,9 +227,7 @@ def test_existing_redis_is_used_and_left_running(redis_server: RedisServer) -> N
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
-        reader.join(10)
-        assert process.stdout is not None
-        process.stdout.close()
+        launched.close()
     wait_until(lambda: not sqs.is_running(), timeout=10, what="the SQS server to exit")
     assert "sqs        stopped" in launched.output
     assert redis_server.ping(), "the Redis it found is not its own to stop"
