@@ -28,6 +28,20 @@ from tests.support.servers import RedisServer
 FAST = ReaderOptions(upstream_retries=0, upstream_timeout_seconds=2, redis_retry_after_seconds=0)
 
 
+def own_cache(
+    port: int, url: str, prefix: str, options: ReaderOptions = FAST, timeout: float = 1
+) -> EntitlementsCache:
+    """A cache on a redis-server (and edge stub) the test starts and stops itself."""
+    return EntitlementsCache(
+        options=options,
+        redis_port=port,
+        redis_timeout_secs=timeout,
+        environment_prefix=prefix,
+        edge_api_url=url,
+        server_api_key=STUB_API_KEY,
+    )
+
+
 @pytest.fixture(scope="module")
 def stub() -> Iterator[EdgeStub]:
     server = EdgeStub().start()
@@ -354,14 +368,7 @@ def test_local_cache_serves_without_redis_and_is_bounded(
 def test_redis_down_answers_from_the_upstream(stub: EdgeStub, prefix: str, customer: str) -> None:
     own = RedisServer().start()
     stub.put(customer, snapshot_body(features={"seats": 2}))
-    cache = EntitlementsCache(
-        options=FAST,
-        redis_port=own.port,
-        redis_timeout_secs=1,
-        environment_prefix=prefix,
-        edge_api_url=stub.url,
-        server_api_key=STUB_API_KEY,
-    )
+    cache = own_cache(own.port, stub.url, prefix)
     try:
         assert cache.get_entitlements(customer).source == "upstream"
         assert cache.get_entitlements(customer).source == "cache"
@@ -381,14 +388,7 @@ def test_upstream_down_answers_from_the_cache_and_both_down_raise(
 ) -> None:
     own_redis = RedisServer().start()
     own_stub = EdgeStub().start()
-    cache = EntitlementsCache(
-        options=FAST,
-        redis_port=own_redis.port,
-        redis_timeout_secs=1,
-        environment_prefix=prefix,
-        edge_api_url=own_stub.url,
-        server_api_key=STUB_API_KEY,
-    )
+    cache = own_cache(own_redis.port, own_stub.url, prefix)
     try:
         own_stub.put(customer, snapshot_body(features={"seats": 2}))
         assert cache.get_entitlements(customer).source == "upstream"
@@ -464,14 +464,8 @@ def test_a_hanging_redis_is_bounded_by_its_timeout(
 ) -> None:
     own = RedisServer().start()
     stub.put(customer, snapshot_body(features={"seats": 2}))
-    cache = EntitlementsCache(
-        options=ReaderOptions(upstream_retries=0, redis_retry_after_seconds=30),
-        redis_port=own.port,
-        redis_timeout_secs=0.3,
-        environment_prefix=prefix,
-        edge_api_url=stub.url,
-        server_api_key=STUB_API_KEY,
-    )
+    slow_retry = ReaderOptions(upstream_retries=0, redis_retry_after_seconds=30)
+    cache = own_cache(own.port, stub.url, prefix, options=slow_retry, timeout=0.3)
     try:
         assert cache.get_entitlements(customer).source == "upstream"
         own.pause()  # accepts nothing, answers nothing
