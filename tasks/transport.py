@@ -10,7 +10,10 @@ Three changes to ``kombu.transport.SQS``, nothing else:
   receive instead of kombu's DeleteMessage per message, ``release_many`` makes
   messages visible again soon, ``forget_many`` frees the prefetch slots of
   settled messages (deleted, released or left on the queue on purpose);
-* the consumer threads of a process share one boto3 client.
+* the consumer threads of a process share one boto3 client;
+* the two calls of every batch, ReceiveMessage and DeleteMessageBatch, go
+  through ``tasks.direct_sqs`` (the same client's session and credentials,
+  without botocore's per-call overhead).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from kombu.transport import SQS
 from kombu.transport.virtual import Channel as VirtualChannel
 
 from cache_pipeline.sqs_batch import change_visibility_batch, delete_batch
+from tasks.direct_sqs import DirectSqs
 
 _ENVELOPE_MARK = '"properties"'
 _CLIENTS: dict[tuple[str | None, ...], Any] = {}
@@ -41,6 +45,14 @@ class Channel(SQS.Channel):
         # kombu picks up the worker's event loop when one is current; this
         # channel is polled synchronously by its consumer thread, never by a hub.
         self.hub = None
+        self._direct: dict[str, DirectSqs] = {}
+
+    def direct(self, queue: str) -> DirectSqs:
+        """The receive and delete calls of ``queue``'s client, sent directly."""
+        direct = self._direct.get(queue)
+        if direct is None:
+            direct = self._direct[queue] = DirectSqs(self.sqs(queue=queue))
+        return direct
 
     def new_sqs_client(
         self,
@@ -80,7 +92,7 @@ class Channel(SQS.Channel):
             params["MessageSystemAttributeNames"] = names
         if names := attributes.get("MessageAttributeNames"):
             params["MessageAttributeNames"] = names
-        return self.sqs(queue=queue).receive_message(**params)
+        return self.direct(queue).receive_message(**params)
 
     def _prepare_json_payload(self, text: str) -> dict[str, Any]:
         if _ENVELOPE_MARK not in text:
@@ -94,7 +106,7 @@ class Channel(SQS.Channel):
         Touches no channel state, so it may run in another thread than the
         consumer's; the consumer frees the prefetch slots with ``forget_many``.
         """
-        return delete_batch(self.sqs(queue=queue), queue_url, receipts)
+        return delete_batch(self.direct(queue), queue_url, receipts)
 
     def release_many(
         self, queue: str, queue_url: str, receipts: Sequence[str], timeout: int
