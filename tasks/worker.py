@@ -80,11 +80,17 @@ class QueueConsumers(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         runtime: Runtime = parent.app.runtime
         consumers = [new_consumer(parent.app, runtime) for _ in range(concurrency(runtime))]
+        # Counted together before any thread runs: readiness never shows a partial set.
+        _count_consumer(runtime, len(consumers))
         for index, consumer in enumerate(consumers):
             thread = threading.Thread(
                 target=_run_consumer, args=(consumer, runtime), name=f"queue-consumer-{index}"
             )
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # no thread left: the ones not started are not live
+                _count_consumer(runtime, index - len(consumers))
+                raise
             self.threads.append(thread)
         logger.info("consuming {} with {} consumer(s)", runtime.settings.queue_url, len(consumers))
 
@@ -131,7 +137,7 @@ def new_consumer(app: PipelineApp, runtime: Runtime) -> QueueConsumer:
 
 
 def _run_consumer(consumer: QueueConsumer, runtime: Runtime) -> None:
-    _count_consumer(runtime, +1)
+    """Run one consumer (already counted as live) and uncount it when it ends."""
     try:
         consumer.run()
     except Exception:
