@@ -54,6 +54,12 @@ class Channel(SQS.Channel):
             direct = self._direct[queue] = DirectSqs(self.sqs(queue=queue))
         return direct
 
+    def close(self) -> None:
+        """Close the direct connections, then the channel as kombu does."""
+        for direct in self._direct.values():
+            direct.close()
+        super().close()
+
     def new_sqs_client(
         self,
         region: str,
