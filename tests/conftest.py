@@ -54,6 +54,14 @@ def make_store(redis_client: redis.Redis, layout: KeyLayout) -> Iterator[Callabl
         redis_client.unlink(key)
 
 
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone, which it may stop, kill, pause or restart."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def sqs_server() -> Iterator[SqsServer]:
     server = SqsServer().start()

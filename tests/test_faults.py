@@ -170,13 +170,6 @@ class Scene:
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def scene_for(
     own_redis: RedisServer, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> Iterator[Callable[..., Scene]]:

@@ -72,13 +72,6 @@ def path(customer: str) -> str:
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def client(own_redis: RedisServer) -> Iterator[redis.Redis]:
     connection = own_redis.client()
     yield connection

@@ -47,13 +47,6 @@ def losses() -> float:
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def own_client(own_redis: RedisServer) -> Iterator[redis.Redis]:
     client = own_redis.client(socket_timeout=2, retry_on_error=[redis.ConnectionError])
     yield client
