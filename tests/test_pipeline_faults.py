@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -20,6 +21,9 @@ from tests.support.worker import (
     wait_for_state,
     worker_env,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -88,6 +92,18 @@ def test_redis_stopped_mid_stream_pauses_then_resumes_without_loss(
     assert worker.process.poll() is None  # paused, never crashed
 
 
+def start_mid_stream(
+    workers: Workers, client: SQSClient, queue_url: str, *, seed_value: int
+) -> tuple[WorkerProcess, list[dict[str, Any]]]:
+    """Queue seeds and a 150-message stream, start a worker, return once part is applied."""
+    seeded, messages = seed(CUSTOMERS), stream(CUSTOMERS, 150, seed_value=seed_value)
+    send(client, queue_url, seeded)
+    send(client, queue_url, messages)
+    first = workers.start()
+    wait_until(lambda: processed(first) >= 30, what="part of the stream applied")
+    return first, seeded + messages
+
+
 def test_sigterm_mid_stream_exits_0_and_a_new_worker_finishes(
     workers: Workers,
     sqs_server: SqsServer,
@@ -96,15 +112,11 @@ def test_sigterm_mid_stream_exits_0_and_a_new_worker_finishes(
     prefix: str,
 ) -> None:
     client = sqs_server.client()
-    seeded, messages = seed(CUSTOMERS), stream(CUSTOMERS, 150, seed_value=12)
-    send(client, queue_url, seeded)
-    send(client, queue_url, messages)
-    first = workers.start()
-    wait_until(lambda: processed(first) >= 30, what="part of the stream applied")
+    first, sent = start_mid_stream(workers, client, queue_url, seed_value=12)
     assert first.terminate(timeout=20) == 0
     assert queue_depth(client, queue_url) > 0  # stopped mid-stream
     workers.start()
-    expected = expected_state(prefix, seeded + messages, CacheUpdatePolicy.UPSERT)
+    expected = expected_state(prefix, sent, CacheUpdatePolicy.UPSERT)
     wait_for_state(own_client, prefix, expected, timeout=60)
 
 
@@ -116,13 +128,9 @@ def test_sigkill_mid_batch_then_a_new_worker_after_the_visibility_timeout(
     prefix: str,
 ) -> None:
     client = sqs_server.client()
-    seeded, messages = seed(CUSTOMERS), stream(CUSTOMERS, 150, seed_value=13)
-    send(client, queue_url, seeded)
-    send(client, queue_url, messages)
-    first = workers.start()
-    wait_until(lambda: processed(first) >= 30, what="part of the stream applied")
+    first, sent = start_mid_stream(workers, client, queue_url, seed_value=13)
     first.kill()
     workers.start()
-    expected = expected_state(prefix, seeded + messages, CacheUpdatePolicy.UPSERT)
+    expected = expected_state(prefix, sent, CacheUpdatePolicy.UPSERT)
     wait_for_state(own_client, prefix, expected, timeout=60)
     wait_until(lambda: queue_depth(client, queue_url) == 0, timeout=20, what="queue drained")
