@@ -25,12 +25,29 @@ reach another customer's keys or forge a ``#timestamp`` key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 TIMESTAMP_SUFFIX = "#timestamp"
 SCHEMA_VERSION = "1"
 _ESCAPES = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D", "#": "%23"})
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+
+# Contract v2 uses ids raw, as Stigg's SDK does; these would let an id reach another
+# scope's keys or a #timestamp key (a C0 or C1 control character is refused too).
+_UNSAFE_ID = re.compile(r"[#{}\x00-\x1f\x7f-\x9f]|:(?:r_|f_|credit_|metadata)")
+
+
+def unsafe_id_problem(value: str) -> str | None:
+    """Why a raw id could reach keys that are not its own (contract v2, reason ``unsafe_id``).
+
+    None for a safe id such as ``acme:eu`` or ``user@example.com``.
+    """
+    found = _UNSAFE_ID.search(value)
+    if found is None:
+        return None
+    return f"id {value[:80]!r} holds {found.group()!r}, which could name another scope's keys"
 
 
 def encode_id(value: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cache_pipeline.keys import KeyLayout, encode_id, timestamp_key
+from cache_pipeline.keys import KeyLayout, encode_id, timestamp_key, unsafe_id_problem
 
 
 @pytest.mark.parametrize(
@@ -82,3 +82,32 @@ def test_schema_marker_and_scan_pattern() -> None:
 
 def test_entitlement_field() -> None:
     assert KeyLayout.entitlement_field("FEATURE", "seats") == "FEATURE:seats"
+
+
+@pytest.mark.parametrize(
+    "value", ["acme:eu", "user@example.com", "cus-42", "a:b:c", "r_x", "x:c_y", "metadata"]
+)
+def test_raw_ids_that_name_only_their_own_keys_are_safe(value: str) -> None:
+    assert unsafe_id_problem(value) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a#timestamp",
+        "a{b}",
+        "a}",
+        "a:r_b",
+        "a:f_b",
+        "a:credit_b",
+        "a:metadata",
+        "a\x01",
+        "a\x7f",
+        "a\u0085",
+        "a\nb",
+    ],
+)
+def test_ids_that_could_reach_other_keys_are_unsafe(value: str) -> None:
+    problem = unsafe_id_problem(value)
+    assert problem is not None
+    assert "another scope" in problem
