@@ -1,0 +1,66 @@
+--[[
+Contract v2: apply one scope's entitlements snapshot atomically (rules 1-4),
+in the layout Stigg's SDK reads. Not yet called by the pipeline: the v2 store
+switches to it.
+
+KEYS[1]     S                entitlements map (P:c_<C>[:r_<R>])
+KEYS[2]     S:metadata       {"accessDeniedReason": ...}
+KEYS[3]     S#invalidated    private: time T of the scope's latest invalidation
+KEYS[4]     S#keys           private: set of the usage and credit keys written
+KEYS[5..n]  usage keys       S:f_<featureId> or S:credit_<currencyId>
+ARGV[1]     version          epoch ms of the map and metadata (decimal string)
+ARGV[2]     gate             epoch ms compared with T: the message timestamp, or
+                             the time a reader's upstream request started
+ARGV[3]     ttl              seconds; -1 for no expiry
+ARGV[4]     only_if_exists   "1" under UPDATE_IF_EXISTS, "0" under UPSERT
+ARGV[5]     map JSON
+ARGV[6]     metadata JSON
+ARGV[7..]   for each KEYS[5..n], in order: value JSON, then its version
+
+A stored #timestamp is read as Stigg's SDK reads it (leading digits; anything
+else counts as absent). Returns the number of value keys written; 0 when every
+key held a newer version or the gate is older than T (stale); -1 when the
+policy skipped the snapshot.
+]]
+local function stored_version(key)
+  local raw = redis.call('GET', key .. '#timestamp')
+  if not raw then return nil end
+  return tonumber(string.match(raw, '^%s*(%d+)'))
+end
+
+local function set_with_ttl(key, value, ttl)
+  if ttl > 0 then
+    redis.call('SET', key, value, 'EX', ttl)
+  else
+    redis.call('SET', key, value)
+  end
+end
+
+local function versioned_put(key, value, version, ttl)
+  local stored = stored_version(key)
+  if stored and stored > tonumber(version) then return 0 end
+  set_with_ttl(key, value, ttl)
+  set_with_ttl(key .. '#timestamp', version, ttl)
+  return 1
+end
+
+local ttl = tonumber(ARGV[3])
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[2]) then
+  return 0
+end
+local written = versioned_put(KEYS[1], ARGV[5], ARGV[1], ttl)
+written = written + versioned_put(KEYS[2], ARGV[6], ARGV[1], ttl)
+for i = 5, #KEYS do
+  local at = 7 + (i - 5) * 2
+  if versioned_put(KEYS[i], ARGV[at], ARGV[at + 1], ttl) == 1 then
+    redis.call('SADD', KEYS[4], KEYS[i])
+    written = written + 1
+  end
+end
+if #KEYS >= 5 then
+  if ttl > 0 then redis.call('EXPIRE', KEYS[4], ttl) else redis.call('PERSIST', KEYS[4]) end
+end
+return written
