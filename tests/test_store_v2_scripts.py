@@ -157,3 +157,39 @@ def test_the_invalidation_time_is_never_lowered(client: redis.Redis, prefix: str
     _invalidate(client, scope, 2000)
     _invalidate(client, scope, 1000)
     assert client.get(f"{scope}#invalidated") == "2000"
+
+
+def _usage(client: redis.Redis, scope: str, version: int, current: int) -> int:
+    keys = [scope, f"{scope}:credit_ai-tokens", f"{scope}#invalidated", f"{scope}#keys"]
+    value = encode({"currentUsage": current, "usageLimit": 100, "usagePeriodStart": None})
+    return int(_script(client, "v2_write_usage")(keys=keys, args=(str(version), str(TTL), value)))
+
+
+def test_a_credit_balance_needs_its_scope_and_keeps_its_newest_version(
+    client: redis.Redis, prefix: str
+) -> None:
+    scope = f"{prefix}:c_user@example.com"
+    assert _usage(client, scope, 1000, 5) == -1
+    _write(client, scope, 1000)
+    assert _usage(client, scope, 2000, 7) == 1
+    assert _usage(client, scope, 1500, 6) == 0
+    assert _json(client, f"{scope}:credit_ai-tokens")["currentUsage"] == 7
+    assert client.get(f"{scope}:credit_ai-tokens#timestamp") == "2000"
+    assert client.smembers(f"{scope}#keys") == {
+        f"{scope}:credit_ai-tokens",
+        f"{scope}:f_feature-seats",
+    }
+
+
+def test_a_credit_balance_older_than_the_invalidation_is_refused_and_then_deleted_by_the_next(
+    client: redis.Redis, prefix: str
+) -> None:
+    scope = f"{prefix}:c_cus"
+    _write(client, scope, 1000)
+    _usage(client, scope, 1100, 5)
+    _invalidate(client, scope, 3000)
+    _write(client, scope, 1500, gate=3100)  # a reader's refill
+    assert _usage(client, scope, 2000, 6) == 0
+    assert _usage(client, scope, 3500, 8) == 1
+    _invalidate(client, scope, 4000)
+    assert client.exists(f"{scope}:credit_ai-tokens", f"{scope}:credit_ai-tokens#timestamp") == 0
