@@ -4,10 +4,11 @@
 //   {"redis": {"host", "port", "db"?}, "environmentPrefix", "edgeUrl", "apiKey",
 //    "ttl"?, "entitlementsTimeoutMs"?, "logLevel"? ("ERROR" | "LOG" | "ALL" | "NONE", default "LOG"),
 //    "dates"? ("ms" default, or "iso" = what JSON.stringify gives, as in stigg-golden/*.json),
+//    "clockMs"? (epoch ms: the SDK's wall clock starts there and runs on; default the real clock),
 //    "calls": [{"getter", "customerId", "featureId"?, "resourceId"?, "options"?, ...}]}
 // stdout: one JSON document {"results": [...], "events": [[...], ...]}: per call the SDK's answer as
 //   plain JSON (undefined dropped, Dates per "dates"), or {"error": message} when it threw; and the
-//   SDK's cache events ("cacheHit" / "cacheMiss") emitted during that call.
+//   SDK's cache events emitted during that call ("cacheHit", "cacheMiss", "cacheMiss(globalCustomerMissing)").
 // Every SDK log goes to stderr. Exit 0 after printing; 2 when the input or the SDK setup failed.
 import { Console } from 'node:console';
 import { createRequire } from 'node:module';
@@ -18,6 +19,7 @@ for (const method of ['log', 'info', 'debug', 'warn', 'error', 'trace', 'dir']) 
 
 const require = createRequire(import.meta.url);
 const { Stigg } = require('@stigg/node-server-sdk');
+const RealDate = Date;
 
 const REDIS_READY_TIMEOUT_MS = 10_000;
 const CLOSE_TIMEOUT_MS = 2_000;
@@ -28,6 +30,22 @@ async function readStdin() {
   const chunks = [];
   for await (const chunk of process.stdin) chunks.push(chunk);
   return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+}
+
+// The SDK decides usage-period roll-over and validUntil expiry against `new Date()` / Date.now();
+// shifting them lets recorded data be replayed as of the time it was recorded.
+function shiftClock(startMs) {
+  const offset = startMs - RealDate.now();
+  globalThis.Date = class ShiftedDate extends RealDate {
+    constructor(...args) {
+      if (args.length === 0) super(RealDate.now() + offset);
+      else super(...args);
+    }
+
+    static now() {
+      return RealDate.now() + offset;
+    }
+  };
 }
 
 function sdkConfiguration(input) {
@@ -58,7 +76,7 @@ async function waitForRedis(stigg) {
 }
 
 function plain(value, dates) {
-  if (value instanceof Date) return dates === 'iso' ? value.toISOString() : value.getTime();
+  if (value instanceof RealDate) return dates === 'iso' ? value.toISOString() : value.getTime();
   if (Array.isArray(value)) return value.map((item) => (item === undefined ? null : plain(item, dates)));
   if (value !== null && typeof value === 'object') {
     const out = {};
@@ -81,7 +99,10 @@ async function runCalls(stigg, calls, dates) {
   const results = [];
   const events = [];
   let current = [];
-  for (const name of ['cacheHit', 'cacheMiss']) stigg.addListener(name, () => current.push(name));
+  // Spelled as stigg-golden's sdkEvents: "cacheHit", "cacheMiss", "cacheMiss(globalCustomerMissing)".
+  for (const name of ['cacheHit', 'cacheMiss']) {
+    stigg.addListener(name, (data) => current.push(data?.globalCustomerMissing ? `${name}(globalCustomerMissing)` : name));
+  }
   for (const call of calls) {
     current = [];
     try {
@@ -105,6 +126,7 @@ async function main() {
   let output;
   try {
     const input = await readStdin();
+    if (input.clockMs !== undefined) shiftClock(input.clockMs);
     stigg = Stigg.initialize(sdkConfiguration(input));
     await stigg.waitForInitialization();
     await waitForRedis(stigg);
