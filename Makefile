@@ -11,6 +11,7 @@ $(PY):
 
 install: $(PY)
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
 
 # The whole stack on this machine without Docker: Redis, SQS (moto), the edge stub, the worker
 # and a demo feed; Ctrl-C stops it. Installs first when the venv lacks the project (fresh clone).

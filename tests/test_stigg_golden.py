@@ -1,0 +1,143 @@
+"""The interop harness reproduces the golden runs of the real Stigg SDK 3.95.0.
+
+/work/shared/stigg-golden/*.json hold what the SDK wrote to Redis and what its getters answered
+(README there). Replaying them through tests/support/stigg_sdk.py proves that the harness starts
+the SDK the way those runs did, so other interop tests can trust it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.support.recording_edge import RecordingEdge
+from tests.support.servers import RedisServer
+from tests.support.stigg_sdk import run_stigg_sdk_with_events
+
+GOLDEN_DIR = Path(os.environ.get("STIGG_GOLDEN_DIR", "/work/shared/stigg-golden"))
+GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.json"))
+GOLDEN_PREFIX = "golden:"
+GOLDEN_TTL = 604800
+# The SDK's clock during replays: inside the recorded usage periods (the shortest ends
+# 2026-12-07), so period roll-over (STIGG-COMPAT §7.7) never changes a recorded answer.
+GOLDEN_CLOCK_MS = 1_796_083_200_000  # 2026-12-01T00:00:00Z
+
+CALL = re.compile(r"^(?P<getter>\w+)\((?P<args>.*)\)(?:\s+\[.*\])?$")
+ARG = re.compile(r"(?:(?P<name>\w+)=)?(?P<value>\[[^\]]*\]|[^,]+)(?:,\s*|$)")
+
+
+def parse_call(text: str) -> dict[str, Any]:
+    """``getMeteredEntitlement(cus, feat, requestedUsage=7)  [note]`` → a driver call."""
+    match = CALL.match(text.strip())
+    assert match is not None, f"unreadable golden call: {text}"
+    call: dict[str, Any] = {"getter": match["getter"]}
+    second = "resourceId" if match["getter"] == "getEntitlements" else "featureId"
+    positional = ["customerId", second]
+    options: dict[str, Any] = {}
+    for arg in ARG.finditer(match["args"]):
+        name, value = arg["name"], arg["value"].strip()
+        if name is None:
+            call[positional.pop(0)] = value
+        elif name == "resourceId":
+            call[name] = value
+        elif name == "requestedValues":
+            options[name] = [item.strip() for item in value[1:-1].split(",")]
+        else:
+            options[name] = int(value)
+    if options:
+        call["options"] = options
+    return call
+
+
+def load_golden(path: Path) -> dict[str, Any]:
+    golden: dict[str, Any] = json.loads(path.read_text())
+    return golden
+
+
+def rekey(contents: dict[str, str], prefix: str) -> dict[str, str]:
+    """Golden keys ``golden:…`` under the test's own ``prefix:…``."""
+    assert all(key.startswith(GOLDEN_PREFIX) for key in contents)
+    return {f"{prefix}:{key[len(GOLDEN_PREFIX) :]}": value for key, value in contents.items()}
+
+
+def stored(client: redis.Redis, prefix: str) -> dict[str, str]:
+    return {key: client.get(key) for key in client.scan_iter(match=f"{prefix}:*")}  # type: ignore[misc]
+
+
+@pytest.fixture
+def sdk_redis(redis_server: RedisServer, prefix: str) -> Iterator[redis.Redis]:
+    """A client on the session's redis-server; the test's prefix is emptied afterwards."""
+    client = redis_server.client()
+    yield client
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.unlink(key)
+    client.close()
+
+
+def test_golden_files_are_present() -> None:
+    assert len(GOLDEN_FILES) >= 5, f"no stigg-golden files in {GOLDEN_DIR}"
+
+
+@pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda path: path.stem)
+def test_replayed_cache_hits_answer_as_recorded(
+    path: Path, redis_server: RedisServer, sdk_redis: redis.Redis, prefix: str
+) -> None:
+    golden = load_golden(path)
+    for key, value in rekey(golden["redis"], prefix).items():
+        sdk_redis.set(key, value, ex=GOLDEN_TTL)
+    reads = [read for read in golden["sdkReads"] if not read.get("apiRequests")]
+    assert reads, f"{path.name} has no cache-hit reads"
+
+    with RecordingEdge() as edge:
+        results, events = run_stigg_sdk_with_events(
+            redis_server.port,
+            prefix,
+            edge.url,
+            [parse_call(read["call"]) for read in reads],
+            dates="iso",
+            clock_ms=GOLDEN_CLOCK_MS,
+        )
+
+    for read, result, call_events in zip(reads, results, events, strict=True):
+        assert result == read["result"], read["call"]
+        assert call_events == read["sdkEvents"], read["call"]
+    assert edge.entitlement_requests == []
+    assert stored(sdk_redis, prefix) == rekey(golden["redis"], prefix), "a read changed Redis"
+
+
+@pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda path: path.stem)
+def test_miss_fetches_from_edge_and_writes_the_golden_contents(
+    path: Path, redis_server: RedisServer, sdk_redis: redis.Redis, prefix: str
+) -> None:
+    golden = load_golden(path)
+    first = golden["sdkReads"][0]
+    assert first.get("apiRequests"), f"{path.name}: the first read is not the recorded miss"
+
+    with RecordingEdge(golden["edgeResponses"]) as edge:
+        results, events = run_stigg_sdk_with_events(
+            redis_server.port,
+            prefix,
+            edge.url,
+            [parse_call(first["call"])],
+            dates="iso",
+            clock_ms=GOLDEN_CLOCK_MS,
+        )
+
+    assert results == [first["result"]]
+    assert events == [first["sdkEvents"]]
+    # Both scopes of a resource read are fetched in parallel: their order is not part of the result.
+    assert sorted(request.line for request in edge.entitlement_requests) == sorted(
+        first["apiRequests"]
+    )
+    expected = golden.get("redisBeforeReports", golden["redis"])
+    assert stored(sdk_redis, prefix) == rekey(expected, prefix)
+    for key in expected:
+        ttl = sdk_redis.ttl(f"{prefix}:{key[len(GOLDEN_PREFIX) :]}")
+        assert GOLDEN_TTL - 60 <= ttl <= GOLDEN_TTL
