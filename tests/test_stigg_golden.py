@@ -1,74 +1,32 @@
 """The interop harness reproduces the golden runs of the real Stigg SDK 3.95.0.
 
-/work/shared/stigg-golden/*.json hold what the SDK wrote to Redis and what its getters answered
+../shared/stigg-golden/*.json hold what the SDK wrote to Redis and what its getters answered
 (README there). Replaying them through tests/support/stigg_sdk.py proves that the harness starts
 the SDK the way those runs did, so other interop tests can trust it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
+from tests.support.golden import (
+    GOLDEN_CLOCK_MS,
+    GOLDEN_DIR,
+    GOLDEN_FILES,
+    GOLDEN_PREFIX,
+    GOLDEN_TTL,
+    load_golden,
+    parse_call,
+    rekey,
+    stored,
+)
 from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer
 from tests.support.stigg_sdk import run_stigg_sdk_with_events
-
-GOLDEN_DIR = Path(os.environ.get("STIGG_GOLDEN_DIR", "/work/shared/stigg-golden"))
-GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.json"))
-GOLDEN_PREFIX = "golden:"
-GOLDEN_TTL = 604800
-# The SDK's clock during replays: inside the recorded usage periods (the shortest ends
-# 2026-12-07), so period roll-over (STIGG-COMPAT §7.7) never changes a recorded answer.
-GOLDEN_CLOCK_MS = 1_796_083_200_000  # 2026-12-01T00:00:00Z
-
-CALL = re.compile(r"^(?P<getter>\w+)\((?P<args>.*)\)(?:\s+\[.*\])?$")
-ARG = re.compile(r"(?:(?P<name>\w+)=)?(?P<value>\[[^\]]*\]|[^,]+)(?:,\s*|$)")
-
-
-def parse_call(text: str) -> dict[str, Any]:
-    """``getMeteredEntitlement(cus, feat, requestedUsage=7)  [note]`` → a driver call."""
-    match = CALL.match(text.strip())
-    assert match is not None, f"unreadable golden call: {text}"
-    call: dict[str, Any] = {"getter": match["getter"]}
-    second = "resourceId" if match["getter"] == "getEntitlements" else "featureId"
-    positional = ["customerId", second]
-    options: dict[str, Any] = {}
-    for arg in ARG.finditer(match["args"]):
-        name, value = arg["name"], arg["value"].strip()
-        if name is None:
-            call[positional.pop(0)] = value
-        elif name == "resourceId":
-            call[name] = value
-        elif name == "requestedValues":
-            options[name] = [item.strip() for item in value[1:-1].split(",")]
-        else:
-            options[name] = int(value)
-    if options:
-        call["options"] = options
-    return call
-
-
-def load_golden(path: Path) -> dict[str, Any]:
-    golden: dict[str, Any] = json.loads(path.read_text())
-    return golden
-
-
-def rekey(contents: dict[str, str], prefix: str) -> dict[str, str]:
-    """Golden keys ``golden:…`` under the test's own ``prefix:…``."""
-    assert all(key.startswith(GOLDEN_PREFIX) for key in contents)
-    return {f"{prefix}:{key[len(GOLDEN_PREFIX) :]}": value for key, value in contents.items()}
-
-
-def stored(client: redis.Redis, prefix: str) -> dict[str, str]:
-    return {key: client.get(key) for key in client.scan_iter(match=f"{prefix}:*")}  # type: ignore[misc]
 
 
 @pytest.fixture

@@ -17,14 +17,7 @@ from cache_pipeline.stigg_map import (
     map_version,
     metered_usages,
 )
-
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "stigg-golden"
-
-
-def _golden_files() -> list[Path]:
-    files = sorted(GOLDEN.glob("*.json"))
-    assert files, f"no golden files under {GOLDEN}: the suite needs ../shared/stigg-golden"
-    return files
+from tests.support.golden import GOLDEN_FILES
 
 
 def _scope_key(prefix: str, request: str) -> str:
@@ -41,7 +34,7 @@ def _written(golden: dict[str, Any]) -> dict[str, str]:
     return written
 
 
-@pytest.mark.parametrize("path", _golden_files(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda p: p.stem)
 def test_mapping_writes_what_stiggs_sdk_wrote(path: Path) -> None:
     golden = json.loads(path.read_text())
     written = _written(golden)

@@ -1,0 +1,68 @@
+"""The stigg-golden files (../shared/stigg-golden): Redis contents and reads of SDK 3.95.0."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import redis
+
+
+def _golden_dir() -> Path:
+    """STIGG_GOLDEN_DIR, else the shared/ folder beside the checkout."""
+    if "STIGG_GOLDEN_DIR" in os.environ:
+        return Path(os.environ["STIGG_GOLDEN_DIR"])
+    return Path(__file__).resolve().parents[3] / "shared" / "stigg-golden"
+
+
+GOLDEN_DIR = _golden_dir()
+GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.json"))
+GOLDEN_PREFIX = "golden:"
+GOLDEN_TTL = 604800
+# The SDK's clock during replays: inside the recorded usage periods (the shortest ends
+# 2026-12-07), so period roll-over (STIGG-COMPAT §7.7) never changes a recorded answer.
+GOLDEN_CLOCK_MS = 1_796_083_200_000  # 2026-12-01T00:00:00Z
+
+CALL = re.compile(r"^(?P<getter>\w+)\((?P<args>.*)\)(?:\s+\[.*\])?$")
+ARG = re.compile(r"(?:(?P<name>\w+)=)?(?P<value>\[[^\]]*\]|[^,]+)(?:,\s*|$)")
+
+
+def parse_call(text: str) -> dict[str, Any]:
+    """``getMeteredEntitlement(cus, feat, requestedUsage=7)  [note]`` → a driver call."""
+    match = CALL.match(text.strip())
+    assert match is not None, f"unreadable golden call: {text}"
+    call: dict[str, Any] = {"getter": match["getter"]}
+    second = "resourceId" if match["getter"] == "getEntitlements" else "featureId"
+    positional = ["customerId", second]
+    options: dict[str, Any] = {}
+    for arg in ARG.finditer(match["args"]):
+        name, value = arg["name"], arg["value"].strip()
+        if name is None:
+            call[positional.pop(0)] = value
+        elif name == "resourceId":
+            call[name] = value
+        elif name == "requestedValues":
+            options[name] = [item.strip() for item in value[1:-1].split(",")]
+        else:
+            options[name] = int(value)
+    if options:
+        call["options"] = options
+    return call
+
+
+def load_golden(path: Path) -> dict[str, Any]:
+    golden: dict[str, Any] = json.loads(path.read_text())
+    return golden
+
+
+def rekey(contents: dict[str, str], prefix: str) -> dict[str, str]:
+    """Golden keys ``golden:…`` under the test's own ``prefix:…``."""
+    assert all(key.startswith(GOLDEN_PREFIX) for key in contents)
+    return {f"{prefix}:{key[len(GOLDEN_PREFIX) :]}": value for key, value in contents.items()}
+
+
+def stored(client: redis.Redis, prefix: str) -> dict[str, str]:
+    return {key: client.get(key) for key in client.scan_iter(match=f"{prefix}:*")}  # type: ignore[misc]
