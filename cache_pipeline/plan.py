@@ -24,7 +24,14 @@ from cache_pipeline.messages import (
     UsageUpdated,
 )
 
-ScriptName = Literal["write_entitlements", "write_usage", "invalidate_customer"]
+ScriptName = Literal[
+    "write_entitlements",
+    "write_usage",
+    "invalidate_customer",
+    "v2_write_scope",
+    "v2_write_usage",
+    "v2_invalidate_scope",
+]
 
 
 @dataclass(frozen=True, slots=True)

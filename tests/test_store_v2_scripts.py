@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 import redis
-from redis.commands.core import Script
 
 from cache_pipeline.client.reading import script_source
-from cache_pipeline.plan import encode
-from cache_pipeline.stigg_map import map_entitlements, usage_value
+from cache_pipeline.plan import ScriptCall
+from cache_pipeline.scope_writes import invalidate_call, snapshot_call, usage_call
 from tests.support.servers import RedisServer
 
 TTL = 604800
@@ -26,10 +25,6 @@ SEATS = {
     "hasUnlimitedUsage": False,
     "currentUsage": 3,
 }
-
-
-def _script(client: redis.Redis, name: str) -> Script:
-    return client.register_script(script_source(name))
 
 
 @pytest.fixture
@@ -47,8 +42,8 @@ def _json(client: redis.Redis, key: str) -> Any:
     return json.loads(raw)
 
 
-def _keys(scope: str) -> list[str]:
-    return [scope, f"{scope}:metadata", f"{scope}#invalidated", f"{scope}#keys"]
+def _run(client: redis.Redis, call: ScriptCall) -> int:
+    return int(client.register_script(script_source(call.script))(keys=call.keys, args=call.args))
 
 
 def _write(
@@ -57,27 +52,24 @@ def _write(
     version: int,
     *,
     gate: int | None = None,
-    usage: tuple[int, int] | None = (3, 0),
+    usage: tuple[int, int] = (3, 0),
     only_if_exists: bool = False,
 ) -> int:
     """Write the SEATS snapshot at ``version``; ``usage`` = (current usage, its version or 0)."""
-    keys = _keys(scope)
-    args: list[str] = [
-        str(version),
-        str(gate if gate is not None else version),
-        str(TTL),
-        "1" if only_if_exists else "0",
-        encode(map_entitlements([SEATS])),
-        encode({"accessDeniedReason": None}),
-    ]
-    if usage is not None:
-        keys.append(f"{scope}:f_feature-seats")
-        args += [encode(usage_value({**SEATS, "currentUsage": usage[0]})), str(usage[1] or version)]
-    return int(_script(client, "v2_write_scope")(keys=keys, args=args))
+    entry = {**SEATS, "currentUsage": usage[0], "usageUpdatedAt": usage[1] or None}
+    call = snapshot_call(
+        scope,
+        [entry],
+        version=version,
+        gate=gate if gate is not None else version,
+        ttl=TTL,
+        only_if_exists=only_if_exists,
+    )
+    return _run(client, call)
 
 
 def _invalidate(client: redis.Redis, scope: str, at: int) -> int:
-    return int(_script(client, "v2_invalidate_scope")(keys=_keys(scope), args=(str(at), str(TTL))))
+    return _run(client, invalidate_call(scope, at=at, ttl=TTL))
 
 
 def test_a_snapshot_is_written_in_stiggs_layout(client: redis.Redis, prefix: str) -> None:
@@ -160,9 +152,9 @@ def test_the_invalidation_time_is_never_lowered(client: redis.Redis, prefix: str
 
 
 def _usage(client: redis.Redis, scope: str, version: int, current: int) -> int:
-    keys = [scope, f"{scope}:credit_ai-tokens", f"{scope}#invalidated", f"{scope}#keys"]
-    value = encode({"currentUsage": current, "usageLimit": 100, "usagePeriodStart": None})
-    return int(_script(client, "v2_write_usage")(keys=keys, args=(str(version), str(TTL), value)))
+    value = {"currentUsage": current, "usageLimit": 100, "usagePeriodStart": None}
+    key = f"{scope}:credit_ai-tokens"
+    return _run(client, usage_call(scope, key, value, version=version, ttl=TTL))
 
 
 def test_a_credit_balance_needs_its_scope_and_keeps_its_newest_version(

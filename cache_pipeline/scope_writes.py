@@ -1,0 +1,73 @@
+"""Contract v2 script calls for one scope: which script, with which KEYS and ARGV.
+
+Pure, no I/O: ``cache_pipeline/lua/v2_*.lua`` run them. ``scope`` is the scope's map key
+(``P:c_<C>`` or ``P:c_<C>:r_<R>``, ids raw); its private keys are ``S#invalidated`` (time of
+the latest invalidation) and ``S#keys`` (the usage and credit keys written), names no Stigg
+reader reads and no id can produce (ids never hold ``#``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cache_pipeline.plan import ScriptCall, encode
+from cache_pipeline.stigg_map import Entry, map_entitlements, metered_usages
+
+INVALIDATED_SUFFIX = "#invalidated"
+INDEX_SUFFIX = "#keys"
+
+
+def private_keys(scope: str) -> tuple[str, str]:
+    """The scope's invalidation-time key and usage-key index."""
+    return scope + INVALIDATED_SUFFIX, scope + INDEX_SUFFIX
+
+
+def snapshot_call(
+    scope: str,
+    entries: Sequence[Entry],
+    *,
+    version: int,
+    gate: int,
+    ttl: int,
+    only_if_exists: bool,
+    access_denied_reason: str | None = None,
+    credits: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ScriptCall:
+    """Write a scope's Edge entries: the map, the metadata, a usage key per metered entry.
+
+    ``version`` versions the map and metadata; a usage key takes its entry's
+    ``usageUpdatedAt``, else ``version``; credit values (``{currencyId: value}``) take
+    ``version``. ``gate`` is compared with the scope's invalidation time: the message
+    timestamp, or the time a reader's upstream request started.
+    """
+    keys = [scope, f"{scope}:metadata", *private_keys(scope)]
+    args = [
+        str(version),
+        str(gate),
+        str(ttl if ttl > 0 else -1),
+        "1" if only_if_exists else "0",
+        encode(map_entitlements(entries)),
+        encode({"accessDeniedReason": access_denied_reason}),
+    ]
+    for feature_id, (value, usage_version) in metered_usages(entries).items():
+        keys.append(f"{scope}:f_{feature_id}")
+        args += [encode(value), str(usage_version if usage_version is not None else version)]
+    for currency_id, credit in (credits or {}).items():
+        keys.append(f"{scope}:credit_{currency_id}")
+        args += [encode(credit), str(version)]
+    return ScriptCall("v2_write_scope", tuple(keys), tuple(args))
+
+
+def usage_call(scope: str, value_key: str, value: Any, *, version: int, ttl: int) -> ScriptCall:
+    """Write one usage or credit value of a scope whose map exists."""
+    keys = (scope, value_key, *private_keys(scope))
+    return ScriptCall(
+        "v2_write_usage", keys, (str(version), str(ttl if ttl > 0 else -1), encode(value))
+    )
+
+
+def invalidate_call(scope: str, *, at: int, ttl: int) -> ScriptCall:
+    """Drop a scope's values and their #timestamp siblings; refuse messages older than ``at``."""
+    keys = (scope, f"{scope}:metadata", *private_keys(scope))
+    return ScriptCall("v2_invalidate_scope", keys, (str(at), str(ttl if ttl > 0 else -1)))
