@@ -8,6 +8,7 @@ clock, so it can be tested and fuzzed on its own.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,8 +26,11 @@ from cache_pipeline.errors import InvalidMessage, InvalidReason
 
 MESSAGE_TYPES = ("entitlements.updated", "usage.updated", "credits.updated", "cache.invalidated")
 MAX_SAFE_INTEGER = 2**53 - 1  # timestamps and counts stay exact in JSON, Lua and JavaScript
+MAX_DEPTH = 32  # nesting of a body: far beyond the contract's, far below any recursion limit
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
+]
 EpochMs = Annotated[int, Field(gt=0, le=MAX_SAFE_INTEGER)]
 Amount = Annotated[
     int | float, Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER, allow_inf_nan=False)
@@ -173,7 +177,8 @@ def decode_json(body: bytes | str) -> Any:
         else:
             text = body
             text.encode("utf-8")  # a str body may hold lone surrogates
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        _check_depth(value)
         if "\\u" in text:  # an escape may spell a lone surrogate, which Redis cannot store
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         return value
@@ -194,6 +199,29 @@ def unwrap_sns(payload: Any) -> Any:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number such as ``1e400`` would become infinity, which no store can encode."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, without recursion."""
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH + 1):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return
+    raise ValueError(f"the body nests deeper than {MAX_DEPTH} levels")
 
 
 def _message_id(payload: dict[str, Any]) -> str | None:

@@ -61,7 +61,21 @@ def test_contract_example_parses() -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"{", b"\xff\xfe", "[1, 2]", '"text"', "NaN", '{"a": NaN}', "[" * 100000]
+    "body",
+    [
+        b"",
+        b"{",
+        b"\xff\xfe",
+        "[1, 2]",
+        '"text"',
+        "NaN",
+        '{"a": NaN}',
+        "[" * 100000,
+        '{"a": 1e400}',
+        '{"a": -1e400}',
+        '{"a": ' + "[" * 40 + "]" * 40 + "}",
+        '{"a": ' + "[" * 2000 + "]" * 2000 + "}",
+    ],
 )
 def test_not_json(body: str | bytes) -> None:
     assert reason_of(body) is InvalidReason.NOT_JSON
@@ -132,6 +146,8 @@ _DELETE = object()
         ("data.customerId", "cus\n42"),
         ("data.customerId", "cus\x00"),
         ("data.customerId", "cus\x7f"),
+        ("data.customerId", "cus\u0085"),
+        ("data.customerId", "cus\u009f"),
         ("data.featureId", "f\tx"),
         ("data.resourceId", "r\x1b"),
         ("data.featureId", _DELETE),
