@@ -29,6 +29,14 @@ class InvalidReason(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     INVALID_FIELD = "invalid_field"
     WRONG_ENVIRONMENT = "wrong_environment"
+    UNPROCESSABLE = "unprocessable"  # handling it raised an unexpected error
+
+
+def unprocessable(exc: BaseException, message_id: str | None = None) -> InvalidMessage:
+    """The message whose handling raised ``exc``: poison, never retried in a loop."""
+    return InvalidMessage(
+        InvalidReason.UNPROCESSABLE, f"{type(exc).__name__}: {str(exc)[:200]}", message_id
+    )
 
 
 class InvalidMessage(CachePipelineError):

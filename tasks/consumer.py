@@ -39,7 +39,7 @@ from cache_pipeline.delivery import (
     record_transient,
 )
 from cache_pipeline.dlq import park
-from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreUnavailable
+from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreUnavailable, unprocessable
 from cache_pipeline.messages import parse_message
 from cache_pipeline.schema import SchemaWatch
 from cache_pipeline.sqs_batch import QueueUnavailable
@@ -109,7 +109,7 @@ class QueueConsumer:
                 turn = self._receive()
                 if turn == "messages":
                     failures = 0
-                    self._handle(self._take())
+                    self._handle_safely(self._take())
                 elif turn == "failed":
                     failures += 1
                     self.stopping.wait(RECEIVE_BACKOFF.compute(failures))
@@ -147,6 +147,14 @@ class QueueConsumer:
         batch = self.received[:]
         self.received.clear()
         return batch
+
+    def _handle_safely(self, batch: list[KombuMessage]) -> None:
+        """Handle a batch; a bug outside per-message handling must not end the consumer."""
+        try:
+            self._handle(batch)
+        except Exception:
+            metrics.RECEIVE_ERRORS.inc()
+            logger.exception("handling a batch of {} failed; it comes back later", len(batch))
 
     def _handle(self, batch: list[KombuMessage]) -> None:
         now = time.perf_counter()
@@ -198,6 +206,8 @@ class QueueConsumer:
                 delivery.message = parse_message(delivery.body, self.writer.environment)
             except InvalidMessage as exc:
                 delivery.invalid = exc
+            except Exception as exc:  # one message never fails its batch
+                delivery.invalid = unprocessable(exc)
         return delivery
 
     def _route(self, delivery: Delivery, message: KombuMessage) -> bool:
@@ -210,6 +220,11 @@ class QueueConsumer:
                 task.run(payload)
         except InvalidMessage as exc:
             delivery.invalid = exc
+            return False
+        except Exception as exc:  # one message never fails its batch
+            message_id = delivery.message.id if delivery.message is not None else None
+            delivery.invalid = unprocessable(exc, message_id)
+            delivery.message = None
             return False
         return True
 

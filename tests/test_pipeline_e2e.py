@@ -25,6 +25,7 @@ from tests.support.worker import (
 )
 
 PROCESSED = "persistent_cache_messages_processed_total"
+FAILED = "persistent_cache_messages_failed_total"
 
 
 def run_through_worker(
@@ -95,11 +96,8 @@ def test_sns_wrapped_messages_are_unwrapped(
     wait_for_state(redis_client, prefix, expected_state(prefix, [body], CacheUpdatePolicy.UPSERT))
 
 
-def test_a_celery_send_task_message_runs_the_same_task(
-    workers: Workers, sqs_server: SqsServer, queue_url: str, redis_client: redis.Redis, prefix: str
-) -> None:
-    body = factory.entitlements("cus-celery", 100, features={"seats": 2})
-    workers.start()
+def _send_task(sqs_server: SqsServer, queue_url: str, task: str, args: Any) -> None:
+    """Send one Celery-protocol (v2) message; ``args`` that Celery itself refuses go raw."""
     name = queue_url.rsplit("/", 1)[-1]
     producer = Celery("producer", set_as_current=False)
     producer.conf.update(
@@ -113,14 +111,45 @@ def test_a_celery_send_task_message_runs_the_same_task(
     env = dict(os.environ)
     os.environ.update(AWS_TEST_ENV)
     try:
-        producer.send_task(TASK_NAMES["entitlements.updated"], args=[body], queue=name)
+        if isinstance(args, list):
+            producer.send_task(task, args=args, queue=name)
+        else:
+            with producer.connection_for_write() as connection:
+                connection.Producer().publish(
+                    [args, {}, {}],
+                    routing_key=name,
+                    headers={"task": task, "id": "raw-celery-message", "lang": "py"},
+                    serializer="json",
+                )
     finally:
         os.environ.clear()
         os.environ.update(env)
         producer.close()
+
+
+def test_a_celery_send_task_message_runs_the_same_task(
+    workers: Workers, sqs_server: SqsServer, queue_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    body = factory.entitlements("cus-celery", 100, features={"seats": 2})
+    workers.start()
+    _send_task(sqs_server, queue_url, TASK_NAMES["entitlements.updated"], [body])
     wait_for_state(redis_client, prefix, expected_state(prefix, [body], CacheUpdatePolicy.UPSERT))
     worker = workers.started[0]
     wait_until(lambda: worker.counter(PROCESSED, type="entitlements.updated") == 1)
+
+
+def test_a_message_that_breaks_its_handling_is_poison_and_the_consumer_goes_on(
+    workers: Workers, sqs_server: SqsServer, queue_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    """A Celery message whose args are not a list raised TypeError in the consumer thread."""
+    worker = workers.start()
+    _send_task(sqs_server, queue_url, TASK_NAMES["entitlements.updated"], 5)
+    wait_until(lambda: worker.counter(FAILED, reason="unprocessable") >= 1, timeout=20)
+    body = factory.entitlements("cus-after", 100, features={"seats": 2})
+    send(sqs_server.client(), queue_url, [body])
+    wait_for_state(redis_client, prefix, expected_state(prefix, [body], CacheUpdatePolicy.UPSERT))
+    assert '"reason": "unprocessable"' in worker.output()
+    assert "TypeError" in worker.output()
 
 
 def test_missing_queue_url_stops_startup_with_one_line() -> None:
