@@ -33,6 +33,17 @@ _CLIENTS: dict[tuple[str | None, ...], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
+def _is_celery_envelope(payload: dict[str, Any]) -> bool:
+    """kombu's envelope of a Celery task message: properties, a body and the task header."""
+    headers = payload.get("headers")
+    return (
+        isinstance(payload.get("properties"), dict)
+        and "body" in payload
+        and isinstance(headers, dict)
+        and bool(headers.get("task"))
+    )
+
+
 class Channel(SQS.Channel):
     """An SQS channel whose acks go out in batches, polled by its own thread only."""
 
@@ -101,10 +112,15 @@ class Channel(SQS.Channel):
         return self.direct(queue).receive_message(**params)
 
     def _prepare_json_payload(self, text: str) -> dict[str, Any]:
+        """A Celery-protocol envelope as kombu reads it; {} for anything else.
+
+        {} makes kombu wrap the body as is: a contract message is parsed once, by the
+        consumer, whatever its top-level fields (a ``"properties"`` field included).
+        """
         if _ENVELOPE_MARK not in text:
-            return {}  # a raw contract message: wrapped as is, parsed once by the consumer
+            return {}
         payload: dict[str, Any] = super()._prepare_json_payload(text)  # type: ignore[misc]
-        return payload
+        return payload if _is_celery_envelope(payload) else {}
 
     def delete_many(self, queue: str, queue_url: str, receipts: Sequence[str]) -> list[str]:
         """Delete messages with DeleteMessageBatch; return the receipts SQS did not delete.

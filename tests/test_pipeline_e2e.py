@@ -138,6 +138,18 @@ def test_a_celery_send_task_message_runs_the_same_task(
     wait_until(lambda: worker.counter(PROCESSED, type="entitlements.updated") == 1)
 
 
+def test_a_contract_message_with_a_properties_field_is_applied_with_its_batch(
+    workers: Workers, sqs_server: SqsServer, queue_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    """Unknown top-level fields are ignored, "properties" too: kombu must not read it as its own."""
+    bodies = [factory.entitlements(f"cus-{i}", 100, features={"seats": i}) for i in range(5)]
+    bodies[0]["properties"] = {"delivery_info": "not kombu's"}
+    bodies[1]["properties"] = "text"
+    workers.start(BATCH_SIZE="10")
+    send(sqs_server.client(), queue_url, bodies)
+    wait_for_state(redis_client, prefix, expected_state(prefix, bodies, CacheUpdatePolicy.UPSERT))
+
+
 def test_a_message_that_breaks_its_handling_is_poison_and_the_consumer_goes_on(
     workers: Workers, sqs_server: SqsServer, queue_url: str, redis_client: redis.Redis, prefix: str
 ) -> None:
