@@ -8,6 +8,7 @@ SQS message attributes (``reason``, and ``messageId``, ``detail``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,14 @@ DETAIL = "detail"
 SOURCE_MESSAGE_ID = "sourceMessageId"
 MAX_ATTRIBUTE = 1024  # attribute values are kept short; the body is what matters
 REDRIVE_WAIT_SECONDS = 1
+# What SQS refuses in a message attribute (a whole send fails on one such character):
+# anything outside #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
+_NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def sqs_text(value: str) -> str:
+    """``value`` with every character SQS refuses in an attribute replaced by U+FFFD."""
+    return _NOT_SQS_TEXT.sub("\ufffd", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +53,7 @@ def attributes(poison: Poison) -> dict[str, Any]:
         SOURCE_MESSAGE_ID: poison.sqs_message_id,
     }
     return {
-        name: {"DataType": "String", "StringValue": value[:MAX_ATTRIBUTE]}
+        name: {"DataType": "String", "StringValue": sqs_text(value[:MAX_ATTRIBUTE])}
         for name, value in values.items()
         if value
     }

@@ -55,6 +55,10 @@ MESSAGES_PARKED = Counter(
     "Poison messages parked: sent to the DLQ, or left for the queue's redrive policy",
     ["destination"],
 )
+DLQ_REFUSED = Counter(
+    "persistent_cache_dlq_refused_total",
+    "Poison messages the dead-letter queue refused; left for the queue's redrive policy",
+)
 RECEIVE_ERRORS = Counter(
     "persistent_cache_receive_errors_total", "Failed receives or deletes against the queue"
 )

@@ -336,6 +336,12 @@ class QueueConsumer:
 
     def _leave(self, left: list[Delivery], to_park: list[Delivery], parked: list[Delivery]) -> None:
         not_parked = [d for d in to_park if d not in parked]
+        for delivery in not_parked:
+            metrics.DLQ_REFUSED.inc()
+            logger.bind(**delivery.log_fields()).error(
+                "the dead-letter queue refused this poison message; it stays for the redrive policy"
+            )
+            record_poison(delivery, "redrive")
         for delivery in left:
             if delivery.invalid is not None:
                 record_poison(delivery, "redrive")

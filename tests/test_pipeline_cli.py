@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cache_pipeline.dlq import Poison, attributes
+from cache_pipeline.dlq import Poison, attributes, sqs_text
 from cache_pipeline.publish import InvalidLine, read_messages
 from tests.support import factory
 from tests.support.servers import AWS_TEST_ENV, SqsServer
@@ -138,3 +138,18 @@ def test_parked_attributes_carry_the_reason_and_ids() -> None:
     assert attrs["sourceMessageId"]["StringValue"] == "s-1"
     assert "messageId" not in attrs
     assert len(attrs["detail"]["StringValue"]) == 1024
+
+
+def test_parked_attributes_hold_only_characters_sqs_accepts() -> None:
+    """An id with U+0001 or U+FFFF made SQS refuse the whole send to the DLQ."""
+    poison = Poison(
+        body='{"id": "a\\u0001b"}',
+        reason="invalid_field",
+        detail="id 'a\x01b\uffff' \ud800",
+        message_id="a\x01b\uffff",
+        sqs_message_id="s-1",
+    )
+    attrs = attributes(poison)
+    assert attrs["messageId"]["StringValue"] == "a\ufffdb\ufffd"
+    assert attrs["detail"]["StringValue"] == "id 'a\ufffdb\ufffd' \ufffd"
+    assert sqs_text("tab\tnew\nline\r é 😀") == "tab\tnew\nline\r é 😀"
