@@ -117,6 +117,10 @@ class Settings(BaseSettings):
         int,
         Field(ge=0, le=86400, json_schema_extra=_allowed("seconds 0..86400 (0: stay paused)")),
     ] = 300
+    max_future_skew_secs: Annotated[
+        int,
+        Field(ge=0, le=86400, json_schema_extra=_allowed("seconds 0..86400")),
+    ] = 300
 
     @field_validator("keys_ttl_in_secs")
     @classmethod

@@ -140,11 +140,14 @@ Message = Annotated[
 _MESSAGE: TypeAdapter[Message] = TypeAdapter(Message)
 
 
-def parse_message(body: bytes | str, environment: str) -> Message:
+def parse_message(body: bytes | str, environment: str, *, latest_ms: int | None = None) -> Message:
     """Validate one queue message body; unwrap an SNS envelope first.
 
-    Raises ``InvalidMessage`` (never retried) with reason ``not_json``,
-    ``unknown_type``, ``invalid_field`` or ``wrong_environment``.
+    ``latest_ms`` is the newest timestamp accepted (the worker's clock plus
+    MAX_FUTURE_SKEW_SECS): one message from the far future would otherwise win
+    every later update of its keys. Raises ``InvalidMessage`` (never retried)
+    with reason ``not_json``, ``unknown_type``, ``invalid_field``,
+    ``wrong_environment`` or ``timestamp_in_future``.
     """
     payload = unwrap_sns(decode_json(body))
     if not isinstance(payload, dict):
@@ -164,6 +167,13 @@ def parse_message(body: bytes | str, environment: str) -> Message:
         raise InvalidMessage(
             InvalidReason.WRONG_ENVIRONMENT,
             f"environment {_short(message.environment)} is not {environment!r}",
+            message.id,
+        )
+    if latest_ms is not None and message.timestamp > latest_ms:
+        raise InvalidMessage(
+            InvalidReason.TIMESTAMP_IN_FUTURE,
+            f"timestamp {message.timestamp} is {message.timestamp - latest_ms} ms beyond the"
+            " accepted clock skew",
             message.id,
         )
     return message

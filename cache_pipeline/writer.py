@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from cache_pipeline import metrics
 from cache_pipeline.errors import StoreError, StoreUnavailable
-from cache_pipeline.messages import Message
+from cache_pipeline.messages import Message, parse_message
 from cache_pipeline.store import BatchResult, Outcome, Store
 
 
@@ -29,10 +29,19 @@ class StagedBatch:
 class Writer:
     """The store seen by the per-type tasks."""
 
-    def __init__(self, store: Store, environment: str) -> None:
+    def __init__(self, store: Store, environment: str, max_future_skew_secs: int = 300) -> None:
         self.store = store
         self.environment = environment
+        self.max_future_skew_ms = max_future_skew_secs * 1000
         self._local = threading.local()
+
+    def parse(self, body: bytes | str) -> Message:
+        """A queue body as a message of this environment, its timestamp within the clock skew.
+
+        Raises ``InvalidMessage``.
+        """
+        latest = int(time.time() * 1000) + self.max_future_skew_ms
+        return parse_message(body, self.environment, latest_ms=latest)
 
     @contextmanager
     def batch(self) -> Iterator[StagedBatch]:

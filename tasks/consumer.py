@@ -40,7 +40,6 @@ from cache_pipeline.delivery import (
 )
 from cache_pipeline.dlq import park
 from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreUnavailable, unprocessable
-from cache_pipeline.messages import parse_message
 from cache_pipeline.schema import SchemaWatch
 from cache_pipeline.sqs_batch import QueueUnavailable
 from cache_pipeline.writer import Writer
@@ -203,7 +202,7 @@ class QueueConsumer:
         )
         if not message.headers.get("task"):
             try:
-                delivery.message = parse_message(delivery.body, self.writer.environment)
+                delivery.message = self.writer.parse(delivery.body)
             except InvalidMessage as exc:
                 delivery.invalid = exc
             except Exception as exc:  # one message never fails its batch

@@ -19,7 +19,7 @@ from celery import Celery, Task
 from pydantic import BaseModel
 
 from cache_pipeline.errors import InvalidMessage, InvalidReason
-from cache_pipeline.messages import Message, parse_message
+from cache_pipeline.messages import Message
 from cache_pipeline.writer import Writer
 
 TASK_NAMES = {
@@ -39,7 +39,7 @@ class MessageTask(Task):  # type: ignore[type-arg]
 
     def run(self, payload: Any) -> str | None:
         writer = self.writer()
-        outcome = writer.write(self.coerce(payload, writer.environment))
+        outcome = writer.write(self.coerce(payload, writer))
         return None if outcome is None else outcome.value
 
     def writer(self) -> Writer:
@@ -48,14 +48,14 @@ class MessageTask(Task):  # type: ignore[type-arg]
             raise RuntimeError(f"task {self.name} runs only inside a cache-pipeline worker")
         return writer
 
-    def coerce(self, payload: Any, environment: str) -> Message:
+    def coerce(self, payload: Any, writer: Writer) -> Message:
         """The payload as a validated message of this task's type."""
         if isinstance(payload, BaseModel):
             message: Message = payload  # type: ignore[assignment]
         elif isinstance(payload, str | bytes):
-            message = parse_message(payload, environment)
+            message = writer.parse(payload)
         else:
-            message = parse_message(json.dumps(payload), environment)
+            message = writer.parse(json.dumps(payload))
         if message.type != self.message_type:
             raise InvalidMessage(
                 InvalidReason.UNKNOWN_TYPE,

@@ -63,7 +63,7 @@ class Runtime:
         )
         health = HealthState()
         schema = SchemaWatch(SchemaGuard(client, layout), health)
-        writer = Writer(store, settings.environment_prefix)
+        writer = Writer(store, settings.environment_prefix, settings.max_future_skew_secs)
         flood = FloodBrake(PoisonGuard(FloodBound.from_settings(settings)), health)
         return cls(settings, client, store, writer, health, schema, flood)
 

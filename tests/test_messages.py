@@ -245,3 +245,12 @@ def test_invalid_message_carries_the_id() -> None:
         parse(body)
     assert caught.value.message_id == "msg-1"
     assert str(caught.value).startswith("invalid_field: ")
+
+
+def test_a_timestamp_beyond_the_accepted_skew_is_poison() -> None:
+    body = json.dumps(factory.usage("cus-1", 10_000, "seats", 1))
+    assert parse_message(body, "production", latest_ms=10_000).timestamp == 10_000
+    with pytest.raises(InvalidMessage) as raised:
+        parse_message(body, "production", latest_ms=9_999)
+    assert raised.value.reason is InvalidReason.TIMESTAMP_IN_FUTURE
+    assert raised.value.message_id is not None

@@ -33,11 +33,13 @@ def poison_bodies(prefix: str) -> dict[str, list[str]]:
     wrong_type = factory.usage("cus-1", 502, "seats", 1)
     wrong_type["timestamp"] = "yesterday"
     elsewhere = factory.usage("cus-1", 503, "seats", 1, environment=f"not-{prefix}")
+    year_9999 = factory.usage("cus-1", 253402300799000, "seats", 9)
     return {
         "not_json": ["{this is not json", "[1, 2]"],
         "unknown_type": [json.dumps(unknown)],
         "invalid_field": [json.dumps(missing), json.dumps(wrong_type)],
         "wrong_environment": [json.dumps(elsewhere)],
+        "timestamp_in_future": [json.dumps(year_9999)],
     }
 
 
