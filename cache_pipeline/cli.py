@@ -126,6 +126,36 @@ def resync(concurrency: int) -> None:
         sys.exit(1)
 
 
+@cli.command("invalidate")
+@click.option("--customer", "customer_id", required=True, help="Customer id, raw.")
+@click.option("--resource", "resource_id", default=None, help="Resource id, raw (optional).")
+def invalidate(customer_id: str, resource_id: str | None) -> None:
+    """Drop one customer scope now, whatever the versions its keys hold.
+
+    The repair for a scope a producer froze with timestamps from the future: its
+    values go, messages older than now are refused for it, newer ones land again.
+    Prints the count as one JSON line.
+    """
+    settings = load_settings()
+    import time
+
+    from cache_pipeline.errors import CachePipelineError
+    from cache_pipeline.keys import KeyLayout
+    from cache_pipeline.redis_client import connect
+    from cache_pipeline.store import Store
+
+    client = connect(settings)
+    layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
+    store = Store(client, layout, ttl=settings.keys_ttl_in_secs)
+    try:
+        deleted = store.purge(customer_id, resource_id, int(time.time() * 1000))
+    except CachePipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    click.echo(json.dumps({"customer": customer_id, "resource": resource_id, "deleted": deleted}))
+
+
 @cli.command("edge-stub")
 @click.option(
     "--file",

@@ -123,6 +123,17 @@ class Store:
                 removed += int(self.client.unlink(*batch))
         return removed
 
+    def purge(self, customer_id: str, resource_id: str | None, at: int) -> int:
+        """Drop one scope whatever its versions (``purge_customer.lua``); the values deleted."""
+        keys = self.layout.customer(customer_id, resource_id)
+        script = self.client.register_script(load_script_source("purge_customer"))
+        with translate_errors():
+            deleted = script(
+                keys=(keys.entitlements, keys.metadata, keys.index),
+                args=(str(at), str(self.ttl if self.ttl > 0 else -1)),
+            )
+        return int(deleted)
+
     def ping(self) -> bool:
         """True when Redis answers."""
         with translate_errors():

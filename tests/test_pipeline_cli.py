@@ -6,14 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.dlq import Poison, attributes, sqs_text
 from cache_pipeline.publish import InvalidLine, read_messages
+from cache_pipeline.store import Outcome, Store
 from tests.support import factory
-from tests.support.servers import AWS_TEST_ENV, SqsServer
+from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer
 from tests.support.worker import create_queue, queue_depth, send
 
 
@@ -153,3 +157,26 @@ def test_parked_attributes_hold_only_characters_sqs_accepts() -> None:
     assert attrs["messageId"]["StringValue"] == "a\ufffdb\ufffd"
     assert attrs["detail"]["StringValue"] == "id 'a\ufffdb\ufffd' \ufffd"
     assert sqs_text("tab\tnew\nline\r é 😀") == "tab\tnew\nline\r é 😀"
+
+
+def test_invalidate_repairs_a_scope_frozen_by_a_timestamp_from_the_future(
+    make_store: Callable[..., Store], redis_server: RedisServer, prefix: str
+) -> None:
+    store = make_store(policy=CacheUpdatePolicy.UPSERT)
+    frozen = 253402300799000  # 9999-12-31: accepted before the clock guard existed
+    store.apply(factory.parsed(factory.entitlements("cus:eu", frozen, features={"seats": 9})))
+    now = int(time.time() * 1000)
+    update = factory.parsed(factory.entitlements("cus:eu", now + 1000, features={"seats": 1}))
+    assert store.apply(update) is Outcome.STALE
+    result = run_cli(
+        "invalidate",
+        "--customer",
+        "cus:eu",
+        env={"REDIS_PORT": str(redis_server.port), "ENVIRONMENT_PREFIX": prefix},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"customer": "cus:eu", "resource": None, "deleted": 3}
+    assert store.client.exists(store.layout.customer("cus:eu").entitlements) == 0
+    older = factory.parsed(factory.entitlements("cus:eu", now - 60_000, features={"seats": 2}))
+    assert store.apply(older) is Outcome.STALE
+    assert store.apply(update) is Outcome.WRITTEN
