@@ -615,3 +615,24 @@ def test_epoch_ms_and_edge_version() -> None:
     assert edge_version(dated, now=5) == 1795168800000  # the first valid, not the newest (P25)
     assert edge_version([{"entitlementUpdatedAt": "bad"}], now=5) == 5
     assert edge_version([{"entitlementUpdatedAt": None}, dated[2]], now=5) == 5  # null stops it
+
+
+def test_untyped_getter_on_entry_without_feature_maps_a_boolean() -> None:
+    answer = decide("ENTITLEMENT", cached(None), True, now_ms=NOW)
+    assert answer.to_stigg_json() == {
+        "type": "BOOLEAN",
+        "isFallback": False,
+        "hasAccess": False,
+        "accessDeniedReason": NO_ENTITLEMENT,
+    }
+
+
+def test_untyped_getter_on_unknown_feature_type_gives_the_fallback() -> None:
+    answer = decide("ENTITLEMENT", cached("boolean"), True, now_ms=NOW)
+    assert answer == fallback_result("BOOLEAN")
+
+
+def test_entry_the_sdk_would_throw_on_gives_the_fallback() -> None:
+    broken = {"calculatedEntitlement": seats(1)["calculatedEntitlement"]}  # no featureUsage
+    assert decide("METERED", broken, True, now_ms=NOW) == fallback_result("METERED")
+    assert decide("BOOLEAN", {"featureUsage": {}}, True, now_ms=NOW) == fallback_result("BOOLEAN")

@@ -287,10 +287,10 @@ def map_any(
     requested_values: Sequence[str] | None,
 ) -> AnyEntitlement | None:
     """``ModelMapper.mapEntitlement``: by feature type; None for an unknown type."""
-    feature = _feature(entry)
-    if not _truthy(_calculated(entry).get("feature")) or feature is None:
+    if not _truthy(_calculated(entry).get("feature")):
         return map_boolean(entry, decision or (False, NO_FEATURE_ENTITLEMENT))
-    if decision is None:
+    feature = _feature(entry)
+    if decision is None or feature is None:
         return None
     feature_type = feature.get("featureType")
     if feature_type == "BOOLEAN":
