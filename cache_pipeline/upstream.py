@@ -1,187 +1,194 @@
-"""HTTP client of the upstream entitlements API (docs/upstream-api.yaml).
+"""Client of Stigg's Edge API, called as Stigg's Node SDK 3.95.0 calls it (STIGG-COMPAT.md §6).
 
-``GET {EDGE_API_URL}/v1/customers/{customerId}/entitlements?resourceId=`` with
-the API key in the ``X-API-KEY`` header answers ``{"timestamp": ms, "data":
-<entitlements.updated data>}``; 404 means the customer (or resource) is unknown.
+``GET {EDGE_API_URL}/v1/c/{customerId}/entitlements.json[?resourceId={resourceId}]``
+with the ids raw in the URL (only what URL parsing changes, e.g. a space → ``%20``;
+ids with ``/ ? & #`` are refused with ``InvalidArgument`` instead of corrupting the
+URL), headers ``X-API-KEY``, ``X-API-VERSION: 1``, ``Accept: application/json``.
+The answer ``{"data": {"entitlements": [...]}}``; a 200 with non-empty ``errors``
+is an error. Timeouts, network errors, 429 and 5xx are retried at most
+``retries`` times after ``2^n * base_delay`` plus 0-20 % jitter, all under one
+time budget: a retry happens only while the remaining budget exceeds its delay,
+and each attempt may use what remains. 4xx are not retried. httpx errors become
+``UpstreamUnavailable`` (retries exhausted, may heal) or ``UpstreamError``.
 
-The GET is idempotent, so connection errors, timeouts, 429 and 5xx are retried
-with exponential backoff and jitter; every attempt has its own timeout, so one
-call takes at most about ``timeout * (retries + 1) + backoff``. httpx errors
-are translated here into ``UpstreamUnavailable`` (may heal) or ``UpstreamError``.
+The names re-exported at the bottom are contract-v1 leftovers (``upstream_legacy``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic.alias_generators import to_camel
-from redis.backoff import EqualJitterBackoff
 
 from cache_pipeline import __version__
-from cache_pipeline.errors import UpstreamError, UpstreamUnavailable
-from cache_pipeline.messages import (
-    CustomerRef,
-    EntitlementsData,
-    EntitlementsUpdated,
-    EpochMs,
-)
+from cache_pipeline.dates import now_ms
+from cache_pipeline.errors import InvalidArgument, UpstreamError, UpstreamUnavailable
 
 API_KEY_HEADER = "X-API-KEY"
-RETRIED_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-class _Json(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, strict=True, frozen=True
-    )
-
-
-class UpstreamAnswer(_Json):
-    """The upstream's answer: an entitlements snapshot and the version it carries."""
-
-    timestamp: EpochMs
-    data: EntitlementsData
-
-    def to_message(self) -> EntitlementsUpdated:
-        """The ``entitlements.updated`` message that writes this answer to the cache."""
-        return EntitlementsUpdated(
-            id=f"sdk-{uuid.uuid4()}",
-            type="entitlements.updated",
-            timestamp=self.timestamp,
-            data=self.data,
-        )
-
-
-class CustomerList(_Json):
-    """Answer of ``GET /v1/customers``: every customer scope the upstream knows."""
-
-    customers: list[CustomerRef]
+API_VERSION_HEADER = "X-API-VERSION"
+_UNSAFE_ID_CHARACTERS = frozenset("/?&#")
 
 
 @dataclass(frozen=True, slots=True)
-class UpstreamOptions:
-    """Where the upstream lives and how patiently it is asked."""
+class EdgeOptions:
+    """Where the Edge API lives and how patiently it is asked (defaults: Stigg's)."""
 
     url: str
     api_key: str | None = None
-    timeout: float = 2.0
-    retries: int = 2
-    backoff_base: float = 0.05
-    backoff_cap: float = 1.0
+    budget_seconds: float = 10.0
+    retries: int = 3
+    base_delay_seconds: float = 2.0
+    jitter: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"upstream URL {self.url!r} is not an http(s) URL")
-        if self.timeout <= 0 or self.retries < 0 or self.backoff_base < 0 or self.backoff_cap < 0:
-            raise ValueError("upstream timeout must be > 0, retries and backoff >= 0")
+            raise InvalidArgument(f"Edge API URL {self.url!r} is not an http(s) URL")
+        if self.budget_seconds <= 0 or self.retries < 0 or self.base_delay_seconds < 0:
+            raise InvalidArgument("Edge API budget must be > 0, retries and base delay >= 0")
 
-    def client_arguments(self) -> dict[str, Any]:
-        """Keyword arguments shared by httpx.Client and httpx.AsyncClient."""
-        headers = {"User-Agent": f"cache-pipeline/{__version__}", "Accept": "application/json"}
+    def headers(self) -> dict[str, str]:
+        """The headers of every Edge API request."""
+        headers = {
+            "Accept": "application/json",
+            API_VERSION_HEADER: "1",
+            "User-Agent": f"cache-pipeline/{__version__}",
+        }
         if self.api_key:
             headers[API_KEY_HEADER] = self.api_key
-        return {
-            "base_url": self.url,
-            "headers": headers,
-            "timeout": httpx.Timeout(self.timeout),
-            "follow_redirects": False,
-        }
+        return headers
 
-    def delays(self) -> list[float]:
-        """Backoff before each retry: exponential, capped, with jitter."""
-        backoff = EqualJitterBackoff(cap=self.backoff_cap, base=self.backoff_base)
-        return [backoff.compute(attempt) for attempt in range(1, self.retries + 1)]
+    def delay(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (1-based): ``2^retry * base`` + 0-20 %."""
+        delay: float = (1 << retry) * self.base_delay_seconds
+        return delay + delay * self.jitter * random.random()
 
 
-def entitlements_path(customer_id: str) -> str:
-    return f"v1/customers/{quote(customer_id, safe='')}/entitlements"
+@dataclass(frozen=True, slots=True)
+class EdgeAnswer:
+    """The Edge API's entitlement entries as received, and when the request started (epoch ms)."""
+
+    entitlements: list[dict[str, Any]]
+    requested_at_ms: int
 
 
-def scope_params(resource_id: str | None) -> dict[str, str]:
-    return {} if resource_id is None else {"resourceId": resource_id}
+def check_edge_id(name: str, value: object) -> str:
+    """An id that can go raw into the Edge URL, or ``InvalidArgument``."""
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{name} must be a non-empty string, got {value!r}")
+    bad = sorted(set(value) & _UNSAFE_ID_CHARACTERS)
+    if bad or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InvalidArgument(
+            f"{name} {value[:40]!r} cannot be sent raw in an Edge API URL"
+            f" (contains {''.join(bad) or 'a control character'})"
+        )
+    return value
+
+
+def entitlements_url(base_url: str, customer_id: str, resource_id: str | None = None) -> str:
+    """The URL Stigg's SDK requests: ids interpolated raw, ``?resourceId=`` when set."""
+    customer = check_edge_id("customer_id", customer_id)
+    url = f"{base_url.rstrip('/')}/v1/c/{customer}/entitlements.json"
+    if resource_id:
+        url += f"?resourceId={check_edge_id('resource_id', resource_id)}"
+    return url
 
 
 class _Retry(Exception):
     """An attempt failed in a way another attempt may not."""
 
 
-def interpret(
-    response: httpx.Response, customer_id: str, resource_id: str | None
-) -> UpstreamAnswer | None:
-    """A response → the answer, None for an unknown customer, or an error."""
+def interpret(response: httpx.Response) -> list[dict[str, Any]]:
+    """A response → its entitlement entries, ``_Retry`` (429/5xx) or ``UpstreamError``."""
     status = response.status_code
-    if status == 404:
-        return None
-    if status in RETRIED_STATUS:
-        raise _Retry(f"the upstream API answered {status}")
-    if status in (401, 403):
-        raise UpstreamError(f"the upstream API refused the API key ({status})")
-    if status != 200:
-        raise UpstreamError(f"the upstream API answered {status}: {response.text[:200]}")
+    if status == 429 or status >= 500:
+        raise _Retry(f"the Edge API answered {status}")
+    if not 200 <= status < 300:
+        raise UpstreamError(f"the Edge API answered {status}: {response.text[:200]}")
     try:
-        answer = UpstreamAnswer.model_validate_json(response.content)
-    except ValidationError as exc:
-        raise UpstreamError(f"the upstream API answered an invalid body: {_first(exc)}") from None
-    if answer.data.customer_id != customer_id or answer.data.resource_id != resource_id:
-        raise UpstreamError(
-            f"the upstream API answered for {answer.data.customer_id!r}/"
-            f"{answer.data.resource_id!r}, not {customer_id!r}/{resource_id!r}"
-        )
-    return answer
+        body = json.loads(response.content)
+    except ValueError:
+        raise UpstreamError("the Edge API answered a body that is not JSON") from None
+    if not isinstance(body, dict):
+        raise UpstreamError("the Edge API answered a body that is not a JSON object")
+    if body.get("errors"):
+        raise UpstreamError(f"the Edge API answered errors: {str(body['errors'])[:200]}")
+    return entries(body)
 
 
-def _first(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False, include_input=False)[0]
-    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+def entries(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """``data.entitlements`` checked just enough: a list of objects, string ``feature.refId``."""
+    data = body.get("data")
+    found = data.get("entitlements") if isinstance(data, dict) else None
+    if not isinstance(found, list):
+        raise UpstreamError("the Edge API answer has no data.entitlements list")
+    for index, entry in enumerate(found):
+        if not isinstance(entry, dict):
+            raise UpstreamError(f"data.entitlements[{index}] is not an object")
+        feature = entry.get("feature")
+        if feature is not None and (
+            not isinstance(feature, dict) or not isinstance(feature.get("refId", ""), str)
+        ):
+            raise UpstreamError(f"data.entitlements[{index}].feature.refId is not a string")
+    return found
 
 
-class UpstreamClient:
-    """Synchronous upstream client (one connection pool, thread-safe)."""
+class _Budget:
+    """One call's time budget and retry count, shared by the sync and asyncio clients."""
 
-    def __init__(self, options: UpstreamOptions, http: httpx.Client | None = None) -> None:
+    def __init__(self, options: EdgeOptions) -> None:
+        self.options = options
+        self.deadline = time.monotonic() + options.budget_seconds
+        self.retries = 0
+
+    def remaining(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.001)
+
+    def next_delay(self, error: BaseException) -> float:
+        """Seconds to wait before the next attempt, or ``UpstreamUnavailable``."""
+        self.retries += 1
+        delay = self.options.delay(self.retries)
+        if self.retries > self.options.retries or self.deadline - time.monotonic() <= delay:
+            raise UpstreamUnavailable(f"Edge API unavailable: {error}") from None
+        return delay
+
+
+def _transport_error(exc: httpx.TransportError) -> _Retry:
+    return _Retry(f"{type(exc).__name__}: {exc}")
+
+
+class EdgeClient:
+    """Synchronous Edge API client (one connection pool, thread-safe)."""
+
+    def __init__(self, options: EdgeOptions, http: httpx.Client | None = None) -> None:
         self.options = options
         self._owns_http = http is None
-        self._http = http or httpx.Client(**options.client_arguments())
+        self._http = http or httpx.Client(headers=options.headers(), follow_redirects=False)
 
-    def fetch(self, customer_id: str, resource_id: str | None = None) -> UpstreamAnswer | None:
-        """The scope's snapshot, or None when the upstream does not know it.
+    def fetch(self, customer_id: str, resource_id: str | None = None) -> EdgeAnswer:
+        """The scope's entitlement entries (an empty list for an unknown customer).
 
-        Raises ``UpstreamUnavailable`` after the retries, ``UpstreamError`` at once
-        for answers that retrying will not change.
+        Raises ``InvalidArgument`` for an id that cannot go raw into the URL,
+        ``UpstreamUnavailable`` when the retries or the budget ran out,
+        ``UpstreamError`` at once for answers that retrying will not change.
         """
-        path, params = entitlements_path(customer_id), scope_params(resource_id)
-        delays = self.options.delays()
+        url = entitlements_url(self.options.url, customer_id, resource_id)
+        requested_at, budget = now_ms(), _Budget(self.options)
         while True:
             try:
-                return interpret(self._http.get(path, params=params), customer_id, resource_id)
-            except (httpx.TransportError, _Retry) as exc:
-                if not delays:
-                    raise UpstreamUnavailable(f"upstream API unavailable: {exc!r}") from None
-                time.sleep(delays.pop(0))
+                try:
+                    response = self._http.get(url, timeout=budget.remaining())
+                except httpx.TransportError as exc:
+                    raise _transport_error(exc) from None
+                return EdgeAnswer(interpret(response), requested_at)
+            except _Retry as exc:
+                time.sleep(budget.next_delay(exc))
             except httpx.HTTPError as exc:
-                raise UpstreamError(f"the upstream API call failed: {exc!r}") from None
-
-    def customers(self) -> list[CustomerRef]:
-        """Every customer scope the upstream knows (``GET /v1/customers``)."""
-        try:
-            response = self._http.get("v1/customers")
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(f"upstream API unavailable: {exc!r}") from None
-        if response.status_code != 200:
-            raise UpstreamError(f"the upstream API answered {response.status_code}")
-        try:
-            return CustomerList.model_validate_json(response.content).customers
-        except ValidationError as exc:
-            raise UpstreamError(
-                f"the upstream API answered an invalid body: {_first(exc)}"
-            ) from None
+                raise UpstreamError(f"the Edge API call failed: {exc!r}") from None
 
     def close(self) -> None:
         """Close the connection pool, unless it was handed in."""
@@ -189,32 +196,59 @@ class UpstreamClient:
             self._http.close()
 
 
-class AsyncUpstreamClient:
-    """asyncio upstream client, same behaviour as ``UpstreamClient``."""
+class AsyncEdgeClient:
+    """asyncio Edge API client, same behaviour as ``EdgeClient``."""
 
-    def __init__(self, options: UpstreamOptions, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, options: EdgeOptions, http: httpx.AsyncClient | None = None) -> None:
         self.options = options
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(**options.client_arguments())
+        self._http = http or httpx.AsyncClient(headers=options.headers(), follow_redirects=False)
 
-    async def fetch(
-        self, customer_id: str, resource_id: str | None = None
-    ) -> UpstreamAnswer | None:
-        """See ``UpstreamClient.fetch``."""
-        path, params = entitlements_path(customer_id), scope_params(resource_id)
-        delays = self.options.delays()
+    async def fetch(self, customer_id: str, resource_id: str | None = None) -> EdgeAnswer:
+        """See ``EdgeClient.fetch``."""
+        url = entitlements_url(self.options.url, customer_id, resource_id)
+        requested_at, budget = now_ms(), _Budget(self.options)
         while True:
             try:
-                response = await self._http.get(path, params=params)
-                return interpret(response, customer_id, resource_id)
-            except (httpx.TransportError, _Retry) as exc:
-                if not delays:
-                    raise UpstreamUnavailable(f"upstream API unavailable: {exc!r}") from None
-                await asyncio.sleep(delays.pop(0))
+                try:
+                    response = await self._http.get(url, timeout=budget.remaining())
+                except httpx.TransportError as exc:
+                    raise _transport_error(exc) from None
+                return EdgeAnswer(interpret(response), requested_at)
+            except _Retry as exc:
+                await asyncio.sleep(budget.next_delay(exc))
             except httpx.HTTPError as exc:
-                raise UpstreamError(f"the upstream API call failed: {exc!r}") from None
+                raise UpstreamError(f"the Edge API call failed: {exc!r}") from None
 
     async def aclose(self) -> None:
         """Close the connection pool, unless it was handed in."""
         if self._owns_http:
             await self._http.aclose()
+
+
+# Contract-v1 leftovers still imported by client/sync.py, client/aio.py, client/base.py,
+# client/options.py, resync.py and api/edge_stub.py; removed at integration.
+from cache_pipeline.upstream_legacy import (  # noqa: E402
+    AsyncUpstreamClient,
+    CustomerList,
+    UpstreamAnswer,
+    UpstreamClient,
+    UpstreamOptions,
+)
+
+__all__ = [
+    "API_KEY_HEADER",
+    "AsyncEdgeClient",
+    "AsyncUpstreamClient",
+    "CustomerList",
+    "EdgeAnswer",
+    "EdgeClient",
+    "EdgeOptions",
+    "UpstreamAnswer",
+    "UpstreamClient",
+    "UpstreamOptions",
+    "check_edge_id",
+    "entitlements_url",
+    "entries",
+    "interpret",
+]

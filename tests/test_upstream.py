@@ -1,4 +1,8 @@
-"""The upstream client against real HTTP servers: a scripted one and the edge stub."""
+"""The Edge API client against a real local HTTP server (no mocks).
+
+The server records each request's raw target and headers and answers from a
+script. Delays and budgets are scaled down from Stigg's (2 s base, 10 s budget).
+"""
 
 from __future__ import annotations
 
@@ -12,206 +16,229 @@ from typing import Any
 
 import pytest
 
-from cache_pipeline.errors import UpstreamError, UpstreamUnavailable
-from cache_pipeline.upstream import (
-    API_KEY_HEADER,
-    AsyncUpstreamClient,
-    UpstreamClient,
-    UpstreamOptions,
-)
-from tests.support.edge import STUB_API_KEY, EdgeStub, snapshot_body
+from cache_pipeline.errors import InvalidArgument, UpstreamError, UpstreamUnavailable
+from cache_pipeline.upstream import AsyncEdgeClient, EdgeClient, EdgeOptions, entitlements_url
 from tests.support.servers import free_port
 
-Reply = tuple[int, Any, float]  # status, JSON body, delay in seconds
-
-
-def answer(customer: str, resource: str | None = None, timestamp: int = 100) -> dict[str, Any]:
-    data = {"customerId": customer, "resourceId": resource, "accessDeniedReason": None}
-    return {"timestamp": timestamp, "data": data | {"entitlements": []}}
+Reply = tuple[int, Any, float]  # status, JSON body (or raw bytes), delay in seconds
+ENTRY = {"feature": {"refId": "feature-seats", "featureType": "NUMBER"}, "usageLimit": 10}
+OK: Reply = (200, {"data": {"entitlements": [ENTRY]}}, 0.0)
 
 
 class ScriptedServer:
     """Answers each request with the next scripted reply (the last one repeats)."""
 
     def __init__(self) -> None:
-        self.replies: list[Reply] = []
+        self.replies: list[Reply] = [OK]
         self.seen: list[tuple[str, dict[str, str]]] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.seen.append((self.path, dict(self.headers)))
-                status, body, delay = (
-                    server.replies.pop(0) if len(server.replies) > 1 else server.replies[0]
-                )
+                replies = server.replies
+                status, body, delay = replies.pop(0) if len(replies) > 1 else replies[0]
                 time.sleep(delay)
                 raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                except OSError:
+                    pass  # the client gave up (timeout test)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def script(self, *replies: Reply) -> None:
-        self.replies = list(replies)
-        self.seen = []
+    def options(self, **overrides: Any) -> EdgeOptions:
+        values: dict[str, Any] = {
+            "url": self.url,
+            "api_key": "key-123",
+            "budget_seconds": 5.0,
+            "base_delay_seconds": 0.01,
+            "jitter": 0.0,
+        }
+        return EdgeOptions(**(values | overrides))
 
 
 @pytest.fixture
-def scripted() -> Iterator[ScriptedServer]:
-    server = ScriptedServer()
-    server.thread.start()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
-    server.thread.join(5)
+def server() -> Iterator[ScriptedServer]:
+    scripted = ScriptedServer()
+    scripted.thread.start()
+    yield scripted
+    scripted.httpd.shutdown()
+    scripted.httpd.server_close()
 
 
-@pytest.fixture
-def client(scripted: ScriptedServer) -> Iterator[UpstreamClient]:
-    options = UpstreamOptions(scripted.url, "k-1", timeout=0.5, retries=2, backoff_base=0.01)
-    upstream = UpstreamClient(options)
-    yield upstream
-    upstream.close()
-
-
-def test_fetch_sends_the_key_and_quotes_the_ids(
-    scripted: ScriptedServer, client: UpstreamClient
-) -> None:
-    scripted.script((200, answer("a/b c", "r#1"), 0))
-    got = client.fetch("a/b c", "r#1")
-    assert got is not None
-    assert (got.timestamp, got.data.customer_id, got.data.resource_id) == (100, "a/b c", "r#1")
-    path, headers = scripted.seen[0]
-    assert path == "/v1/customers/a%2Fb%20c/entitlements?resourceId=r%231"
-    assert headers[API_KEY_HEADER] == "k-1"
-    message = got.to_message()
-    assert (message.type, message.timestamp, message.data) == (
-        "entitlements.updated",
-        100,
-        got.data,
-    )
-
-
-def test_unknown_customer_is_none(scripted: ScriptedServer, client: UpstreamClient) -> None:
-    scripted.script((404, {"detail": "unknown"}, 0))
-    assert client.fetch("cus") is None
-    assert len(scripted.seen) == 1
-
-
-def test_transient_failures_are_retried_with_backoff(
-    scripted: ScriptedServer, client: UpstreamClient
-) -> None:
-    scripted.script((503, {}, 0), (429, {}, 0), (200, answer("cus"), 0))
-    got = client.fetch("cus")
-    assert got is not None
-    assert got.data.customer_id == "cus"
-    assert len(scripted.seen) == 3
-
-
-def test_retries_are_bounded(scripted: ScriptedServer, client: UpstreamClient) -> None:
-    scripted.script((502, {}, 0))
-    with pytest.raises(UpstreamUnavailable, match="502"):
-        client.fetch("cus")
-    assert len(scripted.seen) == 3  # one attempt and two retries
-
-
-def test_timeouts_are_retried_then_reported(
-    scripted: ScriptedServer, client: UpstreamClient
-) -> None:
-    scripted.script((200, answer("cus"), 1.0))
-    with pytest.raises(UpstreamUnavailable, match="Timeout"):
-        client.fetch("cus")
-    assert len(scripted.seen) == 3
+def fetch(
+    server: ScriptedServer, customer: str = "cus-1", resource: str | None = None, **overrides: Any
+) -> Any:
+    client = EdgeClient(server.options(**overrides))
+    try:
+        return client.fetch(customer, resource)
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize(
-    ("reply", "error"),
+    ("customer", "resource", "target"),
     [
-        ((401, {}, 0), "API key"),
-        ((400, {"detail": "no"}, 0), "400"),
-        ((200, b"not json", 0), "invalid body"),
-        ((200, {"timestamp": 0, "data": {}}, 0), "invalid body"),
-        ((200, answer("someone-else"), 0), "someone-else"),
-        ((200, answer("cus", "r1"), 0), "'r1'"),
+        ("acme:eu", None, "/v1/c/acme:eu/entitlements.json"),
+        (
+            "user@example.com",
+            "site-1",
+            "/v1/c/user@example.com/entitlements.json?resourceId=site-1",
+        ),
+        ("cus 1", "site 1", "/v1/c/cus%201/entitlements.json?resourceId=site%201"),
+        ("cus-1", "", "/v1/c/cus-1/entitlements.json"),
     ],
 )
-def test_answers_that_retrying_cannot_fix_fail_at_once(
-    scripted: ScriptedServer, client: UpstreamClient, reply: Reply, error: str
+def test_path_and_query_carry_raw_ids(
+    server: ScriptedServer, customer: str, resource: str | None, target: str
 ) -> None:
-    scripted.script(reply)
-    with pytest.raises(UpstreamError, match=error):
-        client.fetch("cus")
-    assert len(scripted.seen) == 1
+    fetch(server, customer, resource)
+    assert [path for path, _ in server.seen] == [target]
 
 
-def test_unreachable_upstream() -> None:
-    options = UpstreamOptions(f"http://127.0.0.1:{free_port()}", retries=1, backoff_base=0.01)
-    upstream = UpstreamClient(options)
-    try:
-        with pytest.raises(UpstreamUnavailable, match="ConnectError"):
-            upstream.fetch("cus")
-    finally:
-        upstream.close()
+def test_headers_and_answer(server: ScriptedServer) -> None:
+    before = time.time_ns() // 1_000_000
+    answer = fetch(server)
+    headers = {k.lower(): v for k, v in server.seen[0][1].items()}
+    assert headers["x-api-key"] == "key-123"
+    assert headers["x-api-version"] == "1"
+    assert headers["accept"] == "application/json"
+    assert answer.entitlements == [ENTRY]
+    assert before <= answer.requested_at_ms <= time.time_ns() // 1_000_000
 
 
-def test_bad_options() -> None:
-    with pytest.raises(ValueError, match="http"):
-        UpstreamOptions("edge.example.com")
-    with pytest.raises(ValueError, match="timeout"):
-        UpstreamOptions("http://x", timeout=0)
+@pytest.mark.parametrize("bad", ["a/b", "a?b", "a&b", "a#b", "", "a\nb"])
+def test_ids_that_would_corrupt_the_url_are_refused(server: ScriptedServer, bad: str) -> None:
+    with pytest.raises(InvalidArgument):
+        fetch(server, bad)
+    with pytest.raises(InvalidArgument):
+        entitlements_url(server.url, "cus-1", bad or "x/y")
+    assert server.seen == []
 
 
-def test_async_client_retries_and_reads(scripted: ScriptedServer) -> None:
-    scripted.script((500, {}, 0), (200, answer("cus"), 0))
+def test_503_is_retried_three_times_then_unavailable(server: ScriptedServer) -> None:
+    server.replies = [(503, {}, 0.0)]
+    with pytest.raises(UpstreamUnavailable):
+        fetch(server)
+    assert len(server.seen) == 4
 
-    async def scenario() -> tuple[Any, Any]:
-        options = UpstreamOptions(scripted.url, "k", timeout=0.5, retries=1, backoff_base=0.01)
-        upstream = AsyncUpstreamClient(options)
+
+def test_429_then_200_succeeds(server: ScriptedServer) -> None:
+    server.replies = [(429, {}, 0.0), (500, {}, 0.0), OK]
+    assert fetch(server).entitlements == [ENTRY]
+    assert len(server.seen) == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_4xx_is_not_retried(server: ScriptedServer, status: int) -> None:
+    server.replies = [(status, {"message": "no"}, 0.0)]
+    with pytest.raises(UpstreamError) as caught:
+        fetch(server)
+    assert not isinstance(caught.value, UpstreamUnavailable)
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": {"entitlements": []}, "errors": [{"message": "boom"}]},
+        b"not json",
+        {"data": {}},
+        {"data": {"entitlements": [1]}},
+        {"data": {"entitlements": [{"feature": {"refId": 7}}]}},
+    ],
+)
+def test_unusable_200_is_an_error_without_retry(server: ScriptedServer, body: Any) -> None:
+    server.replies = [(200, body, 0.0)]
+    with pytest.raises(UpstreamError):
+        fetch(server)
+    assert len(server.seen) == 1
+
+
+def test_empty_errors_and_entries_without_feature_are_fine(server: ScriptedServer) -> None:
+    server.replies = [(200, {"data": {"entitlements": [{"usageLimit": 1}]}, "errors": []}, 0.0)]
+    assert fetch(server).entitlements == [{"usageLimit": 1}]
+
+
+def test_a_retry_needs_more_budget_than_its_delay(server: ScriptedServer) -> None:
+    # Stigg's P27 scaled by 1/10: delays 0.4 s then 0.8 s within 1 s -> exactly two attempts.
+    server.replies = [(503, {}, 0.0)]
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable):
+        fetch(server, base_delay_seconds=0.2, budget_seconds=1.0)
+    assert len(server.seen) == 2
+    assert 0.4 <= time.monotonic() - started < 1.0
+
+
+def test_a_timed_out_attempt_leaves_no_budget(server: ScriptedServer) -> None:
+    server.replies = [(200, {"data": {"entitlements": []}}, 1.5)]
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable):
+        fetch(server, budget_seconds=0.3)
+    assert time.monotonic() - started < 1.0
+    assert len(server.seen) == 1
+
+
+def test_connection_refused_is_retried() -> None:
+    options = EdgeOptions(f"http://127.0.0.1:{free_port()}", base_delay_seconds=0.05, jitter=0.0)
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable):
+        EdgeClient(options).fetch("cus-1")
+    assert time.monotonic() - started >= 0.1 + 0.2 + 0.4  # three retries: 2, 4, 8 x base
+
+
+def test_delay_is_exponential_with_up_to_20_percent_jitter() -> None:
+    options = EdgeOptions("http://edge")
+    assert 4.0 <= options.delay(1) <= 4.8
+    assert 8.0 <= options.delay(2) <= 9.6
+
+
+def test_asyncio_twin(server: ScriptedServer) -> None:
+    async def scenario() -> tuple[Any, Exception | None]:
+        client = AsyncEdgeClient(server.options())
         try:
-            first = await upstream.fetch("cus")
-            scripted.script((404, {}, 0))
-            return first, await upstream.fetch("cus")
+            answer = await client.fetch("acme:eu", "site-1")
+            server.replies = [(503, {}, 0.0)]
+            try:
+                await client.fetch("acme:eu")
+            except UpstreamUnavailable as exc:
+                return answer, exc
+            return answer, None
         finally:
-            await upstream.aclose()
+            await client.aclose()
 
-    first, second = asyncio.run(scenario())
-    assert first is not None
-    assert first.data.customer_id == "cus"
-    assert second is None
+    answer, error = asyncio.run(scenario())
+    assert answer.entitlements == [ENTRY]
+    assert isinstance(error, UpstreamUnavailable)
+    assert server.seen[0][0] == "/v1/c/acme:eu/entitlements.json?resourceId=site-1"
+    assert len(server.seen) == 1 + 4
 
 
-def test_against_the_edge_stub() -> None:
-    stub = EdgeStub().start()
-    good = UpstreamClient(UpstreamOptions(stub.url, STUB_API_KEY, retries=0))
-    bad = UpstreamClient(UpstreamOptions(stub.url, "wrong", retries=0))
-    try:
-        stub.put("cus-1", snapshot_body(features={"a": 1}, timestamp=500))
-        stub.put("cus-1", snapshot_body(features={"b": 1}, timestamp=400), resource="r1")
-        got = good.fetch("cus-1")
-        assert got is not None
-        assert got.timestamp == 500
-        scoped = good.fetch("cus-1", "r1")
-        assert scoped is not None
-        assert (scoped.timestamp, scoped.data.entitlements[0].id) == (500, "b")
-        assert good.fetch("cus-2") is None
-        assert [(c.customer_id, c.resource_id) for c in good.customers()] == [
-            ("cus-1", None),
-            ("cus-1", "r1"),
-        ]
-        with pytest.raises(UpstreamError, match="401"):
-            bad.fetch("cus-1")
-    finally:
-        good.close()
-        bad.close()
-        stub.stop()
+def test_asyncio_twin_does_not_retry_errors_in_a_200(server: ScriptedServer) -> None:
+    server.replies = [(200, {"data": None, "errors": [{"message": "boom"}]}, 0.0)]
+
+    async def scenario() -> None:
+        client = AsyncEdgeClient(server.options())
+        try:
+            await client.fetch("cus-1")
+        finally:
+            await client.aclose()
+
+    with pytest.raises(UpstreamError):
+        asyncio.run(scenario())
+    assert len(server.seen) == 1
