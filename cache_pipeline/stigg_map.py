@@ -8,37 +8,19 @@ what the pipeline and our reader write reads, in Stigg's SDK, as what it writes 
 * the entitlements map ``{refId: {"calculatedEntitlement": {...}, "featureUsage": {...}}}``;
 * one usage value ``{"currentUsage": n, "usagePeriodStart"?: ms, "usagePeriodEnd"?: ms}``
   per metered entry (``NUMBER`` with meter ``Fluctuating`` or ``Incremental``);
-* the map's version: the first valid ``entitlementUpdatedAt`` in response order.
+* the map's version is ``cache_pipeline.dates.edge_version``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
+
+from cache_pipeline.dates import epoch_ms
 
 FEATURE_TYPES = ("BOOLEAN", "NUMBER", "ENUM")
 METERED = ("Fluctuating", "Incremental")
 Entry = Mapping[str, Any]
-
-
-def epoch_ms(value: Any) -> int | None:
-    """Integer epoch ms from epoch ms or an ISO-8601 string; None when absent or unreadable."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:  # JavaScript reads a zone-less date-time as local time; we use UTC
-        return None
-    return int(parsed.timestamp() * 1000)
 
 
 def entry_problem(entry: Any) -> str | None:
@@ -119,21 +101,6 @@ def metered_usages(entries: Iterable[Entry]) -> dict[str, tuple[dict[str, Any], 
             version = epoch_ms(entry.get("usageUpdatedAt"))
             usages[str(feature["refId"])] = (usage_value(entry), version)
     return usages
-
-
-def map_version(entries: Iterable[Entry], now_ms: int) -> int:
-    """The map's version as Stigg's SDK computes it (STIGG-COMPAT.md §5.1).
-
-    The first valid ``entitlementUpdatedAt`` in response order, not the newest; 0 for an
-    empty list; ``now_ms`` when no entry carries a valid one.
-    """
-    seen = False
-    for entry in entries:
-        seen = True
-        version = epoch_ms(entry.get("entitlementUpdatedAt"))
-        if version is not None:
-            return version
-    return now_ms if seen else 0
 
 
 def _feature(feature: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,9 +17,10 @@ import pytest
 import redis
 
 from cache_pipeline.client.reading import script_source
+from cache_pipeline.dates import edge_version
 from cache_pipeline.plan import ScriptCall
 from cache_pipeline.scope_writes import invalidate_call, snapshot_call
-from cache_pipeline.stigg_map import map_version, metered_usages
+from cache_pipeline.stigg_map import metered_usages
 from tests.support.golden import (
     GOLDEN_CLOCK_MS,
     GOLDEN_FILES,
@@ -63,7 +64,7 @@ def _write_answers(client: redis.Redis, prefix: str, golden: dict[str, Any]) -> 
     for request, response in golden["edgeResponses"].items():
         entries = response["data"]["entitlements"]
         scope = _scope(prefix, request)
-        version = map_version(entries, now_ms=GOLDEN_CLOCK_MS)
+        version = edge_version(entries, now=GOLDEN_CLOCK_MS)
         call = snapshot_call(
             scope, entries, version=version, gate=version, ttl=GOLDEN_TTL, only_if_exists=False
         )

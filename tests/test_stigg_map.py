@@ -9,12 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from cache_pipeline.dates import edge_version
 from cache_pipeline.plan import encode
 from cache_pipeline.stigg_map import (
     entry_problem,
-    epoch_ms,
     map_entitlements,
-    map_version,
     metered_usages,
 )
 from tests.support.golden import GOLDEN_FILES
@@ -44,7 +43,7 @@ def test_mapping_writes_what_stiggs_sdk_wrote(path: Path) -> None:
         entries = response["data"]["entitlements"]
         key = _scope_key(golden["environmentPrefix"], request)
         assert encode(map_entitlements(entries)) == written[key], key
-        assert int(written[key + "#timestamp"]) == map_version(entries, now_ms=1)
+        assert int(written[key + "#timestamp"]) == edge_version(entries, now=1)
         for feature_id, (value, version) in metered_usages(entries).items():
             usage_key = f"{key}:f_{feature_id}"
             if version is None:  # the SDK writes no usage key without usageUpdatedAt
@@ -52,34 +51,6 @@ def test_mapping_writes_what_stiggs_sdk_wrote(path: Path) -> None:
                 continue
             assert encode(value) == written[usage_key], usage_key
             assert int(written[usage_key + "#timestamp"]) == version
-
-
-def test_map_version_is_the_first_valid_entitlement_updated_at() -> None:
-    entries = [
-        {"entitlementUpdatedAt": "not a date"},
-        {"entitlementUpdatedAt": "2026-11-20T10:00:00.000Z"},
-        {"entitlementUpdatedAt": "2026-11-29T10:00:00.000Z"},
-    ]
-    assert map_version(entries, now_ms=7) == 1795168800000
-    assert map_version([], now_ms=7) == 0
-    assert map_version([{"entitlementUpdatedAt": None}], now_ms=7) == 7
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("2026-11-20T10:00:00.000Z", 1795168800000),
-        ("2026-11-20T11:00:00+01:00", 1795168800000),
-        (1795168800000, 1795168800000),
-        (None, None),
-        ("", None),
-        ("yesterday", None),
-        (True, None),
-        ("2026-11-20T10:00:00", None),
-    ],
-)
-def test_epoch_ms(value: Any, expected: int | None) -> None:
-    assert epoch_ms(value) == expected
 
 
 @pytest.mark.parametrize(

@@ -34,12 +34,11 @@ from cache_pipeline.client.answers import (
 from cache_pipeline.client.usage_period import UnsupportedResetPeriod, calculate_usage_period
 from cache_pipeline.dates import epoch_ms
 from cache_pipeline.errors import InvalidArgument
+from cache_pipeline.stigg_map import is_metered as metered_feature
 
 GetterKind = Literal["BOOLEAN", "NUMERIC", "METERED", "ENUM", "ENTITLEMENT"]
 Entry = Mapping[str, Any]
 Decision = tuple[bool, str | None]
-
-METERED_TYPES = ("Incremental", "Fluctuating")
 
 
 class _Broken(Exception):
@@ -67,12 +66,7 @@ def _feature(entry: Entry | None) -> Mapping[str, Any] | None:
 
 def is_metered(entry: Entry | None) -> bool:
     """NUMBER with meterType Incremental or Fluctuating (SDK ``isMetered``)."""
-    feature = _feature(entry)
-    return (
-        feature is not None
-        and feature.get("featureType") == "NUMBER"
-        and feature.get("meterType") in METERED_TYPES
-    )
+    return metered_feature(_feature(entry))
 
 
 def _type_matches(kind: GetterKind, entry: Entry) -> bool:
