@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format run bench clean
+.PHONY: install test image-test lint format run bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -19,8 +19,13 @@ run: $(PY)
 		2>/dev/null || $(MAKE) install
 	$(PY) -m cache_pipeline.devstack $(RUN_ARGS)
 
+# The whole suite, the image test included (it needs podman, runc and debootstrap: see .ci/run).
 test: $(PY)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Only the image: build it with podman and run it hardened against the suite's servers.
+image-test: $(PY)
+	$(VENV)/bin/pytest -m image tests/test_image.py $(PYTEST_ARGS)
 
 lint: $(PY)
 	$(VENV)/bin/ruff check .
