@@ -76,6 +76,13 @@ POISON_FLOOD_PAUSES = Counter(
     "persistent_cache_poison_flood_pauses_total",
     "Times consumption stopped because invalid messages passed POISON_FLOOD_RATIO",
 )
+
+# The HTTP surface's request count and latency per handler; the collectors are
+# made by prometheus-fastapi-instrumentator in ``api.instrumentation``.
+HTTP_REQUESTS_NAME = "http_requests_total"
+HTTP_REQUEST_DURATION_NAME = "http_request_duration_seconds"
+HTTP_REQUEST_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
 BUILD_INFO = Info("persistent_cache_build", "Version of the running service")
 BUILD_INFO.info({"version": __version__})
 
