@@ -55,6 +55,14 @@ MESSAGES_PARKED = Counter(
     "Poison messages parked: sent to the DLQ, or left for the queue's redrive policy",
     ["destination"],
 )
+APPLY_LAG = Histogram(
+    "persistent_cache_apply_lag_seconds",
+    "Seconds from a message's origin to its write being done, per applied message: "
+    "basis=sqs_sent from SQS's SentTimestamp, basis=message from the contract timestamp",
+    ["basis"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0),
+)
+APPLY_LAG_BASES = ("sqs_sent", "message")
 RECEIVE_ERRORS = Counter(
     "persistent_cache_receive_errors_total", "Failed receives or deletes against the queue"
 )
