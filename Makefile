@@ -9,8 +9,9 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 
+# The worker's extra and the dev tools (the bare package is only the reader SDK).
 install: $(PY)
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[worker,dev]'
 
 # The whole stack on this machine without Docker: Redis, SQS (moto), the edge stub, the worker
 # and a demo feed; Ctrl-C stops it. Installs first when the venv lacks the project (fresh clone).
