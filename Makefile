@@ -3,14 +3,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format run bench clean
+.PHONY: install test image-test lint format run bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 
+# The worker's extra and the dev tools (the bare package is only the reader SDK).
 install: $(PY)
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[worker,dev]'
 	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
 
 # The whole stack on this machine without Docker: Redis, SQS (moto), the edge stub, the worker
@@ -20,8 +21,13 @@ run: $(PY)
 		2>/dev/null || $(MAKE) install
 	$(PY) -m cache_pipeline.devstack $(RUN_ARGS)
 
+# The whole suite, the image test included (it needs podman, runc and debootstrap: see .ci/run).
 test: $(PY)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Only the image: build it with podman and run it hardened against the suite's servers.
+image-test: $(PY)
+	$(VENV)/bin/pytest -m image tests/test_image.py $(PYTEST_ARGS)
 
 lint: $(PY)
 	$(VENV)/bin/ruff check .

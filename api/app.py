@@ -13,6 +13,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from api.exposition import build_exposition
+from api.instrumentation import instrument
 from api.readiness import RedisProbe
 from cache_pipeline import __version__
 from cache_pipeline.config import Settings
@@ -39,6 +40,8 @@ def create_app(settings: Settings, health: HealthState, redis_client: Any) -> Fa
         openapi_url="/openapi.json" if docs else None,
         swagger_ui_oauth2_redirect_url="/docs/oauth2-redirect" if docs else None,
     )
+
+    instrument(app)
 
     @app.get("/livez")
     def livez() -> dict[str, str]:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import redis
 from botocore.config import Config
 
@@ -158,16 +157,22 @@ class Queues:
         self.client.close()
 
 
-def sqs_client(endpoint: str) -> SQSClient:
+def sqs_client(endpoint: str, config: Config | None = None) -> SQSClient:
+    """An SQS client on LocalStack (or moto) at ``endpoint``, made by localstack-client."""
+    from localstack_client.session import Session
+
     env = aws_environment()
-    client: SQSClient = boto3.client(
-        "sqs",
-        endpoint_url=endpoint,
-        region_name=env["AWS_REGION"],
+    url = urllib.parse.urlsplit(endpoint)
+    if url.scheme != "http":
+        raise ServiceError(f"SQS_ENDPOINT_URL={endpoint}: the bench expects a plain http endpoint")
+    session = Session(
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        config=Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=30),
+        region_name=env["AWS_REGION"],
+        localstack_host=url.netloc,
     )
+    default = Config(retries={"mode": "standard", "max_attempts": 3}, read_timeout=30)
+    client: SQSClient = session.client("sqs", config=config or default)
     return client
 
 

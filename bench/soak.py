@@ -173,17 +173,11 @@ def _mib(value: float) -> str:
 @click.option("--interval", type=click.FloatRange(min=1), default=60.0, show_default=True)
 def main(minutes: float, rate: float, customers: int, interval: float) -> None:
     """Soak the worker and print its memory every interval."""
-    import boto3
+    from bench.services import sqs_client
 
     with ExitStack() as stack:
         redis_server, endpoint = _services(stack)
-        sqs = boto3.client(
-            "sqs",
-            endpoint_url=endpoint,
-            region_name=AWS_TEST_ENV["AWS_REGION"],
-            aws_access_key_id=AWS_TEST_ENV["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=AWS_TEST_ENV["AWS_SECRET_ACCESS_KEY"],
-        )
+        sqs = sqs_client(endpoint)
         queue = sqs.create_queue(QueueName=f"soak-{uuid.uuid4().hex[:8]}")["QueueUrl"]
         log = Path(tempfile.mkdtemp(prefix="soak-")) / "worker.log"
         env = {

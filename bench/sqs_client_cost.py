@@ -20,7 +20,7 @@ import click
 import psutil
 from botocore.config import Config
 
-from bench.services import AWS_DEFAULTS, Queues, on_endpoint
+from bench.services import Queues, on_endpoint, sqs_client
 from bench.workload import body, generate
 
 LOCALSTACK_PIDFILE = Path.home() / ".cache" / "localstack-host" / "pid"
@@ -63,8 +63,6 @@ def _drain(client: Any, url: str, expect: int, extra: dict[str, Any]) -> tuple[i
 @click.option("--batches", type=int, default=200, show_default=True, help="receives per shape")
 def main(batches: int) -> None:
     """Print the CPU per 1,000 messages of each request shape."""
-    import boto3
-
     endpoint = os.environ.get("SQS_ENDPOINT_URL")
     if not endpoint:
         raise click.UsageError("set SQS_ENDPOINT_URL (e.g. http://127.0.0.1:4566)")
@@ -74,14 +72,7 @@ def main(batches: int) -> None:
         for name, (config, extra) in SHAPES.items():
             url = queues.create(f"sqs-cost-{uuid.uuid4().hex[:8]}")
             queues.fill(url, bodies)
-            client = boto3.client(
-                "sqs",
-                endpoint_url=endpoint,
-                region_name=AWS_DEFAULTS["AWS_REGION"],
-                aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
-                aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
-                config=Config(**config),
-            )
+            client = sqs_client(endpoint, Config(**config))
             cpu, server, wall = time.process_time(), _server_cpu(), time.perf_counter()
             got, calls = _drain(client, on_endpoint(url, endpoint), len(bodies), extra)
             cpu, server = time.process_time() - cpu, _server_cpu() - server

@@ -50,6 +50,7 @@ class Delivery:
     body: str
     sqs_id: str
     received_at: float  # time.perf_counter() at receipt
+    sent_at: float | None = None  # SQS SentTimestamp (epoch seconds), when the receive has it
     message: Message | None = None
     invalid: InvalidMessage | None = None
     result: Outcome | StoreError | None = None
@@ -105,6 +106,10 @@ def record_applied(delivery: Delivery) -> None:
     if result in (Outcome.STALE, Outcome.POLICY):
         _skipped(message.type, result.value).inc()
     metrics.MESSAGE_HANDLING_DURATION.observe(time.perf_counter() - delivery.received_at)
+    now = time.time()
+    if delivery.sent_at is not None:
+        _lag("sqs_sent").observe(max(0.0, now - delivery.sent_at))
+    _lag("message").observe(max(0.0, now - message.timestamp / 1000))
     # Keyword arguments land in the record's extra fields, like bind(); no new logger per message.
     logger.debug("message applied: {}", result.value, **delivery.log_fields())
 
@@ -113,6 +118,12 @@ def record_applied(delivery: Delivery) -> None:
 def _processed(kind: str) -> Any:
     """The processed counter of one message type (the labelled child, looked up once)."""
     return metrics.MESSAGES_PROCESSED.labels(kind)
+
+
+@cache
+def _lag(basis: str) -> Any:
+    """The apply-lag histogram of one basis (clock skew is clamped to 0)."""
+    return metrics.APPLY_LAG.labels(basis)
 
 
 @cache

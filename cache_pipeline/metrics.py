@@ -59,6 +59,14 @@ DLQ_REFUSED = Counter(
     "persistent_cache_dlq_refused_total",
     "Poison messages the dead-letter queue refused; left for the queue's redrive policy",
 )
+APPLY_LAG = Histogram(
+    "persistent_cache_apply_lag_seconds",
+    "Seconds from a message's origin to its write being done, per applied message: "
+    "basis=sqs_sent from SQS's SentTimestamp, basis=message from the contract timestamp",
+    ["basis"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0),
+)
+APPLY_LAG_BASES = ("sqs_sent", "message")
 RECEIVE_ERRORS = Counter(
     "persistent_cache_receive_errors_total", "Failed receives or deletes against the queue"
 )
@@ -80,6 +88,13 @@ POISON_FLOOD_PAUSES = Counter(
     "persistent_cache_poison_flood_pauses_total",
     "Times consumption stopped because invalid messages passed POISON_FLOOD_RATIO",
 )
+
+# The HTTP surface's request count and latency per handler; the collectors are
+# made by prometheus-fastapi-instrumentator in ``api.instrumentation``.
+HTTP_REQUESTS_NAME = "http_requests_total"
+HTTP_REQUEST_DURATION_NAME = "http_request_duration_seconds"
+HTTP_REQUEST_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
 BUILD_INFO = Info("persistent_cache_build", "Version of the running service")
 BUILD_INFO.info({"version": __version__})
 

@@ -54,6 +54,9 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "wait_time_seconds": LONG_POLL_SECONDS,
         "polling_interval": 0,
         "visibility_timeout": settings.visibility_timeout,
+        # every receive asks for SentTimestamp (beside kombu's ApproximateReceiveCount):
+        # the apply lag is measured from it
+        "fetch_message_attributes": ["SentTimestamp"],
         "client-config": {
             "connect_timeout": 5,
             "read_timeout": LONG_POLL_SECONDS + 10,

@@ -52,6 +52,12 @@ DRAIN_TIMEOUT = 0.1  # below the long poll: drain_events returns after one empty
 RECEIVE_BACKOFF = EqualJitterBackoff(cap=10.0, base=0.5)
 
 
+def sent_at(sqs_message: dict[str, Any]) -> float | None:
+    """SQS's SentTimestamp (epoch ms, asked for by ``tasks.app``) in epoch seconds."""
+    sent = sqs_message.get("Attributes", {}).get("SentTimestamp")
+    return int(sent) / 1000 if isinstance(sent, str) and sent.isdigit() else None
+
+
 class QueueConsumer:
     """Consumes one queue in the calling thread until ``stopping`` is set."""
 
@@ -199,6 +205,7 @@ class QueueConsumer:
             body=sqs_message["Body"],
             sqs_id=sqs_message.get("MessageId", ""),
             received_at=now,
+            sent_at=sent_at(sqs_message),
         )
         if not message.headers.get("task"):
             try:

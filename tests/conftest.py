@@ -11,8 +11,18 @@ import redis
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.store import Store
+from tests.support.image import TIMINGS
 from tests.support.servers import RedisServer, SqsServer
 from tests.support.worker import Workers, create_queue, worker_env
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """The image test's timings, when it ran."""
+    line = config.stash.get(TIMINGS, None)
+    if line is not None:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.server import ServerHandle, serve_in_thread
 from cache_pipeline.config import Settings, load_settings
 from cache_pipeline.health import HealthState
+from cache_pipeline.metrics import BASELINE_TYPES, HTTP_REQUEST_DURATION_NAME, HTTP_REQUESTS_NAME
 from cache_pipeline.redis_client import connect
 from tests.support.servers import RedisServer, free_port, wait_until
 
@@ -146,6 +148,40 @@ def test_metrics_is_prometheus_text(surface: Surface) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     assert "# TYPE persistent_cache_messages_processed_total counter" in response.text
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_requests_are_counted_and_timed_per_handler_beside_the_baseline(
+    surface: Surface,
+) -> None:
+    def requests(handler: str, status: str) -> float:
+        labels = (("handler", handler), ("method", "GET"), ("status", status))
+        return samples(surface.get("/metrics").text).get((HTTP_REQUESTS_NAME, labels), 0.0)
+
+    livez, missing = requests("/livez", "2xx"), requests("none", "4xx")
+    for _ in range(3):
+        assert surface.get("/livez").status_code == 200
+    assert surface.get("/nowhere").status_code == 404
+    text = surface.get("/metrics").text
+    assert requests("/livez", "2xx") == livez + 3
+    assert requests("none", "4xx") == missing + 1, "unrouted paths share one handler label"
+    latency = samples(text)
+    count = (
+        HTTP_REQUEST_DURATION_NAME + "_count",
+        (("handler", "/livez"), ("method", "GET"), ("status", "2xx")),
+    )
+    assert latency[count] >= 3
+    families = {family.name: family.type for family in text_string_to_metric_families(text)}
+    assert families[HTTP_REQUEST_DURATION_NAME] == "histogram"
+    for name, kind in BASELINE_TYPES.items():
+        assert kind in (families.get(name), families.get(name.removesuffix("_total"))), name
 
 
 def test_port_in_use_is_a_clear_error(own_redis: RedisServer) -> None:

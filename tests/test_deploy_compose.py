@@ -182,9 +182,11 @@ def test_init_hook_creates_queue_and_dead_letter_queue(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    # ... and again the way LocalStack runs ready hooks (exec, not __main__): idempotent.
+    # ... and again the way LocalStack runs ready hooks (exec, not __main__), in an
+    # interpreter without localstack-client as LocalStack's own: idempotent.
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setitem(sys.modules, "localstack_client.session", None)
     code = compile(INIT_HOOK.read_text(), str(INIT_HOOK), "exec")
     exec(code, {"__file__": str(INIT_HOOK), "__name__": "ready.d"})  # noqa: S102
     queue = queue_attributes(sqs_server, f"init-{suffix}")

@@ -25,6 +25,7 @@ from tests.support.manifests import by_kind, load_objects, validate_object
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "cache-pipeline"
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
+RULES = "cache-pipeline.rules.yaml"
 SECRET_KEYS = {"SERVER_API_KEY", "REDIS_PASSWORD", "SENTRY_DSN"}
 # Settings the chart sets itself rather than through values.config.
 CHART_MANAGED = {"api_host", "api_docs"}
@@ -91,6 +92,7 @@ def test_all_on_values_render_valid_objects(chart: helm.Chart) -> None:
         "ServiceMonitor",
         "ScaledObject",
         "TriggerAuthentication",
+        "PrometheusRule",
     }
     checked = {kind: validate_object(obj) for kind, obj in rendered.items()}
     assert checked["ScaledObject"] == "custom-resource schema"
@@ -250,6 +252,14 @@ def test_service_monitor_scrapes_metrics_on_the_named_port(chart: helm.Chart) ->
     assert endpoint["path"] == "/metrics"
     selector = rendered["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
     assert selector.items() <= rendered["Service"]["metadata"]["labels"].items()
+
+
+def test_prometheus_rule_carries_the_plain_rules_file(chart: helm.Chart) -> None:
+    assert "PrometheusRule" not in objects(chart), "off by default"
+    rendered = objects(chart, all_on())["PrometheusRule"]
+    plain = yaml.safe_load((CHART.parents[1] / "deploy" / "prometheus" / RULES).read_text())
+    assert rendered["spec"] == plain
+    assert rendered["metadata"]["labels"]["release"] == "prometheus"
 
 
 def test_notes_render(chart: helm.Chart) -> None:

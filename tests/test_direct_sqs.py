@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -241,3 +242,26 @@ def _expected_signature(endpoint: str, headers: dict[str, str], body: bytes) -> 
         f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders={';'.join(signed)}, "
         f"Signature={signature}"
     )
+
+
+def test_sent_timestamp_comes_back_directly_and_through_the_fallback(
+    queue: tuple[Any, str], direct: DirectSqs
+) -> None:
+    """The consumer's receive asks for SentTimestamp (the apply lag is measured from it)."""
+    client, url = queue
+    before = int(time.time() * 1000)
+    client.send_message_batch(
+        QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(2)]
+    )
+    params = {
+        "QueueUrl": url,
+        "MaxNumberOfMessages": 1,
+        "WaitTimeSeconds": 1,
+        "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+    }
+    fallback = DirectSqs(client)
+    fallback._http = None  # what happens on a botocore without the internals DirectSqs uses
+    for receiver in (direct, fallback):
+        (message,) = receiver.receive_message(**params)["Messages"]
+        sent = int(message["Attributes"]["SentTimestamp"])
+        assert before - 5000 <= sent <= int(time.time() * 1000) + 5000

@@ -7,13 +7,13 @@ script calls as ``cache_pipeline.store.Store`` through the asyncio client.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
-from loguru import logger
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -52,6 +52,8 @@ from cache_pipeline.store import Outcome, load_script_source
 from cache_pipeline.upstream import AsyncUpstreamClient, UpstreamAnswer
 
 AsyncRedisClient = aioredis.Redis | AsyncRedisCluster
+
+logger = logging.getLogger(__name__)
 
 
 def connect_async(settings: Settings) -> AsyncRedisClient:
@@ -200,7 +202,7 @@ class AsyncEntitlementsCache(ReaderBase):
                 finally:
                     await self._unlock(scope, token)
             if time.monotonic() >= deadline:
-                logger.warning("miss lock of {} still held; asking the upstream", scope.keys.lock)
+                logger.warning("miss lock of %s still held; asking the upstream", scope.keys.lock)
                 return await self._fetch_and_write(scope, cached)
             await asyncio.sleep(self.options.poll_interval_seconds)
             again = await self._read(scope)

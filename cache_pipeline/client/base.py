@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
-
-from loguru import logger
 
 from cache_pipeline.client.local import LocalCache, ScopeKey
 from cache_pipeline.client.models import CustomerEntitlements, Kind
@@ -21,6 +20,8 @@ from cache_pipeline.config import Settings
 from cache_pipeline.errors import UpstreamError, UpstreamUnavailable
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.upstream import UpstreamAnswer
+
+logger = logging.getLogger(__name__)
 
 # What an upstream fetch may raise that the readers answer from the cache instead.
 UPSTREAM_TROUBLE: tuple[type[Exception], ...] = (UpstreamUnavailable, UpstreamError)
@@ -68,7 +69,7 @@ class ReaderBase:
         return time.monotonic() < self._redis_down_until
 
     def _cache_trouble(self, what: str, exc: BaseException) -> None:
-        logger.warning("cache {} failed, using the upstream API: {!r}", what, exc)
+        logger.warning("cache %s failed, using the upstream API: %r", what, exc)
         self._redis_down_until = time.monotonic() + self.options.redis_retry_after_seconds
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
-
-from loguru import logger
 
 from cache_pipeline.client.models import CustomerEntitlements, Kind
 from cache_pipeline.client.results import Entry, from_entries
 from cache_pipeline.errors import EntitlementsUnavailable
 from cache_pipeline.keys import CustomerKeys, KeyLayout
+
+logger = logging.getLogger(__name__)
 
 # What a cache read, lock or write-back may raise and the SDK never passes on: the
 # promise is an answer whenever the upstream can give one, so any failure of the
@@ -150,7 +151,7 @@ def stale_or_unavailable(
 ) -> CustomerEntitlements:
     """The upstream failed: serve an out-of-date cache entry if there is one, else raise."""
     if cached is not None and cached.result is not None:
-        logger.warning("upstream API failed, serving the cached entry: {!r}", exc)
+        logger.warning("upstream API failed, serving the cached entry: %r", exc)
         return replace(cached.result, stale=True)
     raise EntitlementsUnavailable(
         f"entitlements of customer {scope.customer_id!r} (resource {scope.resource_id!r}) are "

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
 
 import httpx
-from loguru import logger
 
 from cache_pipeline.client.base import (
     UPSTREAM_TROUBLE,
@@ -40,6 +40,8 @@ from cache_pipeline.config import CacheUpdatePolicy, Settings
 from cache_pipeline.redis_client import connect
 from cache_pipeline.store import Outcome, RedisClient, Store
 from cache_pipeline.upstream import UpstreamAnswer, UpstreamClient
+
+logger = logging.getLogger(__name__)
 
 
 class EntitlementsCache(ReaderBase):
@@ -189,7 +191,7 @@ class EntitlementsCache(ReaderBase):
                 finally:
                     self._unlock(scope, token)
             if time.monotonic() >= deadline:
-                logger.warning("miss lock of {} still held; asking the upstream", scope.keys.lock)
+                logger.warning("miss lock of %s still held; asking the upstream", scope.keys.lock)
                 return self._fetch_and_write(scope, cached)
             time.sleep(self.options.poll_interval_seconds)
             again = self._read(scope)

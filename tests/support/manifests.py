@@ -116,6 +116,44 @@ CUSTOM_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
             },
         }
     ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _custom_resource(
+        {
+            "type": "object",
+            "required": ["groups"],
+            "additionalProperties": False,
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["alert", "expr"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "alert": {"type": "string", "pattern": "^[A-Za-z]\\w*$"},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": {"type": "string", "pattern": r"^\d+(ms|s|m|h)$"},
+                                        "labels": _LABELS,
+                                        "annotations": _LABELS,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        }
+    ),
     ("keda.sh/v1alpha1", "TriggerAuthentication"): _custom_resource(
         {
             "type": "object",

@@ -1,0 +1,93 @@
+"""``pip install cache-pipeline`` alone is the reader SDK: built as a wheel, installed into a
+fresh virtualenv without the worker's extra, it reads entitlements from a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.store import Store
+from tests.support import factory
+from tests.support.servers import RedisServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER_ONLY = {
+    "celery",
+    "kombu",
+    "boto3",
+    "botocore",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "loguru",
+    "sentry-sdk",
+    "prometheus-client",
+    "prometheus-fastapi-instrumentator",
+    "click",
+    "psutil",
+}
+READ = """
+import json, sys
+from cache_pipeline.client import EntitlementsCache
+
+cache = EntitlementsCache(redis_host="127.0.0.1", redis_port=int(sys.argv[1]),
+                          environment_prefix=sys.argv[2], edge_api_url="http://127.0.0.1:9")
+seats = cache.get_entitlement("cus-sdk", "seats")
+cache.close()
+heavy = sorted(name for name in ("celery", "kombu", "boto3", "fastapi", "loguru", "sentry_sdk")
+               if name in sys.modules)
+print(json.dumps({"access": seats.has_access, "usage": seats.current_usage,
+                  "source": seats.source, "worker_modules": heavy}))
+"""
+
+
+def run(*args: str, cwd: Path = ROOT) -> str:
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, (
+        f"{' '.join(args)}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    )
+    return result.stdout
+
+
+def test_the_bare_package_reads_entitlements_without_the_worker_dependencies(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    make_store: Callable[..., Store],
+    prefix: str,
+) -> None:
+    wheels = tmp_path / "wheels"
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "--wheel-dir",
+        str(wheels),
+        str(ROOT),
+    )
+    (wheel,) = wheels.glob("cache_pipeline-*.whl")
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    run(python, "-m", "pip", "install", "--quiet", str(wheel))
+    installed = {
+        item["name"].lower()
+        for item in json.loads(run(python, "-m", "pip", "list", "--format", "json"))
+    }
+    assert {"redis", "httpx", "pydantic", "cache-pipeline"} <= installed
+    assert not installed & WORKER_ONLY, sorted(installed & WORKER_ONLY)
+
+    store = make_store(policy=CacheUpdatePolicy.UPSERT)
+    store.apply(factory.parsed(factory.entitlements("cus-sdk", 100, features={"seats": 3})))
+    answer = json.loads(run(python, "-c", READ, str(redis_server.port), prefix, cwd=tmp_path))
+    assert answer == {"access": True, "usage": 3, "source": "cache", "worker_modules": []}
