@@ -40,6 +40,14 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def prefixed_redis(redis_client: redis.Redis, prefix: str) -> Iterator[redis.Redis]:
+    """The session's redis-server; every key under the test's prefix goes afterwards."""
+    yield redis_client
+    for key in redis_client.scan_iter(match=f"{prefix}:*"):
+        redis_client.unlink(key)
+
+
+@pytest.fixture
 def prefix() -> str:
     """A fresh environment prefix, so tests never see each other's keys."""
     return f"test-{uuid.uuid4().hex[:12]}"

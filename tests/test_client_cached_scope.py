@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,11 @@ from cache_pipeline.client.cached_scope import (
 )
 from cache_pipeline.client.reading import script_source
 from tests.support.golden import GOLDEN_FILES, load_golden, rekey
-from tests.support.servers import RedisServer
 
 
 @pytest.fixture
-def client(redis_server: RedisServer, prefix: str) -> Iterator[redis.Redis]:
-    connection = redis_server.client()
-    yield connection
-    for key in connection.scan_iter(match=f"{prefix}:*"):
-        connection.unlink(key)
-    connection.close()
+def client(prefixed_redis: redis.Redis) -> redis.Redis:
+    return prefixed_redis
 
 
 def _read(

@@ -7,7 +7,6 @@ the SDK the way those runs did, so other interop tests can trust it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,8 @@ from tests.support.stigg_sdk import run_stigg_sdk_with_events
 
 
 @pytest.fixture
-def sdk_redis(redis_server: RedisServer, prefix: str) -> Iterator[redis.Redis]:
-    """A client on the session's redis-server; the test's prefix is emptied afterwards."""
-    client = redis_server.client()
-    yield client
-    for key in client.scan_iter(match=f"{prefix}:*"):
-        client.unlink(key)
-    client.close()
+def sdk_redis(prefixed_redis: redis.Redis) -> redis.Redis:
+    return prefixed_redis
 
 
 def test_golden_files_are_present() -> None:

@@ -9,7 +9,6 @@ older than the invalidation) lands and the next read is a hit.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,8 @@ SNAPSHOT_FILES = [path for path in GOLDEN_FILES if "redisBeforeReports" not in l
 
 
 @pytest.fixture
-def client(redis_server: RedisServer, prefix: str) -> Iterator[redis.Redis]:
-    connection = redis_server.client()
-    yield connection
-    for key in connection.scan_iter(match=f"{prefix}:*"):
-        connection.unlink(key)
-    connection.close()
+def client(prefixed_redis: redis.Redis) -> redis.Redis:
+    return prefixed_redis
 
 
 def _run(client: redis.Redis, call: ScriptCall) -> int:

@@ -16,7 +16,6 @@ import redis
 from cache_pipeline.client.reading import script_source
 from cache_pipeline.plan import ScriptCall
 from cache_pipeline.scope_writes import invalidate_call, snapshot_call, usage_call
-from tests.support.servers import RedisServer
 
 TTL = 604800
 SEATS = {
@@ -28,12 +27,8 @@ SEATS = {
 
 
 @pytest.fixture
-def client(redis_server: RedisServer, prefix: str) -> Any:
-    connection = redis_server.client()
-    yield connection
-    for key in connection.scan_iter(match=f"{prefix}:*"):
-        connection.unlink(key)
-    connection.close()
+def client(prefixed_redis: redis.Redis) -> redis.Redis:
+    return prefixed_redis
 
 
 def _json(client: redis.Redis, key: str) -> Any:
