@@ -13,19 +13,17 @@ import pytest
 import redis
 
 from tests.support.golden import (
-    GOLDEN_CLOCK_MS,
     GOLDEN_DIR,
     GOLDEN_FILES,
     GOLDEN_PREFIX,
     GOLDEN_TTL,
     load_golden,
-    parse_call,
     rekey,
+    replay,
     stored,
 )
 from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer
-from tests.support.stigg_sdk import run_stigg_sdk_with_events
 
 
 @pytest.fixture
@@ -48,14 +46,7 @@ def test_replayed_cache_hits_answer_as_recorded(
     assert reads, f"{path.name} has no cache-hit reads"
 
     with RecordingEdge() as edge:
-        results, events = run_stigg_sdk_with_events(
-            redis_server.port,
-            prefix,
-            edge.url,
-            [parse_call(read["call"]) for read in reads],
-            dates="iso",
-            clock_ms=GOLDEN_CLOCK_MS,
-        )
+        results, events = replay(redis_server.port, prefix, edge.url, reads)
 
     for read, result, call_events in zip(reads, results, events, strict=True):
         assert result == read["result"], read["call"]
@@ -73,14 +64,7 @@ def test_miss_fetches_from_edge_and_writes_the_golden_contents(
     assert first.get("apiRequests"), f"{path.name}: the first read is not the recorded miss"
 
     with RecordingEdge(golden["edgeResponses"]) as edge:
-        results, events = run_stigg_sdk_with_events(
-            redis_server.port,
-            prefix,
-            edge.url,
-            [parse_call(first["call"])],
-            dates="iso",
-            clock_ms=GOLDEN_CLOCK_MS,
-        )
+        results, events = replay(redis_server.port, prefix, edge.url, [first])
 
     assert results == [first["result"]]
     assert events == [first["sdkEvents"]]

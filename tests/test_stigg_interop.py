@@ -25,12 +25,11 @@ from tests.support.golden import (
     GOLDEN_FILES,
     GOLDEN_TTL,
     load_golden,
-    parse_call,
     rekey,
+    replay,
 )
 from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer
-from tests.support.stigg_sdk import run_stigg_sdk_with_events
 
 # usage-after-reporting's later reads follow reportUsage calls the SDK made itself
 SNAPSHOT_FILES = [path for path in GOLDEN_FILES if "redisBeforeReports" not in load_golden(path)]
@@ -90,14 +89,7 @@ def test_stiggs_sdk_answers_our_writes_from_cache_as_it_answered_its_own(
     assert {k: v for k, v in written.items() if k not in extra} == rekey(golden["redis"], prefix)
     reads = [read for read in golden["sdkReads"] if not read.get("apiRequests")]
     with RecordingEdge() as edge:
-        results, events = run_stigg_sdk_with_events(
-            redis_server.port,
-            prefix,
-            edge.url,
-            [parse_call(read["call"]) for read in reads],
-            dates="iso",
-            clock_ms=GOLDEN_CLOCK_MS,
-        )
+        results, events = replay(redis_server.port, prefix, edge.url, reads)
     assert edge.entitlement_requests == []
     for read, result, call_events in zip(reads, results, events, strict=True):
         assert result == read["result"], read["call"]
@@ -124,14 +116,7 @@ def test_raw_ids_with_colon_and_at_read_as_hits_in_both_scopes(
     assert client.exists(f"{prefix}:c_acme:eu:r_user@example.com") == 1
     reads = [read for read in golden["sdkReads"] if not read.get("apiRequests")]
     with RecordingEdge() as edge:
-        results = run_stigg_sdk_with_events(
-            redis_server.port,
-            prefix,
-            edge.url,
-            [parse_call(read["call"]) for read in reads],
-            dates="iso",
-            clock_ms=GOLDEN_CLOCK_MS,
-        )[0]
+        results = replay(redis_server.port, prefix, edge.url, reads)[0]
     assert edge.entitlement_requests == []
     assert results == [read["result"] for read in reads]
 
@@ -147,19 +132,15 @@ def test_after_an_invalidation_stiggs_refill_lands_and_the_next_read_is_a_hit(
     _run(client, invalidate_call(scope, at=answer_version + 86_400_000, ttl=GOLDEN_TTL))
     assert _values(client, prefix) == {}
 
-    call = parse_call(golden["sdkReads"][0]["call"])
+    first = golden["sdkReads"][0]
     with RecordingEdge(golden["edgeResponses"]) as edge:
-        miss = run_stigg_sdk_with_events(
-            redis_server.port, prefix, edge.url, [call], dates="iso", clock_ms=GOLDEN_CLOCK_MS
-        )
+        miss = replay(redis_server.port, prefix, edge.url, [first])
         assert miss[1] == [["cacheMiss"]]
         assert len(edge.entitlement_requests) == 1
         # the refill's entitlementUpdatedAt is a day older than the invalidation: it landed
         assert client.get(scope + "#timestamp") == str(answer_version)
         edge.clear()
-        hit = run_stigg_sdk_with_events(
-            redis_server.port, prefix, edge.url, [call], dates="iso", clock_ms=GOLDEN_CLOCK_MS
-        )
+        hit = replay(redis_server.port, prefix, edge.url, [first])
         assert hit[1] == [["cacheHit"]]
         assert edge.entitlement_requests == []
     assert hit[0] == [golden["sdkReads"][0]["result"]]

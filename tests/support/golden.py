@@ -10,6 +10,8 @@ from typing import Any
 
 import redis
 
+from tests.support.stigg_sdk import run_stigg_sdk_with_events
+
 
 def _golden_dir() -> Path:
     """STIGG_GOLDEN_DIR, else the shared/ folder beside the checkout."""
@@ -66,3 +68,16 @@ def rekey(contents: dict[str, str], prefix: str) -> dict[str, str]:
 
 def stored(client: redis.Redis, prefix: str) -> dict[str, str]:
     return {key: client.get(key) for key in client.scan_iter(match=f"{prefix}:*")}  # type: ignore[misc]
+
+
+def replay(
+    redis_port: int, prefix: str, edge_url: str, reads: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Stigg's SDK repeats golden reads (their ``call`` texts) at the golden clock.
+
+    Returns its answers and cache events per read, in the golden files' forms.
+    """
+    calls = [parse_call(read["call"]) for read in reads]
+    return run_stigg_sdk_with_events(
+        redis_port, prefix, edge_url, calls, dates="iso", clock_ms=GOLDEN_CLOCK_MS
+    )
