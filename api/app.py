@@ -39,6 +39,7 @@ def create_app(settings: Settings, health: HealthState, redis_client: Any) -> Fa
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
         swagger_ui_oauth2_redirect_url="/docs/oauth2-redirect" if docs else None,
+        redirect_slashes=False,  # no 307 whose Location is built from the Host header
     )
 
     instrument(app)
