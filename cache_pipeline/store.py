@@ -24,6 +24,18 @@ from cache_pipeline.messages import CacheInvalidated, Message
 from cache_pipeline.plan import InvalidateAll, ScriptCall, ScriptName, Step, plan
 
 RedisClient: TypeAlias = "redis.Redis | RedisCluster"
+# Error replies of a Redis that will take the write again once it recovers: out of memory
+# (noeviction), a read-only replica, a server still loading its data, a replica without
+# its master, a cluster slot moving; and BUSY (another client's script), which redis-py
+# leaves a plain ResponseError.
+TRANSIENT_REPLIES = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
 UNLINK_BATCH = 500  # keys per SCAN page and per UNLINK: each call stays well under a millisecond
 
 _PRELUDE = "_versioned_put.lua"
@@ -179,6 +191,8 @@ class Store:
         for reply in replies:
             if isinstance(reply, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
                 raise reply
+            if is_transient_reply(reply):
+                raise StoreUnavailable(f"Redis cannot take writes now: {_named(reply)}")
         return replies
 
 
@@ -191,13 +205,27 @@ def _outcome(message: Message, replies: Sequence[Any]) -> Outcome:
     return Outcome.STALE if reply == 0 else Outcome.POLICY
 
 
+def is_transient_reply(reply: Any) -> bool:
+    """An error reply that the same write will not get once Redis recovers."""
+    return isinstance(reply, TRANSIENT_REPLIES) or (
+        isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith("BUSY")
+    )
+
+
+def _named(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """redis-py errors → StoreUnavailable (retry later) or StoreError (will not heal)."""
     try:
         yield
+    except StoreUnavailable:
+        raise
     except (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
-        raise StoreError(f"Redis refused the credentials: {exc}") from None
+        # a rotated password heals when the new secret reaches the pod: wait, don't die
+        raise StoreUnavailable(f"Redis refused the credentials: {exc}") from None
     except redis.exceptions.NoPermissionError as exc:
         raise StoreError(f"Redis ACL denies a command the store needs: {exc}") from None
     except (
@@ -209,5 +237,9 @@ def translate_errors() -> Iterator[None]:
         OSError,
     ) as exc:
         raise StoreUnavailable(f"Redis is unavailable: {exc}") from None
+    except redis.exceptions.ResponseError as exc:
+        if is_transient_reply(exc):
+            raise StoreUnavailable(f"Redis cannot take writes now: {_named(exc)}") from None
+        raise StoreError(f"Redis answered with an error: {exc}") from None
     except redis.exceptions.RedisError as exc:
         raise StoreError(f"Redis answered with an error: {exc}") from None

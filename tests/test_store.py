@@ -7,6 +7,8 @@ uses its own environment prefix, so tests never see each other's keys.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -539,3 +541,49 @@ def test_redis_going_away_mid_stream_is_store_unavailable() -> None:
     finally:
         client.close()
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("setup", "what"),
+    [
+        (("CONFIG", "SET", "maxmemory", "1"), "maxmemory"),
+        (("REPLICAOF", "127.0.0.1", "1"), "read only replica"),
+    ],
+)
+def test_a_redis_that_cannot_take_writes_now_is_store_unavailable(
+    own_redis: RedisServer, setup: tuple[str, ...], what: str
+) -> None:
+    """Out of memory (noeviction) or a read-only replica: the batch waits, nothing is lost."""
+    client = connect(Settings(redis_port=own_redis.port, redis_timeout_secs=2))
+    try:
+        store = Store(client, KeyLayout("test-full"), ttl=WEEK, policy=UPSERT)
+        client.execute_command(*setup)  # type: ignore[no-untyped-call]
+        with pytest.raises(StoreUnavailable, match=what):
+            store.apply_batch([msg(factory.entitlements("cus-1", 100, features={"seats": 1}))])
+        with pytest.raises(StoreUnavailable, match=what):
+            store.apply(msg(factory.entitlements("cus-1", 100)))
+    finally:
+        client.close()
+
+
+BUSY_SCRIPT = "local t = redis.call('TIME')[1] + 2 while redis.call('TIME')[1] + 0 < t do end"
+
+
+def test_redis_busy_with_another_script_is_store_unavailable(own_redis: RedisServer) -> None:
+    client = connect(Settings(redis_port=own_redis.port, redis_timeout_secs=5))
+    blocker = own_redis.client()
+    client.config_set("busy-reply-threshold", 100)
+    thread = threading.Thread(
+        target=lambda: blocker.eval(BUSY_SCRIPT, 0),
+        daemon=True,
+    )
+    try:
+        store = Store(client, KeyLayout("test-busy"), ttl=WEEK, policy=UPSERT)
+        thread.start()
+        time.sleep(0.3)
+        with pytest.raises(StoreUnavailable, match="BUSY"):
+            store.apply_batch([msg(factory.entitlements("cus-1", 100))])
+    finally:
+        thread.join(10)
+        client.close()
+        blocker.close()

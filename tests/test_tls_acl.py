@@ -87,22 +87,22 @@ def test_store_writes_over_tls_as_acl_user(tls_server: TlsRedisServer) -> None:
         client.close()
 
 
-def test_wrong_password_is_a_clear_store_error(tls_server: TlsRedisServer) -> None:
-    with pytest.raises(StoreError, match="Redis refused the credentials") as caught:
+def test_wrong_password_is_a_clear_transient_error(tls_server: TlsRedisServer) -> None:
+    """A rotated password heals when the new secret reaches the pod: wait, never die."""
+    with pytest.raises(StoreUnavailable, match="Redis refused the credentials") as caught:
         apply_with(settings_for(tls_server, redis_password="wrong"))
     assert "invalid username-password pair" in str(caught.value)
-    assert not isinstance(caught.value, StoreUnavailable)
     assert "wrong" not in str(caught.value)
 
 
-def test_unknown_user_is_a_clear_store_error(tls_server: TlsRedisServer) -> None:
-    with pytest.raises(StoreError, match="Redis refused the credentials"):
+def test_unknown_user_is_a_clear_transient_error(tls_server: TlsRedisServer) -> None:
+    with pytest.raises(StoreUnavailable, match="Redis refused the credentials"):
         apply_with(settings_for(tls_server, redis_username="nobody"))
 
 
 def test_missing_credentials_are_refused(tls_server: TlsRedisServer) -> None:
     settings = settings_for(tls_server, redis_username=None, redis_password=None)
-    with pytest.raises(StoreError, match="Redis refused the credentials"):
+    with pytest.raises(StoreUnavailable, match="Redis refused the credentials"):
         apply_with(settings)
 
 
