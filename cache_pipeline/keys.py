@@ -1,26 +1,29 @@
-"""The one place Redis key names are built (CONTRACT.md section 2).
+"""The one place Redis key names are built (CONTRACT.md v2, section 2).
 
-``P`` is ENVIRONMENT_PREFIX; ``C`` is ``c_<customerId>`` or
-``c_<customerId>:r_<resourceId>``; in Redis Cluster mode ``C`` is wrapped in a
-hash tag (``{C}``) so that every key of one customer lives in one slot.
+``P`` is ENVIRONMENT_PREFIX; the scope ``S`` is ``P:c_<customerId>`` or
+``P:c_<customerId>:r_<resourceId>``, ids raw as Stigg's SDK writes them. In Redis
+Cluster mode the scope part is wrapped in a hash tag (``P:{c_<id>...}``) so that
+every key of one scope lives in one slot (read by our SDK only).
 
 =============================  =====================================================
 key                            value
 =============================  =====================================================
-``P:C``                        entitlements map ``{"FEATURE:<id>": {...}, ...}``
-``P:C:metadata``               ``{"accessDeniedReason": ...}``
-``P:C:f_<featureId>``          feature usage
-``P:C:credit_<currencyId>``    credit balance
-``P:C:keys``                   set of the usage and credit keys ever written for C,
+``S``                          entitlements map ``{"<featureId>": {...}, ...}``
+``S:metadata``                 ``{"accessDeniedReason": ...}``
+``S:f_<featureId>``            usage of a metered feature
+``S:credit_<currencyId>``      credit balance
+``<value key>#timestamp``      version (epoch ms, plain integer) of the value
+``S#keys``                     private: set of the usage and credit keys written,
                                so invalidation finds them without scanning
-``P:C:lock``                   reader SDK miss lock: token of the one reader that
-                               asks the upstream for C (SET NX PX, short-lived)
-``<value key>#timestamp``      version (epoch ms) of the message that wrote the value
+``S#invalidated``              private: time of the scope's latest invalidation
+``S#lock``                     private: the reader SDK's miss lock of the scope
 ``P:__schema__``               key-schema version marker of the environment
 =============================  =====================================================
 
-Ids are percent-encoded for ``%``, ``:``, ``{``, ``}`` and ``#`` so no id can
-reach another customer's keys or forge a ``#timestamp`` key.
+A raw id never holds ``#``, ``{``, ``}``, a control character or a ``:`` followed by
+``r_``, ``f_``, ``credit_`` or ``metadata`` (``unsafe_id_problem``): no id reaches
+another scope's keys, a ``#timestamp`` key or a private key, and no Stigg reader
+mistakes a private key (``#`` in its name) for a value.
 """
 
 from __future__ import annotations
@@ -29,18 +32,19 @@ import re
 from dataclasses import dataclass
 
 TIMESTAMP_SUFFIX = "#timestamp"
-SCHEMA_VERSION = "1"
-_ESCAPES = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D", "#": "%23"})
+INDEX_SUFFIX = "#keys"
+INVALIDATED_SUFFIX = "#invalidated"
+LOCK_SUFFIX = "#lock"
+SCHEMA_VERSION = "2"
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
-
-# Contract v2 uses ids raw, as Stigg's SDK does; these would let an id reach another
-# scope's keys or a #timestamp key (a C0 or C1 control character is refused too).
+# These would let an id reach another scope's keys or a #timestamp key (a C0 or C1
+# control character is refused too).
 _UNSAFE_ID = re.compile(r"[#{}\x00-\x1f\x7f-\x9f]|:(?:r_|f_|credit_|metadata)")
 
 
 def unsafe_id_problem(value: str) -> str | None:
-    """Why a raw id could reach keys that are not its own (contract v2, reason ``unsafe_id``).
+    """Why a raw id could reach keys that are not its own (reason ``unsafe_id``).
 
     None for a safe id such as ``acme:eu`` or ``user@example.com``.
     """
@@ -50,14 +54,14 @@ def unsafe_id_problem(value: str) -> str | None:
     return f"id {value[:80]!r} holds {found.group()!r}, which could name another scope's keys"
 
 
-def encode_id(value: str) -> str:
-    """Percent-encode the characters that have a meaning in the key layout."""
-    return value.translate(_ESCAPES)
-
-
 def timestamp_key(value_key: str) -> str:
     """The version key that belongs to a value key."""
     return value_key + TIMESTAMP_SUFFIX
+
+
+def is_private(key: str) -> bool:
+    """A key the service keeps for itself (never read by a Stigg reader)."""
+    return key.endswith((INDEX_SUFFIX, INVALIDATED_SUFFIX, LOCK_SUFFIX))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,23 +69,34 @@ class CustomerKeys:
     """Every key name of one (customer, resource) scope."""
 
     entitlements: str
-    metadata: str
-    index: str
-    _base: str
 
-    def feature_usage(self, feature_id: str) -> str:
-        return f"{self._base}:f_{encode_id(feature_id)}"
+    @property
+    def metadata(self) -> str:
+        return f"{self.entitlements}:metadata"
 
-    def credit(self, currency_id: str) -> str:
-        return f"{self._base}:credit_{encode_id(currency_id)}"
+    @property
+    def index(self) -> str:
+        """Private: the usage and credit keys written for the scope."""
+        return self.entitlements + INDEX_SUFFIX
+
+    @property
+    def invalidated(self) -> str:
+        """Private: time (epoch ms) of the scope's latest invalidation."""
+        return self.entitlements + INVALIDATED_SUFFIX
 
     @property
     def lock(self) -> str:
-        """The reader SDK's miss lock of this scope (same slot as its other keys)."""
-        return f"{self._base}:lock"
+        """Private: the reader SDK's miss lock of this scope (same slot as its other keys)."""
+        return self.entitlements + LOCK_SUFFIX
+
+    def feature_usage(self, feature_id: str) -> str:
+        return f"{self.entitlements}:f_{feature_id}"
+
+    def credit(self, currency_id: str) -> str:
+        return f"{self.entitlements}:credit_{currency_id}"
 
     def usage_for(self, kind: str, entitlement_id: str) -> str:
-        """The usage key of an entitlement entry of the given kind."""
+        """Contract v1 (until the pipeline switches): the usage key of an entry's kind."""
         return (
             self.credit(entitlement_id) if kind == "CREDIT" else self.feature_usage(entitlement_id)
         )
@@ -95,12 +110,11 @@ class KeyLayout:
     cluster: bool = False
 
     def customer(self, customer_id: str, resource_id: str | None = None) -> CustomerKeys:
-        scope = f"c_{encode_id(customer_id)}"
+        scope = f"c_{customer_id}"
         if resource_id is not None:
-            scope += f":r_{encode_id(resource_id)}"
-        base = f"{self.prefix}:{{{scope}}}" if self.cluster else f"{self.prefix}:{scope}"
+            scope += f":r_{resource_id}"
         return CustomerKeys(
-            entitlements=base, metadata=f"{base}:metadata", index=f"{base}:keys", _base=base
+            f"{self.prefix}:{{{scope}}}" if self.cluster else f"{self.prefix}:{scope}"
         )
 
     @property
@@ -114,5 +128,5 @@ class KeyLayout:
 
     @staticmethod
     def entitlement_field(kind: str, entitlement_id: str) -> str:
-        """Field name of an entitlement inside the entitlements map."""
+        """Contract v1 (until the pipeline switches): a map field name."""
         return f"{kind}:{entitlement_id}"

@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cache_pipeline.keys import INDEX_SUFFIX, INVALIDATED_SUFFIX
 from cache_pipeline.plan import ScriptCall, encode
 from cache_pipeline.stigg_map import Entry, map_entitlements, metered_usages
-
-INVALIDATED_SUFFIX = "#invalidated"
-INDEX_SUFFIX = "#keys"
 
 
 def private_keys(scope: str) -> tuple[str, str]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
+from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout, is_private
 from cache_pipeline.store import RedisClient
-
-INDEX_SUFFIX = ":keys"
 
 
 def read_state(client: RedisClient, layout: KeyLayout) -> dict[str, Any]:
@@ -31,6 +29,6 @@ def read_state(client: RedisClient, layout: KeyLayout) -> dict[str, Any]:
 
 
 def _internal(key: str, layout: KeyLayout) -> bool:
-    return key.endswith((INDEX_SUFFIX, INDEX_SUFFIX + TIMESTAMP_SUFFIX)) or (
+    return is_private(key) or is_private(key.removesuffix(TIMESTAMP_SUFFIX)) or (
         key == layout.schema_marker
     )

@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from cache_pipeline.keys import KeyLayout, encode_id, timestamp_key, unsafe_id_problem
-
-
-@pytest.mark.parametrize(
-    ("raw", "encoded"),
-    [
-        ("cus-42", "cus-42"),
-        ("ABC_xyz.09@example.com", "ABC_xyz.09@example.com"),
-        ("a%b", "a%25b"),
-        ("a:b", "a%3Ab"),
-        ("{a}", "%7Ba%7D"),
-        ("a#timestamp", "a%23timestamp"),
-        ("%3A", "%253A"),
-        ("é ü/+=*?", "é ü/+=*?"),
-    ],
-)
-def test_encode_id(raw: str, encoded: str) -> None:
-    assert encode_id(raw) == encoded
+from cache_pipeline.keys import KeyLayout, is_private, timestamp_key, unsafe_id_problem
 
 
 def test_plain_layout() -> None:
     keys = KeyLayout("production").customer("cus-42")
     assert keys.entitlements == "production:c_cus-42"
     assert keys.metadata == "production:c_cus-42:metadata"
-    assert keys.index == "production:c_cus-42:keys"
+    assert keys.index == "production:c_cus-42#keys"
+    assert keys.invalidated == "production:c_cus-42#invalidated"
+    assert keys.lock == "production:c_cus-42#lock"
+    assert all(is_private(k) for k in (keys.index, keys.invalidated, keys.lock))
+    assert not is_private(keys.metadata)
     assert keys.feature_usage("feature-seats") == "production:c_cus-42:f_feature-seats"
     assert keys.credit("ai-tokens") == "production:c_cus-42:credit_ai-tokens"
-    assert keys.usage_for("CREDIT", "x") == keys.credit("x")
-    assert keys.usage_for("FEATURE", "x") == keys.feature_usage("x")
     assert timestamp_key(keys.metadata) == "production:c_cus-42:metadata#timestamp"
 
 
@@ -46,29 +31,46 @@ def test_cluster_hash_tag() -> None:
     keys = KeyLayout("p", cluster=True).customer("cus-42", "site-1")
     assert keys.entitlements == "p:{c_cus-42:r_site-1}"
     assert keys.metadata == "p:{c_cus-42:r_site-1}:metadata"
-    assert keys.index == "p:{c_cus-42:r_site-1}:keys"
+    assert keys.index == "p:{c_cus-42:r_site-1}#keys"
     assert keys.credit("c") == "p:{c_cus-42:r_site-1}:credit_c"
-    braces = KeyLayout("p", cluster=True).customer("}{", "{")
-    assert braces.entitlements == "p:{c_%7D%7B:r_%7B}"
 
 
 @pytest.mark.parametrize(
     ("first", "second"),
     [
-        (("a", "b"), ("a:r_b", None)),
-        (("a", None), ("a:metadata", None)),
-        (("a", "b#timestamp"), ("a", "b")),
-        (("a:b", None), ("a%3Ab", None)),
+        (("a", "b"), ("a:b", None)),
+        (("a", None), ("a:meta", None)),
+        (("a", "f"), ("a:r", "f")),
+        (("a:b", None), ("a", "b")),
+        (("acme:eu", None), ("acme", None)),
     ],
 )
 def test_distinct_scopes_never_share_a_key(
     first: tuple[str, str | None], second: tuple[str, str | None]
 ) -> None:
+    for scope in (*first, *second):
+        assert scope is None or unsafe_id_problem(scope) is None
     for cluster in (False, True):
         layout = KeyLayout("p", cluster=cluster)
         one, two = layout.customer(*first), layout.customer(*second)
-        names_one = {one.entitlements, one.metadata, one.index, one.feature_usage("f")}
-        names_two = {two.entitlements, two.metadata, two.index, two.feature_usage("f")}
+        names_one = {
+            one.entitlements,
+            one.metadata,
+            one.index,
+            one.invalidated,
+            one.lock,
+            one.feature_usage("f"),
+            one.credit("c"),
+        }
+        names_two = {
+            two.entitlements,
+            two.metadata,
+            two.index,
+            two.invalidated,
+            two.lock,
+            two.feature_usage("f"),
+            two.credit("c"),
+        }
         with_versions_two = names_two | {timestamp_key(k) for k in names_two}
         assert not names_one & with_versions_two
 
@@ -78,10 +80,6 @@ def test_schema_marker_and_scan_pattern() -> None:
     assert layout.schema_marker == "production:__schema__"
     assert layout.environment_pattern == "production:*"
     assert KeyLayout("we[ir]d*?").environment_pattern == "we\\[ir\\]d\\*\\?:*"
-
-
-def test_entitlement_field() -> None:
-    assert KeyLayout.entitlement_field("FEATURE", "seats") == "FEATURE:seats"
 
 
 @pytest.mark.parametrize(
