@@ -32,8 +32,8 @@ from cache_pipeline.client.decide import (
 from cache_pipeline.client.usage_period import calculate_usage_period
 from cache_pipeline.dates import edge_version, epoch_ms
 from cache_pipeline.errors import InvalidArgument
+from tests.support.golden import GOLDEN_DIR
 
-GOLDEN_DIR = Path("/work/shared/stigg-golden")
 GETTERS: dict[str, GetterKind] = {
     "getBooleanEntitlement": "BOOLEAN",
     "getNumericEntitlement": "NUMERIC",

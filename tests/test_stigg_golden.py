@@ -1,6 +1,6 @@
 """The interop harness reproduces the golden runs of the real Stigg SDK 3.95.0.
 
-../shared/stigg-golden/*.json hold what the SDK wrote to Redis and what its getters answered
+tests/stigg_golden/*.json hold what the SDK wrote to Redis and what its getters answered
 (README there). Replaying them through tests/support/stigg_sdk.py proves that the harness starts
 the SDK the way those runs did, so other interop tests can trust it.
 """

@@ -1,4 +1,4 @@
-"""The stigg-golden files (../shared/stigg-golden): Redis contents and reads of SDK 3.95.0."""
+"""The golden files (tests/stigg_golden): Redis contents and reads of Stigg's SDK 3.95.0."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ from tests.support.stigg_sdk import run_stigg_sdk_with_events
 
 
 def _golden_dir() -> Path:
-    """STIGG_GOLDEN_DIR, else the shared/ folder beside the checkout."""
+    """STIGG_GOLDEN_DIR, else tests/stigg_golden."""
     if "STIGG_GOLDEN_DIR" in os.environ:
         return Path(os.environ["STIGG_GOLDEN_DIR"])
-    return Path(__file__).resolve().parents[3] / "shared" / "stigg-golden"
+    return Path(__file__).resolve().parents[1] / "stigg_golden"
 
 
 GOLDEN_DIR = _golden_dir()
 GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.json"))
+if len(GOLDEN_FILES) < 5:  # an empty parametrization would skip the tests, not fail them
+    raise RuntimeError(f"the golden files are missing from {GOLDEN_DIR}")
 GOLDEN_PREFIX = "golden:"
 GOLDEN_TTL = 604800
 # The SDK's clock during replays: inside the recorded usage periods (the shortest ends
