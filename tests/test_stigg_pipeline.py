@@ -1,0 +1,146 @@
+"""The whole pipeline, read by Stigg's own SDK: SQS (moto server) → our worker → Redis → SDK 3.95.0.
+
+Each golden Edge answer is published as a contract v2 ``entitlements.updated`` message (the
+Edge entries forwarded as they are, versioned as Stigg's SDK versions them); the real worker
+applies them; Stigg's SDK, its API pointed at a recording Edge, then answers every recorded
+cache-hit read exactly as it did from the data it wrote itself, without one Edge request. Ids
+with ``:`` and ``@`` work. An invalidation through the queue then lets Stigg's refill land.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from cache_pipeline.dates import edge_version
+from tests.support.golden import GOLDEN_CLOCK_MS, GOLDEN_FILES, load_golden, replay
+from tests.support.recording_edge import RecordingEdge
+from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.worker import Workers, queue_depth, send
+
+# usage-after-reporting's later reads follow reportUsage calls the SDK made itself
+SNAPSHOT_FILES = [path for path in GOLDEN_FILES if "redisBeforeReports" not in load_golden(path)]
+
+
+def _scope_of(request: str) -> tuple[str, str | None]:
+    """``GET /v1/c/C/entitlements.json[?resourceId=R]`` → (C, R)."""
+    path, _, query = request.split(" ", 1)[1].partition("?")
+    return path.split("/")[3], (query.removeprefix("resourceId=") or None)
+
+
+def _messages(golden: dict[str, Any]) -> list[dict[str, Any]]:
+    """One v2 snapshot message per Edge answer of a golden file."""
+    bodies = []
+    for request, response in golden["edgeResponses"].items():
+        customer, resource = _scope_of(request)
+        entries = response["data"]["entitlements"]
+        bodies.append(
+            {
+                "id": str(uuid.uuid4()),
+                "type": "entitlements.updated",
+                "timestamp": edge_version(entries, now=GOLDEN_CLOCK_MS) or 1,
+                "data": {"customerId": customer, "resourceId": resource, "entitlements": entries},
+            }
+        )
+    return bodies
+
+
+def _renamed(golden: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    text = json.dumps(golden)
+    for old, new in names.items():
+        text = text.replace(old, new)
+    renamed: dict[str, Any] = json.loads(text)
+    return renamed
+
+
+def _through_the_worker(
+    workers: Workers,
+    sqs_server: SqsServer,
+    queue_url: str,
+    client: redis.Redis,
+    prefix: str,
+    bodies: list[dict[str, Any]],
+) -> None:
+    workers.start()
+    send(sqs_server.client(), queue_url, bodies)
+    scopes = [
+        f"{prefix}:c_{b['data']['customerId']}"
+        + (f":r_{b['data']['resourceId']}" if b["data"]["resourceId"] else "")
+        for b in bodies
+    ]
+    wait_until(lambda: client.exists(*scopes) == len(scopes), what="every scope written")
+    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="queue drained")
+
+
+def _hit_reads(golden: dict[str, Any]) -> list[dict[str, Any]]:
+    return [read for read in golden["sdkReads"] if not read.get("apiRequests")]
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in SNAPSHOT_FILES if p.stem != "customer-not-found"], ids=lambda p: p.stem
+)
+def test_stiggs_sdk_reads_what_the_worker_wrote_as_hits_with_its_own_answers(
+    path: Path,
+    workers: Workers,
+    sqs_server: SqsServer,
+    queue_url: str,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    golden = load_golden(path)
+    if path.stem == "resource-scoped":
+        golden = _renamed(golden, {"cus-res": "acme:eu", "site-1": "user@example.com"})
+    _through_the_worker(workers, sqs_server, queue_url, redis_client, prefix, _messages(golden))
+    reads = _hit_reads(golden)
+    assert reads
+    with RecordingEdge() as edge:
+        results, events = replay(redis_server.port, prefix, edge.url, reads)
+    assert edge.requests == []
+    for read, result, call_events in zip(reads, results, events, strict=True):
+        assert result == read["result"], read["call"]
+        assert call_events == read["sdkEvents"], read["call"]
+        assert set(call_events) == {"cacheHit"}, read["call"]
+
+
+def test_after_an_invalidation_through_the_queue_stiggs_refill_lands(
+    workers: Workers,
+    sqs_server: SqsServer,
+    queue_url: str,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    golden = load_golden(next(p for p in SNAPSHOT_FILES if p.stem == "boolean-numeric-metered"))
+    bodies = _messages(golden)
+    _through_the_worker(workers, sqs_server, queue_url, redis_client, prefix, bodies)
+    scope = f"{prefix}:c_cus-basic"
+    version = int(redis_client.get(scope + "#timestamp") or 0)
+    invalidation = {
+        "id": "inv-1",
+        "type": "cache.invalidated",
+        "timestamp": version + 86_400_000,  # a day after the data the refill will carry
+        "data": {"customers": [{"customerId": "cus-basic", "resourceId": None}]},
+    }
+    send(sqs_server.client(), queue_url, [invalidation])
+    wait_until(lambda: redis_client.exists(scope) == 0, what="scope invalidated")
+    assert redis_client.exists(scope + "#timestamp") == 0  # no tombstone to refuse the refill
+    first = golden["sdkReads"][0]
+    with RecordingEdge(golden["edgeResponses"]) as edge:
+        miss = replay(redis_server.port, prefix, edge.url, [first])
+        assert miss[1] == [["cacheMiss"]]
+        assert len(edge.entitlement_requests) == 1
+        assert redis_client.get(scope + "#timestamp") == str(version)  # Stigg's refill landed
+        edge.clear()
+        hit = replay(redis_server.port, prefix, edge.url, [first])
+        assert hit == ([first["result"]], [["cacheHit"]])
+        assert edge.requests == []
+    # a queue message older than the invalidation is refused for the refilled scope
+    send(sqs_server.client(), queue_url, [{**bodies[0], "id": "late-1"}])
+    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="queue drained")
+    assert redis_client.get(scope + "#timestamp") == str(version)
