@@ -61,9 +61,19 @@ def parse_timestamp(raw: Any) -> int | None:
 
 
 def judge(
-    reply: list[Any], *, resource: bool, feature_id: str | None = None, now_ms: int = 0
+    reply: list[Any],
+    *,
+    resource: bool,
+    feature_id: str | None = None,
+    now_ms: int = 0,
+    credit: bool = False,
 ) -> CachedScope | ScopeMiss:
-    """Hit or miss, by Stigg's rules; ``feature_id`` names a single check's feature."""
+    """Hit or miss, by Stigg's rules; ``feature_id`` names a single check's feature.
+
+    Without ``feature_id`` the whole scope is judged (``getEntitlements``): every
+    metered entry needs its usage key and an expired entry (``validUntil <= now_ms``)
+    makes a miss. A ``credit`` read (our SDK's own) needs only the map.
+    """
     raw_map, raw_version, raw_metadata, raw_global = (list(reply) + [None] * 4)[:4]
     version, global_version = parse_timestamp(raw_version), parse_timestamp(raw_global)
     if resource and (raw_map is None or raw_map == ""):
@@ -74,7 +84,7 @@ def judge(
     if entries is None:
         return ScopeMiss("no readable map")
     usages = {reply[i]: _json(reply[i + 1]) for i in range(4, len(reply) - 1, 2)}
-    problem = _usage_problem(entries, usages, feature_id, now_ms)
+    problem = None if credit else _usage_problem(entries, usages, feature_id, now_ms)
     if problem is not None:
         return ScopeMiss(problem)
     return CachedScope(entries, usages, version, _reason(raw_metadata))
@@ -114,10 +124,16 @@ def _usage_problem(
         )
         if isinstance(feature, dict) and is_metered(feature) and usages.get(usage_id) is None:
             return f"metered feature {field!r} has no usage key"
-        valid_until = calculated.get("validUntil")
-        if feature_id is not None and isinstance(valid_until, int) and valid_until <= now_ms:
+        if _expired(calculated.get("validUntil"), now_ms):
             return f"entry {field!r} expired (validUntil)"
     return None
+
+
+def _expired(valid_until: Any, now_ms: int) -> bool:
+    """``validUntil ? validUntil <= now : false`` for the number the SDK stores."""
+    if isinstance(valid_until, bool) or not isinstance(valid_until, int | float):
+        return False
+    return bool(valid_until) and valid_until <= now_ms
 
 
 def _json(raw: Any) -> Any:
