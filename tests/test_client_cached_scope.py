@@ -13,6 +13,7 @@ from cache_pipeline.client.cached_scope import (
     CachedScope,
     ScopeMiss,
     UsageKind,
+    decode,
     judge,
     parse_timestamp,
     read_call,
@@ -184,3 +185,14 @@ def test_an_expired_entry_misses_for_its_own_check_and_for_the_whole_scope(
     assert judge(reply, resource=False, feature_id="s", now_ms=1000) == expired
     assert isinstance(judge(reply, resource=False, feature_id="t", now_ms=1000), CachedScope)
     assert isinstance(judge(reply, resource=False, now_ms=999), CachedScope)
+
+
+def test_a_reply_decoded_once_is_judged_as_the_raw_one(client: redis.Redis, prefix: str) -> None:
+    _load(client, prefix, next(p for p in GOLDEN_FILES if p.stem == "resource-scoped"))
+    reply = _read(client, prefix, "cus-res", "site-1")
+    decoded = decode(reply)
+    for feature_id in (None, "feature-seats", "feature-site-analytics", "nope"):
+        for resource in (True, False):
+            raw = judge(reply, resource=resource, feature_id=feature_id)
+            assert judge(decoded, resource=resource, feature_id=feature_id) == raw
+    assert isinstance(judge(decoded, resource=True), CachedScope)

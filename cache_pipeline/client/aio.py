@@ -29,7 +29,7 @@ from cache_pipeline.client.answers import (
     NumericEntitlement,
 )
 from cache_pipeline.client.base import UPSTREAM_TROUBLE, ReaderBase, typed
-from cache_pipeline.client.cached_scope import CachedScope, ScopeMiss
+from cache_pipeline.client.cached_scope import CachedScope, DecodedReply, ScopeMiss, decode
 from cache_pipeline.client.models import CustomerEntitlements
 from cache_pipeline.client.options import ReaderOptions
 from cache_pipeline.client.queries import Query, Verdict, edge_view
@@ -206,7 +206,7 @@ class AsyncEntitlementsCache(ReaderBase):
             return self._from_cache(query, scope, verdict)
         return await self._fill(query, scope, request, verdict)
 
-    async def _read(self, scope: Scope, request: ReadRequest) -> list[Any] | None:
+    async def _read(self, scope: Scope, request: ReadRequest) -> DecodedReply | None:
         if self._redis_resting():
             return None
         cluster = self.layout.cluster
@@ -217,7 +217,7 @@ class AsyncEntitlementsCache(ReaderBase):
             global_key = scope.global_timestamp_key(cluster=cluster)
             if global_key is not None:
                 reply = with_global_timestamp(reply, await self.redis.get(global_key))
-            return reply
+            return decode(reply)
         except CACHE_TROUBLE as exc:
             self._cache_trouble("read", exc)
             return None

@@ -8,7 +8,7 @@ import time
 from typing import Any, TypeVar
 
 from cache_pipeline.client.answers import AnyEntitlement
-from cache_pipeline.client.cached_scope import CachedScope
+from cache_pipeline.client.cached_scope import CachedScope, DecodedReply
 from cache_pipeline.client.decide import GetterKind
 from cache_pipeline.client.local import LocalCache, ReadKey
 from cache_pipeline.client.options import (
@@ -106,7 +106,7 @@ class ReaderBase:
     def _request(self, query: Query[T]) -> ReadRequest:
         return query.request(self.local.enabled)
 
-    def _judge(self, query: Query[T], scope: Scope, reply: list[Any]) -> Verdict:
+    def _judge(self, query: Query[T], scope: Scope, reply: DecodedReply) -> Verdict:
         return query.judge(reply, scope, self._now())
 
     def _from_cache(self, query: Query[T], scope: Scope, hit: CachedScope) -> T:
@@ -120,7 +120,7 @@ class ReaderBase:
         verdict = self._judge(query, scope, reply)
         return self._from_cache(query, scope, verdict) if isinstance(verdict, CachedScope) else None
 
-    def _keep_local(self, scope: Scope, request: ReadRequest, reply: list[Any]) -> None:
+    def _keep_local(self, scope: Scope, request: ReadRequest, reply: DecodedReply) -> None:
         self.local.put(_read_key(scope, request), reply)
 
     def _upstream_failed(self, query: Query[T], scope: Scope, exc: Exception) -> T:

@@ -1,6 +1,6 @@
 """Optional in-process cache in front of Redis: short TTL, bounded size, thread-safe.
 
-It keeps the read script's raw replies of cache hits, so every call still judges and
+It keeps the read script's decoded replies of cache hits, so every call still judges and
 decides for itself (its own feature, requested usage and time) exactly as on a Redis read.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+
+from cache_pipeline.client.cached_scope import DecodedReply
 
 # (scope map key, what the read took along, the feature or currency it named)
 ReadKey = tuple[str, str, str | None]
@@ -24,14 +25,14 @@ class LocalCache:
     def __init__(self, ttl: float, max_entries: int) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: OrderedDict[ReadKey, tuple[float, list[Any]]] = OrderedDict()
+        self._entries: OrderedDict[ReadKey, tuple[float, DecodedReply]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return self.ttl > 0
 
-    def get(self, key: ReadKey) -> list[Any] | None:
+    def get(self, key: ReadKey) -> DecodedReply | None:
         if not self.enabled:
             return None
         with self._lock:
@@ -44,7 +45,7 @@ class LocalCache:
             self._entries.move_to_end(key)
             return found[1]
 
-    def put(self, key: ReadKey, reply: list[Any]) -> None:
+    def put(self, key: ReadKey, reply: DecodedReply) -> None:
         if not self.enabled:
             return
         with self._lock:

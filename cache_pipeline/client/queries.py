@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from cache_pipeline.client.answers import AnyEntitlement, CreditEntitlement, Number
-from cache_pipeline.client.cached_scope import CachedScope, ScopeMiss, judge
+from cache_pipeline.client.cached_scope import CachedScope, DecodedReply, ScopeMiss, judge
 from cache_pipeline.client.decide import (
     GetterKind,
     UnsupportedEntry,
@@ -86,8 +86,8 @@ class Query(ABC, Generic[T]):
         """What to read; ``whole_scope`` when the in-process cache keeps the read."""
 
     @abstractmethod
-    def judge(self, reply: list[Any], scope: Scope, now_ms: int) -> Verdict:
-        """Stigg's verdict on the read script's reply, for this call."""
+    def judge(self, reply: DecodedReply, scope: Scope, now_ms: int) -> Verdict:
+        """Stigg's verdict on the read script's (decoded) reply, for this call."""
 
     @abstractmethod
     def answer(self, scope: Scope, view: ScopeView, now_ms: int) -> T:
@@ -114,7 +114,7 @@ class FeatureQuery(Query[AnyEntitlement]):
     def request(self, whole_scope: bool) -> ReadRequest:
         return ReadRequest("all") if whole_scope else ReadRequest("feature", self.feature_id)
 
-    def judge(self, reply: list[Any], scope: Scope, now_ms: int) -> Verdict:
+    def judge(self, reply: DecodedReply, scope: Scope, now_ms: int) -> Verdict:
         return judge(reply, resource=scope.resource, feature_id=self.feature_id, now_ms=now_ms)
 
     def answer(self, scope: Scope, view: ScopeView, now_ms: int) -> AnyEntitlement:
@@ -147,7 +147,7 @@ class ScopeQuery(Query[CustomerEntitlements]):
     def request(self, whole_scope: bool) -> ReadRequest:
         return ReadRequest("all")
 
-    def judge(self, reply: list[Any], scope: Scope, now_ms: int) -> Verdict:
+    def judge(self, reply: DecodedReply, scope: Scope, now_ms: int) -> Verdict:
         return judge(reply, resource=scope.resource, now_ms=now_ms)
 
     def answer(self, scope: Scope, view: ScopeView, now_ms: int) -> CustomerEntitlements:
@@ -187,7 +187,7 @@ class CreditQuery(Query[CreditEntitlement]):
     def request(self, whole_scope: bool) -> ReadRequest:
         return ReadRequest("credit", self.currency_id)
 
-    def judge(self, reply: list[Any], scope: Scope, now_ms: int) -> Verdict:
+    def judge(self, reply: DecodedReply, scope: Scope, now_ms: int) -> Verdict:
         return judge(reply, resource=scope.resource, credit=True)
 
     def answer(self, scope: Scope, view: ScopeView, now_ms: int) -> CreditEntitlement:

@@ -22,7 +22,7 @@ from cache_pipeline.client.answers import (
     NumericEntitlement,
 )
 from cache_pipeline.client.base import UPSTREAM_TROUBLE, ReaderBase, typed
-from cache_pipeline.client.cached_scope import CachedScope, ScopeMiss
+from cache_pipeline.client.cached_scope import CachedScope, DecodedReply, ScopeMiss, decode
 from cache_pipeline.client.models import CustomerEntitlements
 from cache_pipeline.client.options import ReaderOptions
 from cache_pipeline.client.queries import Query, Verdict, edge_view
@@ -198,7 +198,7 @@ class EntitlementsCache(ReaderBase):
             return self._from_cache(query, scope, verdict)
         return self._fill(query, scope, request, verdict)
 
-    def _read(self, scope: Scope, request: ReadRequest) -> list[Any] | None:
+    def _read(self, scope: Scope, request: ReadRequest) -> DecodedReply | None:
         """The read script's reply; None when Redis is in trouble (logged, never raised)."""
         if self._redis_resting():
             return None
@@ -209,7 +209,7 @@ class EntitlementsCache(ReaderBase):
             global_key = scope.global_timestamp_key(cluster=cluster)
             if global_key is not None:
                 reply = with_global_timestamp(reply, self.redis.get(global_key))
-            return reply
+            return decode(reply)
         except CACHE_TROUBLE as exc:
             self._cache_trouble("read", exc)
             return None
