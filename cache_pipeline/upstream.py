@@ -177,11 +177,12 @@ class EdgeClient:
         ``UpstreamError`` at once for answers that retrying will not change.
         """
         url = entitlements_url(self.options.url, customer_id, resource_id)
+        headers = self.options.headers()  # also on a client handed in
         requested_at, budget = now_ms(), _Budget(self.options)
         while True:
             try:
                 try:
-                    response = self._http.get(url, timeout=budget.remaining())
+                    response = self._http.get(url, headers=headers, timeout=budget.remaining())
                 except httpx.TransportError as exc:
                     raise _transport_error(exc) from None
                 return EdgeAnswer(interpret(response), requested_at)
@@ -207,11 +208,14 @@ class AsyncEdgeClient:
     async def fetch(self, customer_id: str, resource_id: str | None = None) -> EdgeAnswer:
         """See ``EdgeClient.fetch``."""
         url = entitlements_url(self.options.url, customer_id, resource_id)
+        headers = self.options.headers()  # also on a client handed in
         requested_at, budget = now_ms(), _Budget(self.options)
         while True:
             try:
                 try:
-                    response = await self._http.get(url, timeout=budget.remaining())
+                    response = await self._http.get(
+                        url, headers=headers, timeout=budget.remaining()
+                    )
                 except httpx.TransportError as exc:
                     raise _transport_error(exc) from None
                 return EdgeAnswer(interpret(response), requested_at)
@@ -226,8 +230,8 @@ class AsyncEdgeClient:
             await self._http.aclose()
 
 
-# Contract-v1 leftovers still imported by client/sync.py, client/aio.py, client/base.py,
-# client/options.py, resync.py and api/edge_stub.py; removed at integration.
+# Contract-v1 leftovers still imported by resync.py and api/edge_stub.py (the reader SDK
+# no longer uses them); removed at integration.
 from cache_pipeline.upstream_legacy import (  # noqa: E402
     AsyncUpstreamClient,
     CustomerList,

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from cache_pipeline.errors import InvalidArgument, UpstreamError, UpstreamUnavailable
@@ -120,6 +121,20 @@ def test_headers_and_answer(server: ScriptedServer) -> None:
     assert headers["accept"] == "application/json"
     assert answer.entitlements == [ENTRY]
     assert before <= answer.requested_at_ms <= time.time_ns() // 1_000_000
+
+
+def test_a_client_handed_in_sends_the_headers_too(server: ScriptedServer) -> None:
+    with httpx.Client() as http:
+        EdgeClient(server.options(), http).fetch("cus-1")
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as http:
+            await AsyncEdgeClient(server.options(), http).fetch("cus-1")
+
+    asyncio.run(scenario())
+    for _, headers in server.seen:
+        assert {k.lower(): v for k, v in headers.items()}["x-api-key"] == "key-123"
+    assert len(server.seen) == 2
 
 
 @pytest.mark.parametrize("bad", ["a/b", "a?b", "a&b", "a#b", "", "a\nb"])
