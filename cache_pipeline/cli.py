@@ -163,7 +163,7 @@ def invalidate(customer_id: str, resource_id: str | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default="edge-data.json",
     show_default=True,
-    help="JSON file of entitlements snapshots (created on the first write).",
+    help='JSON file of scope snapshots, {"scopes": [...]} (created on the first write).',
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True)
@@ -171,7 +171,11 @@ def invalidate(customer_id: str, resource_id: str | None) -> None:
     "--latency-ms", type=click.IntRange(0, 60000), default=0, help="Delay every entitlements GET."
 )
 def edge_stub(data_file: Path, host: str, port: int, latency_ms: int) -> None:
-    """Serve a local upstream entitlements API (docs/upstream-api.yaml) from a JSON file."""
+    """Serve Stigg's Edge API (GET /v1/c/{customerId}/entitlements.json) from a JSON file.
+
+    PUT/DELETE on the same path and POST /_stub/reload change the data and publish the
+    contract v2 messages to QUEUE_URL when set; see docs/upstream-api.yaml.
+    """
     settings = load_settings()
     from api.edge_stub import serve
 
