@@ -21,7 +21,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from cache_pipeline.dates import epoch_ms
 from cache_pipeline.keys import unsafe_id_problem
 from cache_pipeline.stigg_map import entry_problem, is_metered
-from cache_pipeline.upstream import check_edge_id
 
 AccessDeniedReason = Literal[
     "BudgetExceeded",
@@ -160,21 +159,6 @@ def parse_json(raw: bytes) -> Any:
         raise ValueError(f"{constant} is not a JSON number")
 
     return json.loads(raw, parse_constant=refuse)
-
-
-def scope_problem(customer_id: str, resource_id: str | None) -> str | None:
-    """Why a scope's ids cannot be kept (raw in keys and in Edge URLs), or None."""
-    for name, value in (("customerId", customer_id), ("resourceId", resource_id)):
-        if value is None:
-            continue
-        try:
-            check_edge_id(name, value)
-        except ValueError as exc:
-            return str(exc)
-        problem = unsafe_id_problem(value)
-        if problem is not None:
-            return f"{name}: {problem}"
-    return None
 
 
 def snapshot_problem(body: Any, customer_id: str, resource_id: str | None) -> str | None:

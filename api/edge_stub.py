@@ -37,7 +37,6 @@ from starlette.concurrency import run_in_threadpool
 
 from api.edge_entries import (
     parse_json,
-    scope_problem,
     served_credit,
     served_entry,
     snapshot_problem,
@@ -45,6 +44,7 @@ from api.edge_entries import (
 from cache_pipeline.config import Settings
 from cache_pipeline.errors import ConfigError
 from cache_pipeline.logs import configure_logging
+from cache_pipeline.scopes import scope_problem
 from cache_pipeline.upstream import API_KEY_HEADER
 
 if TYPE_CHECKING:
