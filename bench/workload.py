@@ -164,34 +164,44 @@ def _envelope(kind: str, timestamp: int, data: dict[str, Any]) -> dict[str, Any]
 
 
 def _snapshot(rng: random.Random, customer: str, timestamp: int) -> dict[str, Any]:
+    """A snapshot as Stigg's Edge API returns it: metered features, a boolean, a credit."""
     items: list[dict[str, Any]] = [
         {
-            "kind": "FEATURE",
-            "id": feature,
-            "hasAccess": True,
+            "feature": {
+                "refId": feature,
+                "featureType": "NUMBER",
+                "meterType": "Fluctuating",
+                "featureUnits": "unit",
+                "featureUnitsPlural": "units",
+            },
             "usageLimit": 10_000,
             "hasUnlimitedUsage": False,
+            "hasSoftLimit": False,
             "resetPeriod": "MONTH",
-            "usage": {"currentUsage": rng.randrange(10_000), **PERIOD},
+            "currentUsage": rng.randrange(10_000),
+            **PERIOD,
         }
         for feature in FEATURES
     ]
-    items.append({"kind": "FEATURE", "id": "feature-sso", "hasAccess": rng.random() < 0.5})
-    items.extend(
+    items.append(
         {
-            "kind": "CREDIT",
-            "id": currency,
-            "hasAccess": True,
-            "usageLimit": 100_000,
-            "usage": {"currentUsage": rng.randrange(100_000), **PERIOD},
+            "feature": {"refId": "feature-sso", "featureType": "BOOLEAN", "meterType": "None"},
+            "hasUnlimitedUsage": False,
+            "hasSoftLimit": False,
+            "accessDeniedReason": None if rng.random() < 0.5 else "Revoked",
         }
-        for currency in CREDITS
     )
+    credits = [
+        {"currencyId": currency, "currentUsage": rng.randrange(100_000), "usageLimit": 100_000}
+        | PERIOD
+        for currency in CREDITS
+    ]
     data = {
         "customerId": customer,
         "resourceId": None,
         "accessDeniedReason": None,
         "entitlements": items,
+        "credits": credits,
     }
     return _envelope("entitlements.updated", timestamp, data)
 

@@ -171,6 +171,12 @@ def invalidate(customer_id: str, resource_id: str | None) -> None:
     from cache_pipeline.redis_client import connect
     from cache_pipeline.store import Store
 
+    from cache_pipeline.keys import unsafe_id_problem
+
+    for name, value in (("--customer", customer_id), ("--resource", resource_id)):
+        problem = unsafe_id_problem(value) if value is not None else None
+        if problem is not None or value == "":
+            raise click.BadParameter(problem or "an id is not empty", param_hint=name)
     client = connect(settings)
     layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
     store = Store(client, layout, ttl=settings.keys_ttl_in_secs)
@@ -181,6 +187,32 @@ def invalidate(customer_id: str, resource_id: str | None) -> None:
     finally:
         client.close()
     click.echo(json.dumps({"customer": customer_id, "resource": resource_id, "deleted": deleted}))
+
+
+@cli.command("migrate")
+def migrate() -> None:
+    """Move ENVIRONMENT_PREFIX from key schema 1 (contract 1.x) to 2 (docs/contract.md).
+
+    Schema 1 values cannot be read by Stigg's SDK nor converted: every key of the
+    environment is removed and the version 2 marker written; the cache refills from the
+    stream and readers' misses (or run `cache-pipeline resync`). Prints one JSON line;
+    does nothing on an environment already at version 2.
+    """
+    settings = load_settings()
+    from cache_pipeline.errors import CachePipelineError
+    from cache_pipeline.keys import KeyLayout
+    from cache_pipeline.migrate import migrate as run_migration
+    from cache_pipeline.redis_client import connect
+
+    client = connect(settings)
+    layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
+    try:
+        done = run_migration(client, layout, ttl=settings.keys_ttl_in_secs)
+    except CachePipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    click.echo(json.dumps(done.as_dict()))
 
 
 @cli.command("edge-stub")

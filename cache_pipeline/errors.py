@@ -29,6 +29,7 @@ class InvalidReason(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     INVALID_FIELD = "invalid_field"
     WRONG_ENVIRONMENT = "wrong_environment"
+    UNSAFE_ID = "unsafe_id"  # a raw id that could name another scope's keys
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     UNPROCESSABLE = "unprocessable"  # handling it raised an unexpected error
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -22,15 +24,16 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from cache_pipeline.dates import epoch_ms
 from cache_pipeline.errors import InvalidMessage, InvalidReason
+from cache_pipeline.keys import unsafe_id_problem
+from cache_pipeline.stigg_map import entry_problem
 
 MESSAGE_TYPES = ("entitlements.updated", "usage.updated", "credits.updated", "cache.invalidated")
 MAX_SAFE_INTEGER = 2**53 - 1  # timestamps and counts stay exact in JSON, Lua and JavaScript
 MAX_DEPTH = 32  # nesting of a body: far beyond the contract's, far below any recursion limit
 
-Id = Annotated[
-    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
-]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]  # raw: see _unsafe_id
 EpochMs = Annotated[int, Field(gt=0, le=MAX_SAFE_INTEGER)]
 Amount = Annotated[
     int | float, Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER, allow_inf_nan=False)
@@ -52,44 +55,75 @@ class CustomerRef(_Wire):
     resource_id: Id | None = None
 
 
-class Usage(_Wire):
+def _as_epoch_ms(value: Any) -> Any:
+    """An ISO-8601 date becomes epoch ms; anything else is left for validation."""
+    if isinstance(value, str):
+        parsed = epoch_ms(value)
+        return value if parsed is None else parsed
+    return value
+
+
+DateMs = Annotated[EpochMs, BeforeValidator(_as_epoch_ms)]
+
+
+class CreditBalance(_Wire):
+    """One credit balance of a scope (``credits[]`` of an entitlements snapshot)."""
+
+    currency_id: Id
     current_usage: Amount
-    usage_period_start: EpochMs | None = None
-    usage_period_end: EpochMs | None = None
-
-
-class Entitlement(_Wire):
-    """One entitlement; fields other than kind, id and usage are kept as given."""
-
-    model_config = ConfigDict(extra="allow")
-
-    kind: Literal["FEATURE", "CREDIT"]
-    id: Id
-    usage: Usage | None = None
+    usage_limit: Amount | None = None
+    usage_period_start: DateMs | None = None
+    usage_period_end: DateMs | None = None
 
     def as_stored(self) -> dict[str, Any]:
-        """The entitlement as received, without ``usage`` (CONTRACT.md section 2)."""
-        return self.model_dump(by_alias=True, exclude={"usage"}, exclude_unset=True)
+        """The ``S:credit_<currencyId>`` value (CONTRACT.md section 2)."""
+        return {
+            "currentUsage": self.current_usage,
+            "usageLimit": self.usage_limit,
+            "usagePeriodStart": self.usage_period_start,
+            "usagePeriodEnd": self.usage_period_end,
+        }
 
 
 class EntitlementsData(CustomerRef):
+    """A full snapshot of one scope: Stigg Edge API entries, as the Edge returns them."""
+
     access_denied_reason: str | None = None
-    entitlements: list[Entitlement]
+    entitlements: list[dict[str, Any]]
+    credits: list[CreditBalance] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _edge_entries(self) -> EntitlementsData:
+        for position, entry in enumerate(self.entitlements):
+            if "feature" not in entry and {"kind", "id"} <= entry.keys():
+                raise ValueError(
+                    f"entry {position} is a contract v1 entitlement (kind/id); contract v2"
+                    " takes Stigg Edge API entries (feature.refId, featureType, ...)"
+                )
+            problem = entry_problem(entry)
+            if problem is not None:
+                raise ValueError(f"entry {position} {problem}")
+        return self
 
 
 class UsageData(CustomerRef):
     feature_id: Id
     current_usage: Amount
-    usage_period_start: EpochMs | None = None
-    usage_period_end: EpochMs | None = None
+    usage_period_start: DateMs | None = None
+    usage_period_end: DateMs | None = None
+
+    def as_stored(self) -> dict[str, Any]:
+        """The ``S:f_<featureId>`` value: absent periods are omitted, as Stigg writes it."""
+        value: dict[str, Any] = {"currentUsage": self.current_usage}
+        if self.usage_period_start is not None:
+            value["usagePeriodStart"] = self.usage_period_start
+        if self.usage_period_end is not None:
+            value["usagePeriodEnd"] = self.usage_period_end
+        return value
 
 
-class CreditsData(CustomerRef):
-    currency_id: Id
-    current_usage: Amount
-    usage_limit: Amount | None = None
-    usage_period_start: EpochMs | None = None
-    usage_period_end: EpochMs | None = None
+class CreditsData(CreditBalance, CustomerRef):
+    """One credit balance of one scope."""
 
 
 class InvalidationData(_Wire):
@@ -147,7 +181,7 @@ def parse_message(body: bytes | str, environment: str, *, latest_ms: int | None 
     MAX_FUTURE_SKEW_SECS): one message from the far future would otherwise win
     every later update of its keys. Raises ``InvalidMessage`` (never retried)
     with reason ``not_json``, ``unknown_type``, ``invalid_field``,
-    ``wrong_environment`` or ``timestamp_in_future``.
+    ``wrong_environment``, ``unsafe_id`` or ``timestamp_in_future``.
     """
     payload = unwrap_sns(decode_json(body))
     if not isinstance(payload, dict):
@@ -169,6 +203,9 @@ def parse_message(body: bytes | str, environment: str, *, latest_ms: int | None 
             f"environment {_short(message.environment)} is not {environment!r}",
             message.id,
         )
+    unsafe = _unsafe_id(message)
+    if unsafe is not None:
+        raise InvalidMessage(InvalidReason.UNSAFE_ID, unsafe, message.id)
     if latest_ms is not None and message.timestamp > latest_ms:
         raise InvalidMessage(
             InvalidReason.TIMESTAMP_IN_FUTURE,
@@ -177,6 +214,33 @@ def parse_message(body: bytes | str, environment: str, *, latest_ms: int | None 
             message.id,
         )
     return message
+
+
+def message_ids(message: Message) -> Iterator[tuple[str, str]]:
+    """Every ``(field, id)`` of a message that becomes part of a Redis key name."""
+    data = message.data
+    refs: list[CustomerRef] = data.customers if isinstance(data, InvalidationData) else [data]
+    for ref in refs:
+        yield "customerId", ref.customer_id
+        if ref.resource_id is not None:
+            yield "resourceId", ref.resource_id
+    if isinstance(data, EntitlementsData):
+        for entry in data.entitlements:
+            yield "feature.refId", str(entry["feature"]["refId"])
+        for credit in data.credits:
+            yield "credits.currencyId", credit.currency_id
+    elif isinstance(data, UsageData):
+        yield "featureId", data.feature_id
+    elif isinstance(data, CreditsData):
+        yield "currencyId", data.currency_id
+
+
+def _unsafe_id(message: Message) -> str | None:
+    for name, value in message_ids(message):
+        problem = unsafe_id_problem(value)
+        if problem is not None:
+            return f"{name}: {problem}"
+    return None
 
 
 def decode_json(body: bytes | str) -> Any:

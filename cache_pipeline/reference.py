@@ -1,13 +1,14 @@
-"""A pure, in-memory model of CONTRACT.md, written from the text, not from the Lua.
+"""A pure, in-memory model of CONTRACT.md v2, written from the text, not from the Lua.
 
 Tests and benchmarks apply the same messages to this model and to Redis and
 compare the final states. ``snapshot()`` returns ``{key: value}`` with JSON values
 decoded and ``#timestamp`` values as integers, the same shape ``read_state`` (in
-``cache_pipeline.snapshot``) returns from Redis. TTLs are not modelled.
+``cache_pipeline.snapshot``) returns from Redis. TTLs are not modelled; the
+mapping of an Edge entry to Stigg's cache value is ``cache_pipeline.stigg_map``'s
+(checked on its own against the values Stigg's SDK wrote).
 
-Rule 4 reads: a message older than an invalidation at T "cannot bring the old
-state back", so after an invalidation no usage or credit key of the scope takes
-a write older than T, including keys the cache had not seen before.
+Rule 4 reads: an invalidation at T deletes the scope's values and their versions,
+whoever wrote them, and from then on no write of the scope older than T lands.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cache_pipeline.messages import (
     Message,
     UsageUpdated,
 )
+from cache_pipeline.stigg_map import map_entitlements, metered_usages
 
 
 class ReferenceCache:
@@ -34,8 +36,8 @@ class ReferenceCache:
         self.policy = policy
         self.values: dict[str, Any] = {}
         self.versions: dict[str, int] = {}
-        self.usage_keys: dict[str, set[str]] = {}  # entitlements key -> usage/credit keys seen
-        self.invalidated_at: dict[str, int] = {}  # entitlements key -> latest invalidation T
+        self.usage_keys: dict[str, set[str]] = {}  # scope -> usage/credit keys written
+        self.invalidated_at: dict[str, int] = {}  # scope -> latest invalidation T
 
     def apply_all(self, messages: Iterable[Message]) -> ReferenceCache:
         for message in messages:
@@ -55,73 +57,51 @@ class ReferenceCache:
         state.update({timestamp_key(k): v for k, v in self.versions.items()})
         return state
 
-    def _put(self, key: str, value: Any, ts: int) -> bool:
-        if self.versions.get(key, 0) > ts:  # rule 1
+    def _put(self, key: str, value: Any, version: int) -> bool:
+        if self.versions.get(key, 0) > version:  # rule 1
             return False
         self.values[key] = value
-        self.versions[key] = ts
+        self.versions[key] = version
         return True
 
     def _entitlements(self, message: EntitlementsUpdated) -> None:
         data = message.data
         keys = self.layout.customer(data.customer_id, data.resource_id)
-        if (
-            self.policy is CacheUpdatePolicy.UPDATE_IF_EXISTS
-            and keys.entitlements not in self.values
-        ):
+        scope = keys.entitlements
+        if self.policy is CacheUpdatePolicy.UPDATE_IF_EXISTS and scope not in self.values:
             return  # rule 2
-        entries = {}
-        for item in data.entitlements:
-            entries[f"{item.kind}:{item.id}"] = {
-                k: v
-                for k, v in item.model_dump(by_alias=True, exclude_unset=True).items()
-                if k != "usage"
-            }
         ts = message.timestamp
-        self._put(keys.entitlements, entries, ts)
+        if self.invalidated_at.get(scope, 0) > ts:
+            return  # rule 4: older than the scope's latest invalidation
+        self._put(scope, map_entitlements(data.entitlements), ts)
         self._put(keys.metadata, {"accessDeniedReason": data.access_denied_reason}, ts)
-        for item in data.entitlements:
-            if item.usage is None:
-                continue
-            key = keys.usage_for(item.kind, item.id)
-            value: dict[str, Any] = {"currentUsage": item.usage.current_usage}
-            if item.kind == "CREDIT":
-                value["usageLimit"] = entries[f"CREDIT:{item.id}"].get("usageLimit")
-            value["usagePeriodStart"] = item.usage.usage_period_start
-            value["usagePeriodEnd"] = item.usage.usage_period_end
-            if self._put_usage(keys.entitlements, key, value, ts):
-                self.usage_keys.setdefault(keys.entitlements, set()).add(key)
-
-    def _put_usage(self, scope: str, key: str, value: Any, ts: int) -> bool:
-        if self.invalidated_at.get(scope, 0) > ts:  # rule 4: older than the invalidation
-            return False
-        return self._put(key, value, ts)
+        usages = {
+            keys.feature_usage(feature_id): (value, ts if version is None else version)
+            for feature_id, (value, version) in metered_usages(data.entitlements).items()
+        }
+        usages.update(
+            {keys.credit(credit.currency_id): (credit.as_stored(), ts) for credit in data.credits}
+        )
+        for key, (value, version) in usages.items():
+            if self._put(key, value, version):
+                self.usage_keys.setdefault(scope, set()).add(key)
 
     def _usage(self, message: UsageUpdated | CreditsUpdated) -> None:
         data = message.data
         keys = self.layout.customer(data.customer_id, data.resource_id)
-        if keys.entitlements not in self.values:
+        scope = keys.entitlements
+        if scope not in self.values:
             return  # rule 2: usage without entitlements is never read
+        if self.invalidated_at.get(scope, 0) > message.timestamp:
+            return  # rule 4
         if isinstance(message, CreditsUpdated):
             key = keys.credit(message.data.currency_id)
-            value = {
-                "currentUsage": message.data.current_usage,
-                "usageLimit": message.data.usage_limit,
-                "usagePeriodStart": message.data.usage_period_start,
-                "usagePeriodEnd": message.data.usage_period_end,
-            }
         else:
             key = keys.feature_usage(message.data.feature_id)
-            value = {
-                "currentUsage": message.data.current_usage,
-                "usagePeriodStart": message.data.usage_period_start,
-                "usagePeriodEnd": message.data.usage_period_end,
-            }
-        if self._put_usage(keys.entitlements, key, value, message.timestamp):
-            self.usage_keys.setdefault(keys.entitlements, set()).add(key)
+        if self._put(key, data.as_stored(), message.timestamp):
+            self.usage_keys.setdefault(scope, set()).add(key)
 
     def _invalidate(self, message: CacheInvalidated) -> None:
-        ts = message.timestamp
         if message.data.all:
             self.values.clear()
             self.versions.clear()
@@ -130,15 +110,15 @@ class ReferenceCache:
             return
         for ref in message.data.customers:
             keys = self.layout.customer(ref.customer_id, ref.resource_id)
-            latest = max(self.invalidated_at.get(keys.entitlements, 0), ts)
-            self.invalidated_at[keys.entitlements] = latest
-            targets = [
-                keys.entitlements,
+            scope = keys.entitlements
+            self.invalidated_at[scope] = max(self.invalidated_at.get(scope, 0), message.timestamp)
+            features = self.values.get(scope) or {}
+            targets = {
+                scope,
                 keys.metadata,
-                *self.usage_keys.get(keys.entitlements, ()),
-            ]
-            for key in targets:
-                if self.versions.get(key, 0) > ts:
-                    continue  # written after the invalidation: kept
+                *(keys.feature_usage(field) for field in features if isinstance(field, str)),
+                *self.usage_keys.pop(scope, set()),
+            }
+            for key in targets:  # whatever their versions, with their #timestamp siblings
                 self.values.pop(key, None)
-                self.versions[key] = ts  # tombstone (rule 4)
+                self.versions.pop(key, None)

@@ -1,19 +1,37 @@
-"""Contract v2 script calls for one scope: which script, with which KEYS and ARGV.
+"""Script calls for one scope: which write script, with which KEYS and ARGV.
 
-Pure, no I/O: ``cache_pipeline/lua/v2_*.lua`` run them. ``scope`` is the scope's map key
-(``P:c_<C>`` or ``P:c_<C>:r_<R>``, ids raw); its private keys are ``S#invalidated`` (time of
-the latest invalidation) and ``S#keys`` (the usage and credit keys written), names no Stigg
-reader reads and no id can produce (ids never hold ``#``).
+Pure, no I/O: ``cache_pipeline/lua/v2_*.lua`` run them (``cache_pipeline.store`` for the
+pipeline, the reader SDK for its write-back). ``scope`` is the scope's map key
+(``P:c_<C>`` or ``P:c_<C>:r_<R>``, ids raw); its private keys are ``S#invalidated`` (time
+of the latest invalidation) and ``S#keys`` (the usage and credit keys written), names no
+Stigg reader reads and no id can produce (ids never hold ``#``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from cache_pipeline.keys import INDEX_SUFFIX, INVALIDATED_SUFFIX
-from cache_pipeline.plan import ScriptCall, encode
 from cache_pipeline.stigg_map import Entry, map_entitlements, metered_usages
+
+ScriptName = Literal["v2_write_scope", "v2_write_usage", "v2_invalidate_scope"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One atomic script invocation."""
+
+    script: ScriptName
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+
+
+def encode(value: Any) -> str:
+    """Compact JSON, the form every value is stored in."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def private_keys(scope: str) -> tuple[str, str]:
@@ -43,7 +61,7 @@ def snapshot_call(
     args = [
         str(version),
         str(gate),
-        str(ttl if ttl > 0 else -1),
+        _ttl(ttl),
         "1" if only_if_exists else "0",
         encode(map_entitlements(entries)),
         encode({"accessDeniedReason": access_denied_reason}),
@@ -60,12 +78,18 @@ def snapshot_call(
 def usage_call(scope: str, value_key: str, value: Any, *, version: int, ttl: int) -> ScriptCall:
     """Write one usage or credit value of a scope whose map exists."""
     keys = (scope, value_key, *private_keys(scope))
-    return ScriptCall(
-        "v2_write_usage", keys, (str(version), str(ttl if ttl > 0 else -1), encode(value))
-    )
+    return ScriptCall("v2_write_usage", keys, (str(version), _ttl(ttl), encode(value)))
 
 
-def invalidate_call(scope: str, *, at: int, ttl: int) -> ScriptCall:
-    """Drop a scope's values and their #timestamp siblings; refuse messages older than ``at``."""
+def invalidate_call(scope: str, *, at: int, ttl: int, force: bool = False) -> ScriptCall:
+    """Drop a scope's values and their #timestamp siblings; refuse messages older than ``at``.
+
+    ``force`` sets the invalidation time to ``at`` even when a later one is kept (the
+    operator's repair after a producer's clock ran ahead).
+    """
     keys = (scope, f"{scope}:metadata", *private_keys(scope))
-    return ScriptCall("v2_invalidate_scope", keys, (str(at), str(ttl if ttl > 0 else -1)))
+    return ScriptCall("v2_invalidate_scope", keys, (str(at), _ttl(ttl), "1" if force else "0"))
+
+
+def _ttl(ttl: int) -> str:
+    return str(ttl if ttl > 0 else -1)

@@ -29,6 +29,8 @@ def read_state(client: RedisClient, layout: KeyLayout) -> dict[str, Any]:
 
 
 def _internal(key: str, layout: KeyLayout) -> bool:
-    return is_private(key) or is_private(key.removesuffix(TIMESTAMP_SUFFIX)) or (
-        key == layout.schema_marker
+    return (
+        is_private(key)
+        or is_private(key.removesuffix(TIMESTAMP_SUFFIX))
+        or (key == layout.schema_marker)
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from importlib import resources
 from typing import Any, TypeAlias
 
 import redis
@@ -22,6 +21,8 @@ from cache_pipeline.errors import StoreError, StoreUnavailable
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.messages import CacheInvalidated, Message
 from cache_pipeline.plan import InvalidateAll, ScriptCall, ScriptName, Step, plan
+from cache_pipeline.scope_writes import invalidate_call
+from cache_pipeline.scripts import script_source
 
 RedisClient: TypeAlias = "redis.Redis | RedisCluster"
 # Error replies of a Redis that will take the write again once it recovers: out of memory
@@ -38,8 +39,7 @@ TRANSIENT_REPLIES = (
 )
 UNLINK_BATCH = 500  # keys per SCAN page and per UNLINK: each call stays well under a millisecond
 
-_PRELUDE = "_versioned_put.lua"
-_SCRIPTS: tuple[ScriptName, ...] = ("write_entitlements", "write_usage", "invalidate_customer")
+_SCRIPTS: tuple[ScriptName, ...] = ("v2_write_scope", "v2_write_usage", "v2_invalidate_scope")
 
 
 class Outcome(StrEnum):
@@ -52,12 +52,6 @@ class Outcome(StrEnum):
 
 
 BatchResult: TypeAlias = "list[Outcome | StoreError]"
-
-
-def load_script_source(name: str) -> str:
-    """A write script with the shared prelude in front of it."""
-    folder = resources.files("cache_pipeline") / "lua"
-    return (folder / _PRELUDE).read_text() + "\n" + (folder / f"{name}.lua").read_text()
 
 
 class Store:
@@ -76,7 +70,7 @@ class Store:
         self.ttl = ttl
         self.policy = policy
         self._scripts: dict[str, Script] = {
-            name: client.register_script(load_script_source(name)) for name in _SCRIPTS
+            name: client.register_script(script_source(name)) for name in _SCRIPTS
         }
 
     def plan(self, message: Message, policy: CacheUpdatePolicy | None = None) -> list[Step]:
@@ -85,12 +79,11 @@ class Store:
     def apply(self, message: Message, *, policy: CacheUpdatePolicy | None = None) -> Outcome:
         """Apply one message in one round trip (two or more only for ``{"all": true}``)."""
         results: list[Any] = []
-        with translate_errors():
-            for step in self.plan(message, policy):
-                if isinstance(step, InvalidateAll):
-                    results.append(self.invalidate_environment())
-                else:
-                    results.append(self._scripts[step.script](keys=step.keys, args=step.args))
+        for step in self.plan(message, policy):
+            if isinstance(step, InvalidateAll):
+                results.append(self.invalidate_environment())
+            else:
+                results.append(self.run(step))
         return _outcome(message, results)
 
     def apply_batch(self, messages: Sequence[Message]) -> BatchResult:
@@ -136,15 +129,18 @@ class Store:
         return removed
 
     def purge(self, customer_id: str, resource_id: str | None, at: int) -> int:
-        """Drop one scope whatever its versions (``purge_customer.lua``); the values deleted."""
-        keys = self.layout.customer(customer_id, resource_id)
-        script = self.client.register_script(load_script_source("purge_customer"))
+        """Drop one scope whatever its versions and set its invalidation time to ``at``.
+
+        Even a later invalidation time is lowered (a producer's clock ran ahead): messages
+        from ``at`` on are written again. Returns the keys deleted (values and versions).
+        """
+        scope = self.layout.customer(customer_id, resource_id).entitlements
+        return int(self.run(invalidate_call(scope, at=at, ttl=self.ttl, force=True)))
+
+    def run(self, call: ScriptCall) -> Any:
+        """Run one planned script call in its own round trip; its reply."""
         with translate_errors():
-            deleted = script(
-                keys=(keys.entitlements, keys.metadata, keys.index),
-                args=(str(at), str(self.ttl if self.ttl > 0 else -1)),
-            )
-        return int(deleted)
+            return self._scripts[call.script](keys=call.keys, args=call.args)
 
     def ping(self) -> bool:
         """True when Redis answers."""

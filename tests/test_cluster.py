@@ -75,6 +75,7 @@ def test_customer_keys_share_one_slot_and_customers_spread(
                 keys.entitlements,
                 keys.metadata,
                 keys.index,
+                keys.invalidated,
                 keys.feature_usage("seats"),
                 keys.credit("tok") + "#timestamp",
             )
@@ -88,8 +89,12 @@ def test_customer_keys_share_one_slot_and_customers_spread(
 
 
 def test_cluster_layout_wraps_the_customer_in_a_hash_tag() -> None:
-    keys = KeyLayout("prod", cluster=True).customer("a{b}", "r:1")
-    assert keys.entitlements == "prod:{c_a%7Bb%7D:r_r%3A1}"
+    keys = KeyLayout("prod", cluster=True).customer("acme:eu", "r:1")
+    assert keys.entitlements == "prod:{c_acme:eu:r_r:1}"
+    assert keys.invalidated == "prod:{c_acme:eu:r_r:1}#invalidated"
+    assert (
+        len({key_slot(k.encode()) for k in (keys.entitlements, keys.lock, keys.credit("x"))}) == 1
+    )
 
 
 def test_unreachable_cluster_is_store_unavailable() -> None:

@@ -1,7 +1,7 @@
 """Hostile input: the parser and SNS unwrapping never crash, and no input writes outside its scope.
 
 Every body either parses into a contract model or raises ``InvalidMessage`` with
-one of the four reason codes; nothing else escapes. For every accepted message,
+one of the reason codes; nothing else escapes. For every accepted message,
 each key the planner names lies inside that message's customer scope (checked
 against an independent statement of the key encoding, ``tests/fuzz/scope.py``),
 and applying accepted messages to a real Redis creates no key outside it.
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.errors import InvalidMessage, InvalidReason
-from cache_pipeline.keys import KeyLayout
+from cache_pipeline.keys import KeyLayout, unsafe_id_problem
 from cache_pipeline.messages import MESSAGE_TYPES, Message, parse_message
 from cache_pipeline.plan import ScriptCall, plan
 from cache_pipeline.store import Store
@@ -77,9 +77,7 @@ ids = st.one_of(
     st.text(min_size=1, max_size=40),
     st.lists(st.sampled_from([*TRICKY_IDS[:12], "a", "b"]), min_size=1, max_size=4).map("".join),
 )
-valid_ids = ids.filter(
-    lambda v: 0 < len(v) <= 256 and not any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in v)
-)
+valid_ids = ids.filter(lambda v: 0 < len(v) <= 256 and unsafe_id_problem(v) is None)
 timestamps = st.one_of(
     st.integers(min_value=1, max_value=2**53 - 1),
     st.sampled_from([0, -1, 2**53, 2**63, 2**64 + 1, 10**30, 1.5, 1e300, "123", True, None]),
@@ -124,21 +122,35 @@ good_amounts = st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1) | st.flo
 
 
 @st.composite
-def entitlement_items(draw: st.DrawFn, hostile: bool) -> dict[str, Any]:
-    kinds = ["FEATURE", "CREDIT", "feature", "OTHER"] if hostile else ["FEATURE", "CREDIT"]
+def entitlement_items(draw: st.DrawFn, hostile: bool) -> Any:
+    """A Stigg Edge API entry; ``hostile`` also breaks its shape and types."""
+    types = (
+        ["BOOLEAN", "NUMBER", "ENUM", "number", "OTHER", None]
+        if hostile
+        else [
+            "BOOLEAN",
+            "NUMBER",
+            "ENUM",
+        ]
+    )
+    feature: dict[str, Any] = {
+        "refId": draw(ids if hostile else valid_ids),
+        "featureType": draw(st.sampled_from(types)),
+        "meterType": draw(st.sampled_from(["None", "Fluctuating", "Incremental"])),
+    }
     item: dict[str, Any] = {
-        "kind": draw(st.sampled_from(kinds)),
-        "id": draw(ids if hostile else valid_ids),
-        "hasAccess": draw(json_leaves),
+        "feature": feature,
+        "usageLimit": draw(json_leaves if hostile else st.none() | good_amounts),
+        "hasUnlimitedUsage": draw(json_leaves if hostile else st.booleans()),
+        "currentUsage": draw(amounts if hostile else good_amounts),
+        "usagePeriodStart": draw(timestamps if hostile else st.none() | good_timestamps),
+        "usageUpdatedAt": draw(timestamps if hostile else st.none() | good_timestamps),
+        "enumValues": draw(json_values if hostile else st.lists(st.text(max_size=5), max_size=3)),
     }
     if draw(st.booleans()):
-        item["usage"] = {
-            "currentUsage": draw(amounts if hostile else good_amounts),
-            "usagePeriodStart": draw(timestamps if hostile else st.none() | good_timestamps),
-            "usagePeriodEnd": draw(timestamps if hostile else st.none() | good_timestamps),
-        }
-    if draw(st.booleans()):
         item["extra"] = draw(json_values if hostile else any_text)
+    if hostile and draw(st.integers(0, 5)) == 0:
+        return draw(st.sampled_from([{"kind": "FEATURE", "id": "x"}, {"feature": None}, [], "x"]))
     return item
 
 
@@ -149,7 +161,20 @@ def data_for(draw: st.DrawFn, kind: str, hostile: bool = True) -> Any:
     ref = {"customerId": draw(id_strategy), "resourceId": draw(st.none() | id_strategy)}
     if kind == "entitlements.updated":
         items = draw(st.lists(entitlement_items(hostile), max_size=4))
-        return {**ref, "accessDeniedReason": draw(st.none() | any_text), "entitlements": items}
+        credits = draw(
+            st.lists(
+                st.fixed_dictionaries(
+                    {"currencyId": id_strategy, "currentUsage": amount, "usageLimit": amount}
+                ),
+                max_size=2,
+            )
+        )
+        return {
+            **ref,
+            "accessDeniedReason": draw(st.none() | any_text),
+            "entitlements": items,
+            "credits": credits,
+        }
     if kind == "usage.updated":
         return {**ref, "featureId": draw(id_strategy), "currentUsage": draw(amount)}
     if kind == "credits.updated":
@@ -277,8 +302,20 @@ PATHOLOGICAL: list[tuple[str, bytes | str, InvalidReason | None]] = [
     ),
     ("huge id", _body(id="x" * 1_000_000), InvalidReason.INVALID_FIELD),
     ("huge body", _body(padding="p" * 2_000_000), None),
-    ("newline in customer id", json.dumps(_valid(customerId="a\nb")), InvalidReason.INVALID_FIELD),
-    ("escape in feature id", json.dumps(_valid(featureId="\x1b[2J")), InvalidReason.INVALID_FIELD),
+    ("newline in customer id", json.dumps(_valid(customerId="a\nb")), InvalidReason.UNSAFE_ID),
+    ("escape in feature id", json.dumps(_valid(featureId="\x1b[2J")), InvalidReason.UNSAFE_ID),
+    ("id reaching a resource", json.dumps(_valid(customerId="a:r_b")), InvalidReason.UNSAFE_ID),
+    ("id forging a version", json.dumps(_valid(featureId="f#timestamp")), InvalidReason.UNSAFE_ID),
+    (
+        "contract v1 snapshot",
+        b'{"id":"m","type":"entitlements.updated","timestamp":5,"data":{"customerId":"c","entitlements":[{"kind":"FEATURE","id":"f"}]}}',
+        InvalidReason.INVALID_FIELD,
+    ),
+    (
+        "entry without refId",
+        b'{"id":"m","type":"entitlements.updated","timestamp":5,"data":{"customerId":"c","entitlements":[{"feature":{"featureType":"BOOLEAN"}}]}}',
+        InvalidReason.INVALID_FIELD,
+    ),
     (
         "lone surrogate in id",
         b'{"id":"m","type":"usage.updated","timestamp":5,"data":{"customerId":"\\ud800","featureId":"f","currentUsage":1}}',
@@ -286,7 +323,7 @@ PATHOLOGICAL: list[tuple[str, bytes | str, InvalidReason | None]] = [
     ),
     (
         "lone surrogate in opaque field",
-        b'{"id":"m","type":"entitlements.updated","timestamp":5,"data":{"customerId":"c","entitlements":[{"kind":"FEATURE","id":"f","note":"\\udc00"}]}}',
+        b'{"id":"m","type":"entitlements.updated","timestamp":5,"data":{"customerId":"c","entitlements":[{"feature":{"refId":"f","featureType":"BOOLEAN"},"note":"\\udc00"}]}}',
         InvalidReason.NOT_JSON,
     ),
     (
@@ -373,7 +410,14 @@ def accepted_streams(draw: st.DrawFn) -> list[Message]:
     """A snapshot for one hostile customer scope, then usage, credits and an invalidation."""
     data = draw(data_for("entitlements.updated", hostile=False))
     data["entitlements"] = [
-        {"kind": item["kind"], "id": item["id"], "hasAccess": True, "usage": {"currentUsage": 1}}
+        {
+            "feature": {
+                "refId": item["feature"]["refId"],
+                "featureType": "NUMBER",
+                "meterType": "Fluctuating",
+            },
+            "currentUsage": 1,
+        }
         for item in data["entitlements"]
     ]
     data["accessDeniedReason"] = None

@@ -108,10 +108,11 @@ def _set(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     target: Any = body
     for part in parents:
         target = target[int(part)] if part.isdigit() else target[part]
+    index: Any = int(last) if last.isdigit() else last
     if value is _DELETE:
-        del target[last]
+        del target[index]
     else:
-        target[last] = value
+        target[index] = value
     return body
 
 
@@ -143,13 +144,6 @@ _DELETE = object()
         ("data.customerId", ""),
         ("data.customerId", 42),
         ("data.customerId", "x" * 257),
-        ("data.customerId", "cus\n42"),
-        ("data.customerId", "cus\x00"),
-        ("data.customerId", "cus\x7f"),
-        ("data.customerId", "cus\u0085"),
-        ("data.customerId", "cus\u009f"),
-        ("data.featureId", "f\tx"),
-        ("data.resourceId", "r\x1b"),
         ("data.featureId", _DELETE),
         ("environment", 5),
     ],
@@ -164,16 +158,42 @@ def test_invalid_usage_fields(path: str, value: Any) -> None:
     [
         ("data.entitlements", _DELETE),
         ("data.entitlements", {}),
-        ("data.entitlements.0.kind", "PLAN"),
-        ("data.entitlements.0.id", _DELETE),
-        ("data.entitlements.0.usage.currentUsage", "3"),
-        ("data.entitlements.0.usage.usagePeriodEnd", 2.5),
+        ("data.entitlements.0", "seats"),
+        ("data.entitlements.0.feature", _DELETE),
+        ("data.entitlements.0.feature", "seats"),
+        ("data.entitlements.0.feature.refId", _DELETE),
+        ("data.entitlements.0.feature.refId", ""),
+        ("data.entitlements.0.feature.refId", 7),
+        ("data.entitlements.0.feature.featureType", "PLAN"),
+        ("data.entitlements.0.feature.featureType", _DELETE),
+        ("data.credits", {}),
+        ("data.credits.0.currencyId", _DELETE),
+        ("data.credits.0.currentUsage", "3"),
+        ("data.credits.0.usagePeriodEnd", 2.5),
         ("data.accessDeniedReason", 3),
     ],
 )
 def test_invalid_entitlement_fields(path: str, value: Any) -> None:
-    body = _set(factory.entitlements("cus-42", 10, features={"seats": 3}), path, value)
-    assert reason_of(body) is InvalidReason.INVALID_FIELD
+    body = _set(
+        factory.entitlements("cus-42", 10, features={"seats": 3}, credits={"ai": 1}), path, value
+    )
+    with pytest.raises(InvalidMessage) as caught:
+        parse(body)
+    assert caught.value.reason is InvalidReason.INVALID_FIELD
+    if ".0.feature" in path:
+        assert "entry 0" in caught.value.detail
+
+
+def test_a_contract_v1_snapshot_is_poison_that_says_so() -> None:
+    body = factory.entitlements("cus-42", 10)
+    body["data"]["entitlements"] = [
+        {"kind": "FEATURE", "id": "seats", "hasAccess": True, "usage": {"currentUsage": 1}}
+    ]
+    with pytest.raises(InvalidMessage) as caught:
+        parse(body)
+    assert caught.value.reason is InvalidReason.INVALID_FIELD
+    assert "contract v1" in caught.value.detail
+    assert "entry 0" in caught.value.detail
 
 
 @pytest.mark.parametrize(
@@ -198,7 +218,7 @@ def test_unknown_fields_are_ignored_or_kept() -> None:
     body["data"]["entitlements"][0]["futureField"] = {"x": 1}
     message = parse(body)
     assert isinstance(message, EntitlementsUpdated)
-    assert message.data.entitlements[0].as_stored()["futureField"] == {"x": 1}
+    assert message.data.entitlements[0]["futureField"] == {"x": 1}
     usage = factory.usage("c", 1, "f", 1, somethingNew=[1, 2])
     assert isinstance(parse(usage), UsageUpdated)
 
@@ -209,10 +229,63 @@ def test_floats_allowed_for_amounts() -> None:
     assert message.data.current_usage == 2.5
 
 
-def test_ids_keep_special_characters() -> None:
-    message = parse(factory.usage("a:b{c}#%", 1, "f#timestamp", 1, resource="r:1"))
+def test_ids_are_kept_raw() -> None:
+    message = parse(factory.usage("acme:eu", 1, "f.x/y", 1, resource="user@example.com"))
     assert isinstance(message, UsageUpdated)
-    assert message.data.customer_id == "a:b{c}#%"
+    assert message.data.customer_id == "acme:eu"
+    assert message.data.resource_id == "user@example.com"
+    assert message.data.feature_id == "f.x/y"
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("data.customerId", "a:r_b"),
+        ("data.customerId", "a#timestamp"),
+        ("data.customerId", "{a}"),
+        ("data.customerId", "cus\n42"),
+        ("data.customerId", "cus\x00"),
+        ("data.customerId", "cus\x7f"),
+        ("data.customerId", "cus\u0085"),
+        ("data.customerId", "cus\u009f"),
+        ("data.resourceId", "r:f_x"),
+        ("data.resourceId", "r\x1b"),
+        ("data.featureId", "f\tx"),
+        ("data.featureId", "f:metadata"),
+    ],
+)
+def test_unsafe_ids_in_usage_are_poison(path: str, value: Any) -> None:
+    body = _set(factory.usage("cus-42", 1764300000123, "seats", 4), path, value)
+    with pytest.raises(InvalidMessage) as caught:
+        parse(body)
+    assert caught.value.reason is InvalidReason.UNSAFE_ID
+    assert path.removeprefix("data.") in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("data.entitlements.0.feature.refId", "seats#timestamp"),
+        ("data.entitlements.0.feature.refId", "a:credit_b"),
+        ("data.credits.0.currencyId", "ai}"),
+    ],
+)
+def test_unsafe_ids_in_snapshots_are_poison(path: str, value: Any) -> None:
+    body = factory.entitlements("cus-42", 10, features={"seats": 3}, credits={"ai": 1})
+    assert reason_of(_set(body, path, value)) is InvalidReason.UNSAFE_ID
+
+
+def test_unsafe_ids_in_invalidations_are_poison() -> None:
+    assert reason_of(factory.invalidation(5, "ok", ("a", "b:r_c"))) is InvalidReason.UNSAFE_ID
+    assert reason_of(factory.credits("c", 1, "ai#x", 2)) is InvalidReason.UNSAFE_ID
+
+
+def test_dates_may_be_iso_strings() -> None:
+    body = factory.usage("c", 1, "f", 1)
+    body["data"]["usagePeriodStart"] = "2025-11-01T00:00:00.000Z"
+    message = parse(body)
+    assert isinstance(message, UsageUpdated)
+    assert message.data.usage_period_start == 1761955200000
 
 
 def sns(inner: Any) -> dict[str, Any]:

@@ -175,8 +175,53 @@ def test_invalidate_repairs_a_scope_frozen_by_a_timestamp_from_the_future(
         env={"REDIS_PORT": str(redis_server.port), "ENVIRONMENT_PREFIX": prefix},
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"customer": "cus:eu", "resource": None, "deleted": 3}
+    # the map, the metadata and the usage of seats, with their three versions
+    assert json.loads(result.stdout) == {"customer": "cus:eu", "resource": None, "deleted": 6}
     assert store.client.exists(store.layout.customer("cus:eu").entitlements) == 0
     older = factory.parsed(factory.entitlements("cus:eu", now - 60_000, features={"seats": 2}))
     assert store.apply(older) is Outcome.STALE
     assert store.apply(update) is Outcome.WRITTEN
+
+
+@pytest.mark.parametrize("customer", ["cus:r_x", "a#b", ""])
+def test_invalidate_refuses_an_id_that_is_not_a_scope(
+    redis_server: RedisServer, prefix: str, customer: str
+) -> None:
+    result = run_cli(
+        "invalidate",
+        "--customer",
+        customer,
+        env={"REDIS_PORT": str(redis_server.port), "ENVIRONMENT_PREFIX": prefix},
+    )
+    assert result.returncode == 2
+    assert "--customer" in result.stderr
+
+
+def test_migrate_drops_a_schema_1_keyspace_and_lets_the_worker_write(
+    make_store: Callable[..., Store], redis_server: RedisServer, prefix: str
+) -> None:
+    client = redis_server.client()
+    try:
+        client.set(f"{prefix}:__schema__", '{"version":"1","createdAt":1}')
+        v1_keys = {
+            f"{prefix}:c_cus%3A1": '{"FEATURE:seats":{"kind":"FEATURE","id":"seats"}}',
+            f"{prefix}:c_cus%3A1#timestamp": "5",
+            f"{prefix}:c_cus%3A1:keys#timestamp": "5",
+        }
+        client.mset(v1_keys)
+        client.set("other-env:c_x", "untouched")
+        env = {"REDIS_PORT": str(redis_server.port), "ENVIRONMENT_PREFIX": prefix}
+        result = run_cli("migrate", env=env)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"from": "1", "to": "2", "deleted": 3}
+        assert client.exists(*v1_keys) == 0
+        assert json.loads(client.get(f"{prefix}:__schema__") or "{}")["version"] == "2"
+        assert client.get("other-env:c_x") == "untouched"
+        again = run_cli("migrate", env=env)
+        assert json.loads(again.stdout) == {"from": "2", "to": "2", "deleted": 0}
+        store = make_store(policy=CacheUpdatePolicy.UPSERT)
+        written = store.apply(factory.parsed(factory.entitlements("cus:1", 10, features={"a": 1})))
+        assert written is Outcome.WRITTEN
+    finally:
+        client.delete("other-env:c_x")
+        client.close()

@@ -6,7 +6,7 @@ import pytest
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.plan import InvalidateAll, ScriptCall, encode, plan
+from cache_pipeline.plan import InvalidateAll, ScriptCall, plan
 from tests.support import factory
 from tests.support.factory import parsed
 
@@ -20,88 +20,98 @@ def test_entitlements_snapshot() -> None:
     body = factory.entitlements(
         "cus-42", 1764300000123, features={"seats": 3, "sso": None}, credits={"ai": 25}
     )
+    body["data"]["entitlements"][0]["usageUpdatedAt"] = "2025-11-30T08:15:00.000Z"
     [call] = plan(parsed(body), PLAIN, ttl=604800, policy=IF_EXISTS)
     assert call == ScriptCall(
-        script="write_entitlements",
+        script="v2_write_scope",
         keys=(
             "prod:c_cus-42",
             "prod:c_cus-42:metadata",
-            "prod:c_cus-42:keys",
+            "prod:c_cus-42#invalidated",
+            "prod:c_cus-42#keys",
             "prod:c_cus-42:f_seats",
             "prod:c_cus-42:credit_ai",
         ),
         args=(
             "1764300000123",
+            "1764300000123",
             "604800",
             "1",
-            '{"FEATURE:seats":{"kind":"FEATURE","id":"seats","hasAccess":true,"usageLimit":10},'
-            '"FEATURE:sso":{"kind":"FEATURE","id":"sso","hasAccess":true,"usageLimit":10},'
-            '"CREDIT:ai":{"kind":"CREDIT","id":"ai","hasAccess":true,"usageLimit":1000}}',
+            '{"seats":{"calculatedEntitlement":{"feature":{"id":"seats","featureType":"NUMBER",'
+            '"meterType":"Fluctuating","units":"seat","unitsPlural":"seats"},"usageLimit":10,'
+            '"hasUnlimitedUsage":false,"hasSoftLimit":false,"enumValues":[]},'
+            '"featureUsage":{"resetPeriod":null,"resetPeriodConfiguration":null,'
+            '"currentUsage":3,"usagePeriodStart":1,"usagePeriodEnd":2}},'
+            '"sso":{"calculatedEntitlement":{"feature":{"id":"sso","featureType":"BOOLEAN",'
+            '"meterType":"None","units":"","unitsPlural":""},"usageLimit":null,'
+            '"hasUnlimitedUsage":false,"hasSoftLimit":false,"enumValues":[]},'
+            '"featureUsage":{"resetPeriod":null,"resetPeriodConfiguration":null,'
+            '"currentUsage":0}}}',
             '{"accessDeniedReason":null}',
             '{"currentUsage":3,"usagePeriodStart":1,"usagePeriodEnd":2}',
+            "1764490500000",
             '{"currentUsage":25,"usageLimit":1000,"usagePeriodStart":1,"usagePeriodEnd":2}',
+            "1764300000123",
         ),
     )
 
 
 def test_entitlements_upsert_no_expiry_resource_in_cluster() -> None:
-    body = factory.entitlements("cus:1", 7, resource="r{1}", denied="CUSTOMER_NOT_FOUND")
+    body = factory.entitlements("cus:1", 7, resource="r@1", denied="CUSTOMER_NOT_FOUND")
     [call] = plan(parsed(body), CLUSTER, ttl=-1, policy=UPSERT)
     assert call == ScriptCall(
-        script="write_entitlements",
+        script="v2_write_scope",
         keys=(
-            "prod:{c_cus%3A1:r_r%7B1%7D}",
-            "prod:{c_cus%3A1:r_r%7B1%7D}:metadata",
-            "prod:{c_cus%3A1:r_r%7B1%7D}:keys",
+            "prod:{c_cus:1:r_r@1}",
+            "prod:{c_cus:1:r_r@1}:metadata",
+            "prod:{c_cus:1:r_r@1}#invalidated",
+            "prod:{c_cus:1:r_r@1}#keys",
         ),
-        args=("7", "-1", "0", "{}", '{"accessDeniedReason":"CUSTOMER_NOT_FOUND"}'),
+        args=("7", "7", "-1", "0", "{}", '{"accessDeniedReason":"CUSTOMER_NOT_FOUND"}'),
     )
 
 
-def test_unknown_entitlement_fields_are_kept_as_given() -> None:
+def test_only_metered_entries_get_a_usage_key() -> None:
     body = factory.entitlements("c", 1)
     body["data"]["entitlements"] = [
-        {"kind": "FEATURE", "id": "f", "hasAccess": False, "custom": {"nested": [1, "é"]}}
+        {"feature": {"refId": "api", "featureType": "NUMBER", "meterType": "Incremental"}},
+        {"feature": {"refId": "cap", "featureType": "NUMBER", "meterType": "None"}},
+        {"feature": {"refId": "tier", "featureType": "ENUM"}, "enumValues": ["a", "b"]},
     ]
     [call] = plan(parsed(body), PLAIN, ttl=60, policy=UPSERT)
     assert isinstance(call, ScriptCall)
-    expected = {
-        "FEATURE:f": {
-            "kind": "FEATURE",
-            "id": "f",
-            "hasAccess": False,
-            "custom": {"nested": [1, "é"]},
-        }
-    }
-    assert call.args[3] == encode(expected)
-    assert call.keys[3:] == ()
+    assert call.keys[4:] == ("prod:c_c:f_api",)
+    assert call.args[6:] == ('{"currentUsage":0}', "1")
 
 
 @pytest.mark.parametrize("policy", [IF_EXISTS, UPSERT])
 def test_usage(policy: CacheUpdatePolicy) -> None:
     body = factory.usage("cus-42", 1764300000123, "feature-seats", 4)
+    del body["data"]["usagePeriodEnd"]
     assert plan(parsed(body), PLAIN, ttl=604800, policy=policy) == [
         ScriptCall(
-            script="write_usage",
-            keys=("prod:c_cus-42", "prod:c_cus-42:f_feature-seats", "prod:c_cus-42:keys"),
-            args=(
-                "1764300000123",
-                "604800",
-                '{"currentUsage":4,"usagePeriodStart":1,"usagePeriodEnd":2}',
+            script="v2_write_usage",
+            keys=(
+                "prod:c_cus-42",
+                "prod:c_cus-42:f_feature-seats",
+                "prod:c_cus-42#invalidated",
+                "prod:c_cus-42#keys",
             ),
+            args=("1764300000123", "604800", '{"currentUsage":4,"usagePeriodStart":1}'),
         )
     ]
 
 
 def test_credits_in_cluster() -> None:
-    body = factory.credits("cus-42", 99, "ai#tokens", 2.5, limit=None, resource="r1")
+    body = factory.credits("acme:eu", 99, "ai-tokens", 2.5, limit=None, resource="r1")
     assert plan(parsed(body), CLUSTER, ttl=-1, policy=IF_EXISTS) == [
         ScriptCall(
-            script="write_usage",
+            script="v2_write_usage",
             keys=(
-                "prod:{c_cus-42:r_r1}",
-                "prod:{c_cus-42:r_r1}:credit_ai%23tokens",
-                "prod:{c_cus-42:r_r1}:keys",
+                "prod:{c_acme:eu:r_r1}",
+                "prod:{c_acme:eu:r_r1}:credit_ai-tokens",
+                "prod:{c_acme:eu:r_r1}#invalidated",
+                "prod:{c_acme:eu:r_r1}#keys",
             ),
             args=(
                 "99",
@@ -113,21 +123,27 @@ def test_credits_in_cluster() -> None:
 
 
 def test_invalidation_of_customers() -> None:
-    body = factory.invalidation(500, "cus-1", ("cus-2", "r%1"))
+    body = factory.invalidation(500, "cus-1", ("user@example.com", "r%1"))
     assert plan(parsed(body), PLAIN, ttl=3600, policy=IF_EXISTS) == [
         ScriptCall(
-            script="invalidate_customer",
-            keys=("prod:c_cus-1", "prod:c_cus-1:metadata", "prod:c_cus-1:keys"),
-            args=("500", "3600"),
+            script="v2_invalidate_scope",
+            keys=(
+                "prod:c_cus-1",
+                "prod:c_cus-1:metadata",
+                "prod:c_cus-1#invalidated",
+                "prod:c_cus-1#keys",
+            ),
+            args=("500", "3600", "0"),
         ),
         ScriptCall(
-            script="invalidate_customer",
+            script="v2_invalidate_scope",
             keys=(
-                "prod:c_cus-2:r_r%251",
-                "prod:c_cus-2:r_r%251:metadata",
-                "prod:c_cus-2:r_r%251:keys",
+                "prod:c_user@example.com:r_r%1",
+                "prod:c_user@example.com:r_r%1:metadata",
+                "prod:c_user@example.com:r_r%1#invalidated",
+                "prod:c_user@example.com:r_r%1#keys",
             ),
-            args=("500", "3600"),
+            args=("500", "3600", "0"),
         ),
     ]
 

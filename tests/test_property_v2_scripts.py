@@ -19,9 +19,9 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache_pipeline.client.reading import script_source
 from cache_pipeline.plan import ScriptCall, encode
 from cache_pipeline.scope_writes import invalidate_call, snapshot_call, usage_call
+from cache_pipeline.scripts import script_source
 from cache_pipeline.stigg_map import map_entitlements, usage_value
 from tests.support.servers import RedisServer
 

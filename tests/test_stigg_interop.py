@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis
 
-from cache_pipeline.client.reading import script_source
 from cache_pipeline.dates import edge_version
 from cache_pipeline.plan import ScriptCall
 from cache_pipeline.scope_writes import invalidate_call, snapshot_call
+from cache_pipeline.scripts import script_source
 from cache_pipeline.stigg_map import metered_usages
 from tests.support.golden import (
     GOLDEN_CLOCK_MS,

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from cache_pipeline.config import CacheUpdatePolicy, Settings
-from cache_pipeline.errors import StoreError, StoreUnavailable
+from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreError, StoreUnavailable
 from cache_pipeline.keys import KeyLayout, timestamp_key
 from cache_pipeline.messages import Message
 from cache_pipeline.redis_client import connect
@@ -161,8 +161,9 @@ class StoreRules:
         assert store.apply(msg(body)) is Outcome.WRITTEN
         keys = customer_keys(store)
         after = state(store)
-        assert set(after[keys.entitlements]) == {"FEATURE:seats", "CREDIT:tok"}
-        assert "usage" not in after[keys.entitlements]["FEATURE:seats"]
+        assert set(after[keys.entitlements]) == {"seats"}
+        assert after[keys.entitlements]["seats"]["featureUsage"]["currentUsage"] == 1
+        assert after[keys.feature_usage("seats")]["currentUsage"] == 1
         assert after[keys.credit("tok")]["usageLimit"] == 1000
 
     @BOTH_POLICIES
@@ -224,50 +225,48 @@ class StoreRules:
         assert client.ttl(timestamp_key(key)) == -1
         assert client.ttl(customer_keys(forever).index) == -1
 
-    def test_tombstones_and_index_get_the_ttl(self, backend: Backend) -> None:
+    def test_invalidation_time_gets_the_ttl(self, backend: Backend) -> None:
         layout = backend.layout()
         seed(backend.store(layout, ttl=-1), ts=100, features={"seats": 1})
         store = backend.store(layout, ttl=500)
         store.apply(msg(factory.invalidation(200, "cus-1")))
         ttls = all_ttls(store)
-        keys = customer_keys(store)
-        assert set(ttls) == {
-            timestamp_key(keys.entitlements),
-            timestamp_key(keys.metadata),
-            timestamp_key(keys.feature_usage("seats")),
-            keys.index,
-            timestamp_key(keys.index),
-        }
+        assert set(ttls) == {customer_keys(store).invalidated}
         assert all(0 < ttl <= 500 for ttl in ttls.values()), ttls
 
-    def test_tombstones_without_expiry(self, backend: Backend) -> None:
+    def test_invalidation_time_without_expiry(self, backend: Backend) -> None:
         layout = backend.layout()
         seed(backend.store(layout, ttl=500), ts=100, features={"seats": 1})
         store = backend.store(layout, ttl=-1)
         store.apply(msg(factory.invalidation(200, "cus-1")))
-        ttls = all_ttls(store)
-        assert len(ttls) == 5  # three tombstones, the index and its invalidation time
-        assert set(ttls.values()) == {-1}, ttls
+        assert all_ttls(store) == {customer_keys(store).invalidated: -1}
 
     # Rule 4: invalidation
 
-    def test_invalidation_deletes_values_and_leaves_tombstones(self, backend: Backend) -> None:
+    def test_invalidation_deletes_values_and_their_versions(self, backend: Backend) -> None:
         store = backend.store()
         seed(store, ts=100, features={"seats": 1, "sso": None}, credits={"tok": 5})
         store.apply(msg(factory.usage("cus-1", 110, "api-calls", 9)))
-        keys = customer_keys(store)
         outcome = store.apply(msg(factory.invalidation(200, "cus-1")))
         assert outcome is Outcome.INVALIDATED
-        value_keys = [
-            keys.entitlements,
-            keys.metadata,
-            keys.feature_usage("seats"),
-            keys.credit("tok"),
-            keys.feature_usage("api-calls"),
-        ]
-        assert state(store) == {timestamp_key(key): 200 for key in value_keys}
+        assert state(store) == {}
+        assert all_ttls(store).keys() == {customer_keys(store).invalidated}
 
-    def test_tombstones_block_older_messages(self, backend: Backend) -> None:
+    def test_invalidation_deletes_usage_keys_it_did_not_write(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100, features={"seats": 1, "sso": None})
+        keys = customer_keys(store)
+        foreign = {keys.feature_usage("sso"): '{"currentUsage":4}', keys.credit("x"): "{}"}
+        for key, value in foreign.items():  # written by someone else: not in our index
+            backend.client.set(key, value)
+            backend.client.set(timestamp_key(key), "999")
+        store.apply(msg(factory.invalidation(200, "cus-1")))
+        after = state(store)
+        assert keys.feature_usage("sso") not in after  # a feature of the map: deleted
+        assert timestamp_key(keys.feature_usage("sso")) not in after
+        assert after == {keys.credit("x"): {}, timestamp_key(keys.credit("x")): 999}
+
+    def test_the_invalidation_time_blocks_older_messages(self, backend: Backend) -> None:
         store = backend.store(policy=UPSERT)
         seed(store, ts=100, features={"seats": 1}, credits={"tok": 5})
         store.apply(msg(factory.invalidation(200, "cus-1")))
@@ -283,10 +282,9 @@ class StoreRules:
     def test_invalidation_blocks_older_writes_to_keys_it_never_saw(self, backend: Backend) -> None:
         store = backend.store()
         seed(store, ts=100, features={"seats": 1})
-        seed(store, ts=300, features={"seats": 3})
         store.apply(msg(factory.invalidation(200, "cus-1")))
+        seed(store, ts=300, features={"seats": 3})
         keys = customer_keys(store)
-        assert keys.entitlements in state(store)  # newer than T: kept
         assert store.apply(msg(factory.usage("cus-1", 150, "api", 1))) is Outcome.STALE
         assert store.apply(msg(factory.credits("cus-1", 150, "tok", 1))) is Outcome.STALE
         assert store.apply(msg(factory.usage("cus-1", 250, "api", 2))) is Outcome.WRITTEN
@@ -303,18 +301,15 @@ class StoreRules:
         assert store.apply(msg(older)) is Outcome.STALE
         assert state(store) == before
 
-    def test_invalidation_keeps_keys_newer_than_t(self, backend: Backend) -> None:
+    def test_invalidation_drops_values_whatever_their_versions(self, backend: Backend) -> None:
         store = backend.store()
         seed(store, ts=100, features={"seats": 1, "sso": 1})
-        keys = customer_keys(store)
         store.apply(msg(factory.usage("cus-1", 300, "seats", 30)))
         store.apply(msg(factory.invalidation(200, "cus-1")))
-        after = state(store)
-        assert after[keys.feature_usage("seats")]["currentUsage"] == 30
-        assert after[timestamp_key(keys.feature_usage("seats"))] == 300
-        assert keys.feature_usage("sso") not in after
-        assert after[timestamp_key(keys.feature_usage("sso"))] == 200
-        assert keys.entitlements not in after
+        assert state(store) == {}
+        refill = factory.entitlements("cus-1", 250, features={"seats": 2})
+        assert store.apply(msg(refill), policy=UPSERT) is Outcome.WRITTEN
+        assert state(store)[customer_keys(store).feature_usage("seats")]["currentUsage"] == 2
 
     def test_invalidation_is_reached_by_later_invalidations(self, backend: Backend) -> None:
         store = backend.store()
@@ -322,9 +317,20 @@ class StoreRules:
         store.apply(msg(factory.invalidation(200, "cus-1")))
         seed(store, ts=300, features={"seats": 3})
         store.apply(msg(factory.invalidation(400, "cus-1")))
-        keys = customer_keys(store)
-        assert state(store)[timestamp_key(keys.feature_usage("seats"))] == 400
-        assert keys.feature_usage("seats") not in state(store)
+        assert state(store) == {}
+        assert backend.client.get(customer_keys(store).invalidated) == "400"
+        store.apply(msg(factory.invalidation(350, "cus-1")))  # T is never lowered
+        assert backend.client.get(customer_keys(store).invalidated) == "400"
+
+    def test_purge_lowers_an_invalidation_time_from_the_future(self, backend: Backend) -> None:
+        store = backend.store()
+        seed(store, ts=100, features={"seats": 1})
+        store.apply(msg(factory.invalidation(9_000_000, "cus-1")))
+        assert store.purge("cus-1", None, at=500) == 0
+        assert backend.client.get(customer_keys(store).invalidated) == "500"
+        seed(store, ts=600, features={"seats": 2})
+        assert store.purge("cus-1", None, at=700) == 6  # map, metadata, usage and versions
+        assert state(store) == {}
 
     def test_invalidate_all_removes_every_key_of_the_prefix_only(self, backend: Backend) -> None:
         layout = backend.layout()
@@ -338,7 +344,7 @@ class StoreRules:
         ]
         assert set(store.apply_batch([msg(b) for b in bodies])) == {Outcome.WRITTEN}
         total = count_keys(backend.client, layout)
-        assert total == 7000  # entitlements, metadata, usage, 3 versions, index
+        assert total == 7000  # map, metadata, usage, their 3 versions, index
         assert total > 4 * UNLINK_BATCH  # several SCAN pages and UNLINK calls
         everything = msg(factory.invalidation(500, everything=True))
         assert store.apply(everything) is Outcome.INVALIDATED
@@ -361,12 +367,11 @@ class StoreRules:
     @pytest.mark.parametrize(
         ("first", "second"),
         [
-            (("a", "b"), ("a:r_b", None)),
-            (("a", None), ("a:metadata", None)),
-            (("a:b", None), ("a%3Ab", None)),
-            (("x}", None), ("{x", None)),
-            (("a", "b#timestamp"), ("a", "b")),
-            (("{a}", "}r{"), ("{a}", None)),
+            (("a", "b"), ("a:b", None)),
+            (("a", None), ("a:meta", None)),
+            (("acme:eu", None), ("acme", "eu")),
+            (("user@example.com", "site:1"), ("user@example.com", "site")),
+            (("a", "b"), ("a", "b:c")),
         ],
     )
     def test_ids_cannot_reach_another_customers_keys(
@@ -383,15 +388,21 @@ class StoreRules:
         store.apply(msg(factory.invalidation(300, second)))
         assert {k: v for k, v in state(store).items() if k in before} == before
 
+    @pytest.mark.parametrize(
+        "ids",
+        [("a:r_b", None), ("a:metadata", None), ("x}", None), ("a", "b#timestamp"), ("{a}", None)],
+    )
+    def test_ids_that_could_reach_other_keys_never_reach_the_store(
+        self, backend: Backend, ids: tuple[str, str | None]
+    ) -> None:
+        with pytest.raises(InvalidMessage) as caught:
+            msg(factory.entitlements(ids[0], 100, resource=ids[1], features={"f": 1}))
+        assert caught.value.reason is InvalidReason.UNSAFE_ID
+
     def test_feature_id_cannot_forge_a_version_key(self, backend: Backend) -> None:
-        store = backend.store()
-        seed(store, ts=100, features={"seats": 1})
-        keys = customer_keys(store)
-        forged = factory.usage("cus-1", 999, "seats#timestamp", 5)
-        assert store.apply(msg(forged)) is Outcome.WRITTEN
-        after = state(store)
-        assert after[timestamp_key(keys.feature_usage("seats"))] == 100
-        assert after[keys.feature_usage("seats")]["currentUsage"] == 1
+        with pytest.raises(InvalidMessage) as caught:
+            msg(factory.usage("cus-1", 999, "seats#timestamp", 5))
+        assert caught.value.reason is InvalidReason.UNSAFE_ID
 
     def test_resource_scopes_are_separate(self, backend: Backend) -> None:
         store = backend.store()

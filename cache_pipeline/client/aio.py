@@ -48,7 +48,8 @@ from cache_pipeline.client.results import credit_access, feature_access
 from cache_pipeline.config import CacheUpdatePolicy, Settings
 from cache_pipeline.plan import ScriptCall, plan
 from cache_pipeline.redis_client import connection_options
-from cache_pipeline.store import Outcome, load_script_source
+from cache_pipeline.scripts import script_source as load_script_source
+from cache_pipeline.store import Outcome
 from cache_pipeline.upstream import AsyncUpstreamClient, UpstreamAnswer
 
 AsyncRedisClient = aioredis.Redis | AsyncRedisCluster

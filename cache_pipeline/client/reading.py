@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, replace
-from importlib import resources
 from typing import Any
 
+from cache_pipeline import scripts
 from cache_pipeline.client.models import CustomerEntitlements, Kind
 from cache_pipeline.client.results import Entry, from_entries
 from cache_pipeline.errors import EntitlementsUnavailable
@@ -23,8 +23,8 @@ CACHE_TROUBLE: tuple[type[Exception], ...] = (Exception,)
 
 
 def script_source(name: str) -> str:
-    """The text of one of the SDK's Lua scripts."""
-    return (resources.files("cache_pipeline") / "lua" / f"{name}.lua").read_text()
+    """The text of one of the package's Lua scripts (the write scripts with their prelude)."""
+    return scripts.script_source(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 --[[
-Contract v2: apply one scope's entitlements snapshot atomically (rules 1-4),
-in the layout Stigg's SDK reads. Not yet called by the pipeline: the v2 store
-switches to it.
+Apply one scope's entitlements snapshot atomically (CONTRACT.md rules 1-4), in
+the layout Stigg's SDK reads: from an entitlements.updated message, or from the
+reader SDK's write-back of an Edge API answer.
 
 KEYS[1]     S                entitlements map (P:c_<C>[:r_<R>])
 KEYS[2]     S:metadata       {"accessDeniedReason": ...}
@@ -17,38 +17,19 @@ ARGV[5]     map JSON
 ARGV[6]     metadata JSON
 ARGV[7..]   for each KEYS[5..n], in order: value JSON, then its version
 
-A stored #timestamp is read as Stigg's SDK reads it (leading digits; anything
-else counts as absent). Returns the number of value keys written; 0 when every
-key held a newer version or the gate is older than T (stale); -1 when the
-policy skipped the snapshot.
+Returns the number of value keys written; 0 when every key held a newer
+version or the gate is older than T (stale); -1 when the policy skipped the
+snapshot.
 ]]
-local function stored_version(key)
-  local raw = redis.call('GET', key .. '#timestamp')
-  if not raw then return nil end
-  return tonumber(string.match(raw, '^%s*(%d+)'))
-end
-
-local function set_with_ttl(key, value, ttl)
-  if ttl > 0 then
-    redis.call('SET', key, value, 'EX', ttl)
-  else
-    redis.call('SET', key, value)
-  end
-end
-
-local function versioned_put(key, value, version, ttl)
-  local stored = stored_version(key)
-  if stored and stored > tonumber(version) then return 0 end
-  set_with_ttl(key, value, ttl)
-  set_with_ttl(key .. '#timestamp', version, ttl)
-  return 1
-end
-
 local ttl = tonumber(ARGV[3])
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
-if tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[2]) then
+expect_type(KEYS[3], 'string')
+expect_type(KEYS[4], 'set')
+expect_values({KEYS[1], KEYS[2]}, 1)
+expect_values(KEYS, 5)
+if invalidated_at(KEYS[3]) > tonumber(ARGV[2]) then
   return 0
 end
 local written = versioned_put(KEYS[1], ARGV[5], ARGV[1], ttl)
@@ -60,7 +41,7 @@ for i = 5, #KEYS do
     written = written + 1
   end
 end
-if #KEYS >= 5 then
-  if ttl > 0 then redis.call('EXPIRE', KEYS[4], ttl) else redis.call('PERSIST', KEYS[4]) end
+if #KEYS >= 5 and redis.call('EXISTS', KEYS[4]) == 1 then
+  touch(KEYS[4], ttl)
 end
 return written

@@ -1,15 +1,15 @@
-"""An independent statement of "a customer's keys", used to judge what the writer touches.
+"""An independent statement of "a scope's keys", used to judge what the writer touches.
 
-It does not reuse ``cache_pipeline.keys``: the encoding of CONTRACT.md section 2
-is restated here, and every key a write names must decode back to the ids of
-the message that caused it.
+It does not reuse ``cache_pipeline.keys``: the layout of CONTRACT.md v2 section 2 is
+restated here (raw ids; ``S``, ``S:metadata``, ``S:f_<featureId>``,
+``S:credit_<currencyId>``, their ``#timestamp`` siblings, and the private ``S#keys``,
+``S#invalidated`` and ``S#lock``), and every key a write names must be one of the keys
+of a scope the message names, with a feature or currency id the message names.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from urllib.parse import unquote
 
 from cache_pipeline.messages import (
     CacheInvalidated,
@@ -20,19 +20,11 @@ from cache_pipeline.messages import (
 )
 
 TIMESTAMP = "#timestamp"
-_SPECIAL = re.compile(r"[%:{}#]")
-_REST = re.compile(
-    r"(?P<kind>|:metadata|:keys|:f_(?P<feature>[^:{}#]+)|:credit_(?P<credit>[^:{}#]+))"
-)
-
-
-def pct(value: str) -> str:
-    """CONTRACT.md: ``%``, ``:``, ``{``, ``}`` and ``#`` of an id are percent-encoded."""
-    return _SPECIAL.sub(lambda m: f"%{ord(m.group()):02X}", value)
+PRIVATE = ("#keys", "#invalidated", "#lock")
 
 
 def scope_base(prefix: str, customer: str, resource: str | None, *, cluster: bool) -> str:
-    scope = f"c_{pct(customer)}" + ("" if resource is None else f":r_{pct(resource)}")
+    scope = f"c_{customer}" + ("" if resource is None else f":r_{resource}")
     return f"{prefix}:{{{scope}}}" if cluster else f"{prefix}:{scope}"
 
 
@@ -44,15 +36,29 @@ def scopes_of(message: Message) -> list[tuple[str, str | None]]:
     return [(data.customer_id, data.resource_id)]
 
 
-def item_ids(message: Message) -> set[str]:
-    """Feature and currency ids the message names."""
+def item_ids(message: Message) -> tuple[set[str], set[str]]:
+    """Feature ids and currency ids the message names."""
     if isinstance(message, EntitlementsUpdated):
-        return {item.id for item in message.data.entitlements}
+        features = {str(entry["feature"]["refId"]) for entry in message.data.entitlements}
+        return features, {credit.currency_id for credit in message.data.credits}
     if isinstance(message, UsageUpdated):
-        return {message.data.feature_id}
+        return {message.data.feature_id}, set()
     if isinstance(message, CreditsUpdated):
-        return {message.data.currency_id}
-    return set()
+        return set(), {message.data.currency_id}
+    return set(), set()
+
+
+def allowed_keys(prefix: str, messages: Iterable[Message], *, cluster: bool) -> set[str]:
+    """Every key the messages may name: value keys, and the private keys of their scopes."""
+    allowed: set[str] = set()
+    for message in messages:
+        features, currencies = item_ids(message)
+        for customer, resource in scopes_of(message):
+            base = scope_base(prefix, customer, resource, cluster=cluster)
+            allowed |= {base, f"{base}:metadata", *(base + suffix for suffix in PRIVATE)}
+            allowed |= {f"{base}:f_{feature}" for feature in features}
+            allowed |= {f"{base}:credit_{currency}" for currency in currencies}
+    return allowed
 
 
 def outside_scope(
@@ -64,25 +70,10 @@ def outside_scope(
     versions: bool = False,
 ) -> list[str]:
     """Keys that do not belong to a scope the messages name (``versions``: allow ``#timestamp``)."""
-    bases: dict[str, None] = {}
-    ids: set[str] = set()
-    for message in messages:
-        ids |= item_ids(message)
-        for customer, resource in scopes_of(message):
-            bases[scope_base(prefix, customer, resource, cluster=cluster)] = None
+    allowed = allowed_keys(prefix, list(messages), cluster=cluster)
     stray = []
     for key in keys:
         value_key = key[: -len(TIMESTAMP)] if versions and key.endswith(TIMESTAMP) else key
-        if not any(_belongs(value_key, base, ids) for base in bases):
+        if value_key not in allowed or (value_key != key and value_key.endswith(PRIVATE)):
             stray.append(key)
     return stray
-
-
-def _belongs(key: str, base: str, ids: set[str]) -> bool:
-    if not key.startswith(base):
-        return False
-    match = _REST.fullmatch(key[len(base) :])
-    if match is None:
-        return False
-    encoded = match.group("feature") or match.group("credit")
-    return encoded is None or unquote(encoded) in ids

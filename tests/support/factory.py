@@ -19,34 +19,62 @@ def envelope(kind: str, timestamp: int, data: dict[str, Any], **extra: Any) -> d
     }
 
 
+def edge_entry(feature: str, used: int | None = None, **extra: Any) -> dict[str, Any]:
+    """A Stigg Edge API entry: metered NUMBER with ``used`` as its usage, else BOOLEAN."""
+    if used is None:
+        entry: dict[str, Any] = {
+            "feature": {"refId": feature, "featureType": "BOOLEAN", "meterType": "None"},
+            "hasUnlimitedUsage": False,
+            "hasSoftLimit": False,
+        }
+    else:
+        entry = {
+            "feature": {
+                "refId": feature,
+                "featureType": "NUMBER",
+                "meterType": "Fluctuating",
+                "featureUnits": "seat",
+                "featureUnitsPlural": "seats",
+            },
+            "usageLimit": 10,
+            "hasUnlimitedUsage": False,
+            "hasSoftLimit": False,
+            "currentUsage": used,
+            "usagePeriodStart": 1,
+            "usagePeriodEnd": 2,
+        }
+    return {**entry, **extra}
+
+
 def entitlements(
     customer: str,
     timestamp: int,
     *,
     resource: str | None = None,
     features: dict[str, int | None] | None = None,
-    credits: dict[str, int | None] | None = None,
+    credits: dict[str, int] | None = None,
     denied: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A snapshot: ``features``/``credits`` map id -> current usage (None: no usage)."""
-    items: list[dict[str, Any]] = []
-    for fid, used in (features or {}).items():
-        item: dict[str, Any] = {"kind": "FEATURE", "id": fid, "hasAccess": True, "usageLimit": 10}
-        if used is not None:
-            item["usage"] = {"currentUsage": used, "usagePeriodStart": 1, "usagePeriodEnd": 2}
-        items.append(item)
-    for cid, used in (credits or {}).items():
-        item = {"kind": "CREDIT", "id": cid, "hasAccess": True, "usageLimit": 1000}
-        if used is not None:
-            item["usage"] = {"currentUsage": used, "usagePeriodStart": 1, "usagePeriodEnd": 2}
-        items.append(item)
-    data = {
+    """A snapshot: ``features`` maps id -> current usage (None: a boolean feature),
+    ``credits`` maps currency id -> current usage (limit 1000)."""
+    data: dict[str, Any] = {
         "customerId": customer,
         "resourceId": resource,
         "accessDeniedReason": denied,
-        "entitlements": items,
+        "entitlements": [edge_entry(fid, used) for fid, used in (features or {}).items()],
     }
+    if credits:
+        data["credits"] = [
+            {
+                "currencyId": cid,
+                "currentUsage": used,
+                "usageLimit": 1000,
+                "usagePeriodStart": 1,
+                "usagePeriodEnd": 2,
+            }
+            for cid, used in credits.items()
+        ]
     return envelope("entitlements.updated", timestamp, data, **extra)
 
 

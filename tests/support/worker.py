@@ -222,7 +222,7 @@ def seed(customers: int, *, features: int = 3, currencies: int = 2) -> list[dict
             f"cus-{c}",
             1000 + c,
             features={f"feature-{f}": None for f in range(features)},
-            credits={f"cur-{k}": None for k in range(currencies)},
+            credits={f"cur-{k}": 0 for k in range(currencies)},
         )
         for c in range(customers)
     ]
