@@ -93,15 +93,13 @@ def seed_cache(settings: Any, customer: str) -> None:
 
 
 def seed_stub(path: Path, customers: list[str]) -> None:
-    """The stub's file, written before it starts: one snapshot per miss customer."""
+    """The stub's file, written before it starts: one scope per miss customer."""
     now = int(time.time() * 1000)
-    snapshots = []
+    scopes = []
     for customer in customers:
-        body = snapshot_body(features=FEATURES, credits=CREDITS)
-        body.pop("timestamp", None)
-        data = {"customerId": customer, "resourceId": None, **body}
-        snapshots.append({"timestamp": now, "data": data})
-    path.write_text(json.dumps({"snapshots": snapshots}))
+        body = snapshot_body(features=FEATURES, credits=CREDITS, timestamp=now)
+        scopes.append({"customerId": customer, "resourceId": None, **body})
+    path.write_text(json.dumps({"scopes": scopes}))
 
 
 def report(name: str, samples: list[float]) -> None:

@@ -167,11 +167,9 @@ def invalidate(customer_id: str, resource_id: str | None) -> None:
     import time
 
     from cache_pipeline.errors import CachePipelineError
-    from cache_pipeline.keys import KeyLayout
+    from cache_pipeline.keys import KeyLayout, unsafe_id_problem
     from cache_pipeline.redis_client import connect
     from cache_pipeline.store import Store
-
-    from cache_pipeline.keys import unsafe_id_problem
 
     for name, value in (("--customer", customer_id), ("--resource", resource_id)):
         problem = unsafe_id_problem(value) if value is not None else None

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import httpx
@@ -30,17 +29,18 @@ from cache_pipeline.dates import edge_version
 from cache_pipeline.errors import (
     CachePipelineError,
     StoreError,
+    StoreUnavailable,
     UpstreamError,
     UpstreamNotFound,
     UpstreamRefused,
 )
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.plan import ScriptCall
 from cache_pipeline.redis_client import connect
 from cache_pipeline.schema import SchemaGuard
-from cache_pipeline.scope_writes import snapshot_call
+from cache_pipeline.scope_writes import ScriptCall, snapshot_call
 from cache_pipeline.scopes import ScopeRef, scope_from_json
-from cache_pipeline.store import RedisClient, translate_errors
+from cache_pipeline.scripts import script_source
+from cache_pipeline.store import RedisClient, is_transient_reply, translate_errors
 from cache_pipeline.upstream import EdgeAnswer, EdgeClient, EdgeOptions
 
 WRITE_BATCH = 100  # scopes fetched, then written in one pipelined round trip
@@ -84,7 +84,7 @@ class Fetched:
 class ScriptRunner:
     """Runs ``ScriptCall`` batches in one pipeline (EVALSHA; reloaded after SCRIPT FLUSH).
 
-    Each script (``cache_pipeline/lua/<name>.lua``) is registered on its first call.
+    Each script (``cache_pipeline.scripts.script_source``) is registered on its first call.
     """
 
     def __init__(self, client: RedisClient) -> None:
@@ -113,8 +113,7 @@ class ScriptRunner:
 
     def _script(self, name: str) -> Script:
         if name not in self.scripts:
-            source = (resources.files("cache_pipeline") / "lua" / f"{name}.lua").read_text()
-            self.scripts[name] = self.client.register_script(source)
+            self.scripts[name] = self.client.register_script(script_source(name))
         return self.scripts[name]
 
     def _pipeline(self, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -126,6 +125,8 @@ class ScriptRunner:
         for reply in replies:
             if isinstance(reply, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
                 raise reply
+            if is_transient_reply(reply):
+                raise StoreUnavailable(f"Redis cannot take writes now: {reply}")
         return replies
 
 

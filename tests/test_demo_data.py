@@ -19,6 +19,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from api.edge_stub import Snapshot, load_snapshots
+from cache_pipeline.publish import read_messages
 from cache_pipeline.stigg_map import entry_problem, is_metered
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +59,11 @@ def test_the_demo_shows_every_kind(scopes: dict[tuple[str, str | None], Snapshot
     assert any(s.credits for s in scopes.values())
     assert ("acme:eu", "site-1") in scopes
     assert ("acme:eu", None) in scopes  # a resource scope is read with its global scope
+
+
+def test_the_feed_is_contract_v2() -> None:
+    lines = (DEMO / "feed.jsonl").read_text().splitlines()
+    assert len(read_messages(lines, "development")) == len([ln for ln in lines if ln.strip()])
 
 
 def test_the_feed_forwards_what_the_stub_serves(

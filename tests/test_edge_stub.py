@@ -18,8 +18,9 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from cache_pipeline.dates import edge_version, epoch_ms
+from cache_pipeline.dates import edge_version, epoch_ms, now_ms
 from cache_pipeline.errors import UpstreamError
+from cache_pipeline.messages import EntitlementsUpdated, parse_message
 from cache_pipeline.stigg_map import entry_problem
 from cache_pipeline.upstream import AsyncEdgeClient, EdgeClient, EdgeOptions
 from tests.support.edge import STUB_API_KEY, EdgeStub, feature, metered, snapshot_body
@@ -103,7 +104,10 @@ def cus() -> str:
 
 
 def receive(queue: tuple[SQSClient, str], count: int) -> list[dict[str, Any]]:
-    """``count`` message bodies from the queue, parsed as JSON, in arrival order."""
+    """``count`` message bodies from the queue, as JSON, in arrival order.
+
+    Each one must be a valid contract v2 message (the worker's own parser).
+    """
     client, url = queue
     bodies: list[dict[str, Any]] = []
 
@@ -115,6 +119,8 @@ def receive(queue: tuple[SQSClient, str], count: int) -> list[dict[str, Any]]:
         return len(bodies) >= count
 
     wait_until(more, timeout=20, what=f"{count} message(s) on the queue")
+    for body in bodies:
+        parse_message(json.dumps(body), ENVIRONMENT, latest_ms=now_ms())
     return bodies
 
 
@@ -234,6 +240,12 @@ def test_changes_are_served_saved_and_published(
     assert message["data"] == {k: v for k, v in first.items() if k != "timestamp"}
     assert message["data"]["entitlements"] == own_stub.get(cus).json()["data"]["entitlements"]
     assert message["data"]["credits"] == [CREDIT]
+    parsed = parse_message(json.dumps(message), ENVIRONMENT)
+    assert isinstance(parsed, EntitlementsUpdated)
+    assert parsed.data.entitlements == message["data"]["entitlements"]
+    assert [c.as_stored() for c in parsed.data.credits] == [
+        {k: v for k, v in CREDIT.items() if k != "currencyId"}
+    ]
     assert message["data"]["accessDeniedReason"] is None
     saved = json.loads(own_stub.file.read_text())["scopes"]
     assert saved == [{"customerId": cus, "resourceId": None, "timestamp": first["timestamp"]}
