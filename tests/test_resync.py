@@ -24,6 +24,7 @@ from cache_pipeline.resync import ScriptRunner
 from cache_pipeline.schema import Marker, SchemaGuard, SchemaStatus
 from cache_pipeline.scope_writes import ScriptCall, invalidate_call, snapshot_call
 from cache_pipeline.snapshot import read_state
+from tests.support.cluster import RedisClusterServer
 from tests.support.edge import STUB_API_KEY, EdgeStub, feature, metered
 from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer, free_port
@@ -301,3 +302,27 @@ def test_the_write_script_reloads_itself_after_script_flush(
     later = snapshot_call(scope, [feature("b")], version=6, gate=6, ttl=60, only_if_exists=False)
     assert runner.run_calls([later, call]) == [2, 0]
     assert list(json.loads(str(client.get(scope)))) == ["b"]
+
+
+@pytest.mark.cluster
+def test_resync_writes_a_redis_cluster_in_its_hash_tag_layout(stub: EdgeStub) -> None:
+    cluster = RedisClusterServer().start()
+    try:
+        scopes = [("acme:eu", None), ("acme:eu", "user@example.com"), ("cus-1", None)]
+        stdin = "\n".join(line(scope) for scope in scopes)
+        result = run_resync(
+            stub.url, cluster.ports[0], "-", stdin=stdin, REDIS_CLUSTER="1", REDIS_TIMEOUT_SECS="5"
+        )
+        assert counts(result) == {"scopes": 3, "written": 3, "stale": 0, "missing": 0, "failed": 0}
+        client = cluster.client()
+        try:
+            usage = client.get(f"{PREFIX}:{{c_acme:eu:r_user@example.com}}:f_feature-seats")
+            assert json.loads(str(usage)) == {
+                "currentUsage": len("acme:eu") + len("user@example.com"),
+                "usagePeriodEnd": 1797292800000,
+            }
+            assert client.exists(f"{PREFIX}:{{c_cus-1}}", f"{PREFIX}:{{c_cus-1}}#timestamp") == 2
+        finally:
+            client.close()
+    finally:
+        cluster.stop()
