@@ -15,7 +15,7 @@ detail of /readyz on every pod.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,12 +34,13 @@ from cache_pipeline.errors import (
     UpstreamNotFound,
     UpstreamRefused,
 )
-from cache_pipeline.keys import KeyLayout
+from cache_pipeline.keys import KeyLayout, unsafe_id_problem
 from cache_pipeline.redis_client import connect
 from cache_pipeline.schema import SchemaGuard
 from cache_pipeline.scope_writes import ScriptCall, snapshot_call
 from cache_pipeline.scopes import ScopeRef, scope_from_json
 from cache_pipeline.scripts import script_source
+from cache_pipeline.stigg_map import entry_problem
 from cache_pipeline.store import RedisClient, is_transient_reply, translate_errors
 from cache_pipeline.upstream import EdgeAnswer, EdgeClient, EdgeOptions
 
@@ -202,15 +203,31 @@ def resync(
 
 
 def fetch(edge: EdgeClient, scope: ScopeRef) -> Fetched:
-    """One scope's Edge answer; a 404 is ``missing``, other errors are a ``failure``."""
+    """One scope's Edge answer; a 404 is ``missing``; other errors, and an answer that
+    cannot be cached (``answer_problem``), are a ``failure``."""
     try:
-        return Fetched(scope, edge.fetch(scope.customer_id, scope.resource_id))
+        answer = edge.fetch(scope.customer_id, scope.resource_id)
     except UpstreamRefused:
         raise
     except UpstreamNotFound:
         return Fetched(scope, missing=True)
     except CachePipelineError as exc:
         return Fetched(scope, failure=f"{scope}: {exc}")
+    problem = answer_problem(answer.entitlements)
+    if problem is not None:
+        return Fetched(scope, failure=f"{scope}: the Edge answered {problem}; nothing written")
+    return Fetched(scope, answer)
+
+
+def answer_problem(entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why Edge entries cannot be written (as the pipeline refuses such a message), or None."""
+    for index, entry in enumerate(entries):
+        problem = entry_problem(entry)
+        if problem is None:
+            problem = unsafe_id_problem(str(entry["feature"]["refId"]))
+        if problem is not None:
+            return f"an entry it cannot cache: entitlements[{index}] {problem}"
+    return None
 
 
 def write_call(layout: KeyLayout, scope: ScopeRef, answer: EdgeAnswer, *, ttl: int) -> ScriptCall:

@@ -272,6 +272,28 @@ def test_from_stub_against_a_real_edge_says_it_cannot_list(
     assert read_state(client, KeyLayout(PREFIX)) == {}
 
 
+def test_an_edge_answer_it_cannot_cache_fails_that_scope_alone(
+    own_redis: RedisServer, client: redis.Redis
+) -> None:
+    good = {"data": {"entitlements": [feature("feature-sso")]}}
+    bad = {"data": {"entitlements": [feature("feature-sso"), feature("a#b")]}}
+    responses = {
+        "GET /v1/c/cus-good/entitlements.json": good,
+        "GET /v1/c/cus-bad/entitlements.json": bad,
+    }
+    stdin = "\n".join(line(scope) for scope in [("cus-bad", None), ("cus-good", None)])
+    with RecordingEdge(responses) as edge:
+        result = run_resync(edge.url, own_redis.port, "-", stdin=stdin)
+        assert [r.headers["x-api-key"] for r in edge.entitlement_requests] == [STUB_API_KEY] * 2
+    assert result.returncode == 1
+    assert json.loads(result.stdout.strip().splitlines()[-1])["failed"] == 1
+    assert "failed: 'cus-bad': the Edge answered an entry it cannot cache" in result.stderr
+    assert "entitlements[1]" in result.stderr
+    state = read_state(client, KeyLayout(PREFIX))
+    assert f"{PREFIX}:c_cus-good" in state
+    assert not [key for key in state if "cus-bad" in key]
+
+
 def test_another_schema_version_refuses_the_resync(
     stub: EdgeStub, own_redis: RedisServer, client: redis.Redis, scopes_file: Path
 ) -> None:
