@@ -27,7 +27,13 @@ import httpx
 
 from cache_pipeline import __version__
 from cache_pipeline.dates import now_ms
-from cache_pipeline.errors import InvalidArgument, UpstreamError, UpstreamUnavailable
+from cache_pipeline.errors import (
+    InvalidArgument,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRefused,
+    UpstreamUnavailable,
+)
 
 API_KEY_HEADER = "X-API-KEY"
 API_VERSION_HEADER = "X-API-VERSION"
@@ -103,10 +109,17 @@ class _Retry(Exception):
 
 
 def interpret(response: httpx.Response) -> list[dict[str, Any]]:
-    """A response → its entitlement entries, ``_Retry`` (429/5xx) or ``UpstreamError``."""
+    """A response → its entitlement entries, ``_Retry`` (429/5xx) or ``UpstreamError``.
+
+    401 and 403 raise ``UpstreamRefused``, 404 ``UpstreamNotFound`` (both ``UpstreamError``).
+    """
     status = response.status_code
     if status == 429 or status >= 500:
         raise _Retry(f"the Edge API answered {status}")
+    if status in (401, 403):
+        raise UpstreamRefused(f"the Edge API refused the API key ({status}): {response.text[:200]}")
+    if status == 404:
+        raise UpstreamNotFound(f"the Edge API answered 404: {response.text[:200]}")
     if not 200 <= status < 300:
         raise UpstreamError(f"the Edge API answered {status}: {response.text[:200]}")
     try:

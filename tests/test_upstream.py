@@ -17,7 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from cache_pipeline.errors import InvalidArgument, UpstreamError, UpstreamUnavailable
+from cache_pipeline.errors import (
+    InvalidArgument,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRefused,
+    UpstreamUnavailable,
+)
 from cache_pipeline.upstream import AsyncEdgeClient, EdgeClient, EdgeOptions, entitlements_url
 from tests.support.servers import free_port
 
@@ -159,12 +165,16 @@ def test_429_then_200_succeeds(server: ScriptedServer) -> None:
     assert len(server.seen) == 3
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404])
-def test_4xx_is_not_retried(server: ScriptedServer, status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(400, UpstreamError), (401, UpstreamRefused), (403, UpstreamRefused), (404, UpstreamNotFound)],
+)
+def test_4xx_is_not_retried(server: ScriptedServer, status: int, kind: type[Exception]) -> None:
     server.replies = [(status, {"message": "no"}, 0.0)]
     with pytest.raises(UpstreamError) as caught:
         fetch(server)
-    assert not isinstance(caught.value, UpstreamUnavailable)
+    assert type(caught.value) is kind
+    assert str(status) in str(caught.value)
     assert len(server.seen) == 1
 
 
