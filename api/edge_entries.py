@@ -2,7 +2,7 @@
 
 A scope's snapshot (``PUT`` body, one item of the stub's file) holds entries in the
 shape of Stigg's Edge API (``data.entitlements[]`` of ``GET /v1/c/{customerId}/
-entitlements.json``, STIGG-COMPAT.md §6), possibly partial, plus the scope's
+entitlements.json``, docs/stigg-compat.md §6), possibly partial, plus the scope's
 ``accessDeniedReason`` and ``credits`` as contract v2's ``entitlements.updated`` has
 them. ``snapshot_problem`` says what is wrong with one (first problem only, with its
 path); ``served_entry`` completes a kept entry into every field of the Edge's

@@ -1,7 +1,7 @@
 """A stand-in for Stigg's Edge API, for local development and tests (``cache-pipeline edge-stub``).
 
 It answers ``GET /v1/c/{customerId}/entitlements.json[?resourceId=]`` exactly as the
-Edge does for Stigg's SDK (STIGG-COMPAT.md §6; docs/upstream-api.yaml): header
+Edge does for Stigg's SDK (docs/stigg-compat.md §6; docs/upstream-api.yaml): header
 ``X-API-KEY`` required, ``{"data": {"entitlements": [...]}}`` with every field of the
 Edge's entry, from a JSON file of scope snapshots
 (``{"scopes": [{"customerId", "resourceId"?, "timestamp", "accessDeniedReason"?,

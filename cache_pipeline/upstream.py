@@ -1,4 +1,4 @@
-"""Client of Stigg's Edge API, called as Stigg's Node SDK 3.95.0 calls it (STIGG-COMPAT.md §6).
+"""Client of Stigg's Edge API, called as Stigg's Node SDK 3.95.0 calls it .
 
 ``GET {EDGE_API_URL}/v1/c/{customerId}/entitlements.json[?resourceId={resourceId}]``
 with the ids raw in the URL (only what URL parsing changes, e.g. a space → ``%20``;
@@ -10,8 +10,6 @@ is an error. Timeouts, network errors, 429 and 5xx are retried at most
 time budget: a retry happens only while the remaining budget exceeds its delay,
 and each attempt may use what remains. 4xx are not retried. httpx errors become
 ``UpstreamUnavailable`` (retries exhausted, may heal) or ``UpstreamError``.
-
-The names re-exported at the bottom are contract-v1 leftovers (``upstream_legacy``).
 """
 
 from __future__ import annotations
@@ -243,27 +241,12 @@ class AsyncEdgeClient:
             await self._http.aclose()
 
 
-# Contract-v1 leftovers still imported by resync.py and api/edge_stub.py (the reader SDK
-# no longer uses them); removed at integration.
-from cache_pipeline.upstream_legacy import (  # noqa: E402
-    AsyncUpstreamClient,
-    CustomerList,
-    UpstreamAnswer,
-    UpstreamClient,
-    UpstreamOptions,
-)
-
 __all__ = [
     "API_KEY_HEADER",
     "AsyncEdgeClient",
-    "AsyncUpstreamClient",
-    "CustomerList",
     "EdgeAnswer",
     "EdgeClient",
     "EdgeOptions",
-    "UpstreamAnswer",
-    "UpstreamClient",
-    "UpstreamOptions",
     "check_edge_id",
     "entitlements_url",
     "entries",

@@ -1,4 +1,4 @@
-"""Our reader SDK on what Stigg's own SDK 3.95.0 wrote and answered (../shared/stigg-golden).
+"""Our reader SDK on what Stigg's own SDK 3.95.0 wrote and answered (tests/stigg_golden).
 
 Loaded into Redis, the golden contents are hits for our SDK with the answers Stigg's SDK
 recorded, for every getter kind, without one Edge request and without a write. On an

@@ -1,4 +1,4 @@
-"""Contract v2 cache read, judged as Stigg's SDK 3.95.0 judges it (STIGG-COMPAT.md §4.1, §4.3).
+"""Contract v2 cache read, judged as Stigg's SDK 3.95.0 judges it (docs/stigg-compat.md §4.1, §4.3).
 
 ``read_call`` gives the KEYS and ARGV of ``lua/v2_read_scope.lua``; ``judge`` turns its reply
 into a ``CachedScope`` (a hit) or a ``ScopeMiss``. Pure, no I/O: whatever wrote the keys (the

@@ -3,7 +3,7 @@
 ``decide`` answers one getter call from one cached entry (a value of the
 entitlements map, its usage merged in with ``merge_usage``) exactly as the SDK's
 ``EntitlementsService`` getters, ``EntitlementDecisionService`` and ``ModelMapper``
-do (STIGG-COMPAT.md §7), quirks included; ``fallback_result`` is the answer when
+do (docs/stigg-compat.md §7), quirks included; ``fallback_result`` is the answer when
 the cache missed and the Edge API failed (§7.1). ``decide_credit`` is this SDK's
 own credit check. No I/O; the time is passed in.
 """

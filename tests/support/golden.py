@@ -27,7 +27,7 @@ if len(GOLDEN_FILES) < 5:  # an empty parametrization would skip the tests, not 
 GOLDEN_PREFIX = "golden:"
 GOLDEN_TTL = 604800
 # The SDK's clock during replays: inside the recorded usage periods (the shortest ends
-# 2026-12-07), so period roll-over (STIGG-COMPAT §7.7) never changes a recorded answer.
+# 2026-12-07), so period roll-over (docs/stigg-compat.md §7.7) never changes a recorded answer.
 GOLDEN_CLOCK_MS = 1_796_083_200_000  # 2026-12-01T00:00:00Z
 
 CALL = re.compile(r"^(?P<getter>\w+)\((?P<args>.*)\)(?:\s+\[.*\])?$")

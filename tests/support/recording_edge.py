@@ -8,7 +8,7 @@ none. An entitlements request without a canned answer gets 404; ``fail_with(503)
 every entitlements request with that status instead; ``latency`` (seconds) delays every
 answer, so that concurrent misses overlap. Anything else (e.g. ``POST /graphql``)
 gets 404 with a GraphQL-style error body: with ``realtimeUpdatesEnabled`` and
-``enableRemoteConfig`` off, SDK 3.95.0 sends nothing at init (STIGG-COMPAT §6).
+``enableRemoteConfig`` off, SDK 3.95.0 sends nothing at init (docs/stigg-compat.md §6).
 """
 
 from __future__ import annotations
