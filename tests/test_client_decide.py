@@ -140,7 +140,7 @@ def test_every_golden_file_has_cache_hits() -> None:
     assert covered == set(golden_files())
 
 
-# ---- hand cases: every row of docs/stigg-compat.md §7 and the probes of §8 --------------------------
+# ---- hand cases: every row of docs/stigg-compat.md §7 and the probes of §8 ----
 
 NOW = 1796026500000  # 2026-11-30T08:15:00Z
 DAY = 86_400_000

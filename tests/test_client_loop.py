@@ -57,14 +57,17 @@ def test_stub_changes_reach_both_sdks_through_the_worker(
                 return seats if seats.current_usage == 7 else None
 
             seen = wait_until(updated, timeout=30, what="the stub's change in the cache")
-            assert seen is not None and seen.has_access and not seen.is_fallback
+            assert seen is not None
+            assert seen.has_access
+            assert not seen.is_fallback
             assert stub.requests(customer) == 1  # read from the cache, not the stub
 
             call = {"getter": "getMeteredEntitlement", "customerId": customer,
                     "featureId": "seats"}  # fmt: skip
             results, events = run_stigg_sdk_with_events(redis_server.port, prefix, stub.url, [call])
             assert events == [["cacheHit"]]
-            assert results[0]["currentUsage"] == 7 and results[0]["hasAccess"] is True
+            assert results[0]["currentUsage"] == 7
+            assert results[0]["hasAccess"] is True
             assert stub.requests(customer) == 1
 
             assert stub.delete(customer).is_success

@@ -110,7 +110,7 @@ TABLE: list[dict[str, Any]] = [
     {"getter": "getEntitlements", "customerId": CUSTOMER},
     {"getter": "getEntitlements", "customerId": CUSTOMER, "resourceId": RESOURCE},
 ]
-# A few answers fixed by hand (from docs/stigg-compat.md §7), so that both SDKs cannot agree on a wrong one.
+# A few answers fixed by hand (docs/stigg-compat.md §7): both SDKs cannot agree on a wrong one.
 EXPECTED_ACCESS = {
     7: (True, None),
     8: (False, "RequestedUsageExceedingLimit"),

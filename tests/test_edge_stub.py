@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 ENVIRONMENT = "stub-env"
 API_DOC = Path(__file__).resolve().parent.parent / "docs" / "upstream-api.yaml"
 EDGE_PATH = "/v1/c/{customerId}/entitlements.json"
-# Every field of an Edge entry and of its feature (docs/stigg-compat.md §6), in the fragment's order.
+# Every field of an Edge entry and its feature (docs/stigg-compat.md §6), in the fragment order.
 ENTRY_FIELDS = [
     "__typename", "isGranted", "accessDeniedReason", "customerId", "resourceId", "usageLimit",
     "hasUnlimitedUsage", "hasSoftLimit", "currentUsage", "requestedUsage", "requestedValues",
