@@ -27,6 +27,7 @@ from tests.support.golden import (
 )
 from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.stigg_sdk import run_stigg_sdk_with_events
 from tests.support.worker import Workers, queue_depth, send
 
 SNAPSHOT_FILES = snapshot_files()
@@ -135,3 +136,61 @@ def test_after_an_invalidation_through_the_queue_stiggs_refill_lands(
     send(sqs_server.client(), queue_url, [{**bodies[0], "id": "late-1"}])
     wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="queue drained")
     assert redis_client.get(scope + "#timestamp") == str(version)
+
+
+def test_the_worker_adopts_a_keyspace_stiggs_sdk_wrote(
+    workers: Workers,
+    sqs_server: SqsServer,
+    queue_url: str,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    """Stigg's SDK fills the scope from the Edge; the worker's usage update and snapshot land
+    on its keys (UPDATE_IF_EXISTS sees its map) and Stigg's SDK reads them as hits."""
+    golden = load_golden(next(p for p in SNAPSHOT_FILES if p.stem == "boolean-numeric-metered"))
+    seats = {"getter": "getMeteredEntitlement", "customerId": "cus-basic",
+             "featureId": "feature-seats"}  # fmt: skip
+    with RecordingEdge(golden["edgeResponses"]) as edge:
+        filled = replay(redis_server.port, prefix, edge.url, [golden["sdkReads"][0]])
+        assert filled[1] == [["cacheMiss"]]
+        scope = f"{prefix}:c_cus-basic"
+        version = int(redis_client.get(scope + "#timestamp") or 0)
+        used_at = int(redis_client.get(f"{scope}:f_feature-seats#timestamp") or 0)
+        assert used_at > 0  # Stigg's SDK wrote the usage key (its usageUpdatedAt)
+        workers.start(CACHE_UPDATE_POLICY="UPDATE_IF_EXISTS")
+        usage = {
+            "id": "use-1",
+            "type": "usage.updated",
+            "timestamp": used_at + 1000,
+            "data": {"customerId": "cus-basic", "featureId": "feature-seats", "currentUsage": 9},
+        }
+        send(sqs_server.client(), queue_url, [usage])
+        wait_until(
+            lambda: redis_client.get(f"{scope}:f_feature-seats#timestamp") == str(used_at + 1000),
+            what="the usage update on Stigg's key",
+        )
+        edge.clear()
+        results, events = run_stigg_sdk_with_events(
+            redis_server.port, prefix, edge.url, [seats], clock_ms=GOLDEN_CLOCK_MS
+        )
+        assert events == [["cacheHit"]]
+        assert results[0]["currentUsage"] == 9
+        snapshot = _messages(golden)[0]
+        snapshot["timestamp"] = version + 2000
+        snapshot["data"]["entitlements"] = [
+            e for e in snapshot["data"]["entitlements"] if e["feature"]["refId"] != "feature-sso"
+        ]
+        send(sqs_server.client(), queue_url, [snapshot])
+        wait_until(
+            lambda: redis_client.get(scope + "#timestamp") == str(version + 2000),
+            what="the snapshot on Stigg's map",
+        )
+        sso = {"getter": "getBooleanEntitlement", "customerId": "cus-basic",
+               "featureId": "feature-sso"}  # fmt: skip
+        results, events = run_stigg_sdk_with_events(
+            redis_server.port, prefix, edge.url, [sso], clock_ms=GOLDEN_CLOCK_MS
+        )
+        assert events == [["cacheHit"]]
+        assert results[0]["hasAccess"] is False  # the worker's snapshot dropped the feature
+        assert edge.requests == []
