@@ -106,7 +106,7 @@ class SchemaCheck:
         when = datetime.fromtimestamp(self.marker.loss_detected_at / 1000, UTC)
         return (
             f"Redis lost this environment's data (noticed {when:%Y-%m-%dT%H:%M:%SZ});"
-            " run `cache-pipeline resync` to rebuild it from the upstream API"
+            " run `cache-pipeline resync SCOPES` to refill its scopes from the Edge API"
         )
 
 
