@@ -17,13 +17,13 @@ from cache_pipeline.client import (
 )
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.reference import ReferenceCache
-from cache_pipeline.snapshot import read_state
 from cache_pipeline.store import Store
 from cache_pipeline.upstream import UpstreamAnswer
 from tests.support import factory
 from tests.support.edge import STUB_API_KEY, EdgeStub, snapshot_body
+from tests.support.reference import ReferenceCache
 from tests.support.servers import RedisServer
+from tests.support.snapshot import read_state
 
 FAST = ReaderOptions(upstream_retries=0, upstream_timeout_seconds=2, redis_retry_after_seconds=0)
 

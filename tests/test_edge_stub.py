@@ -165,7 +165,7 @@ def test_a_bad_file_stops_startup_with_one_line(tmp_path: Any) -> None:
     data = tmp_path / "edge.json"
     data.write_text('{"snapshots": [{"timestamp": "soon"}]}')
     done = subprocess.run(
-        [sys.executable, "-m", "cache_pipeline.cli", "edge-stub", "--file", str(data)],
+        [sys.executable, "-m", "cli", "edge-stub", "--file", str(data)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -40,10 +40,10 @@ import redis
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.snapshot import read_state
 from tests.support import factory
 from tests.support.proxy import ChaosProxy
 from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.snapshot import read_state
 from tests.support.worker import (
     TEST_VISIBILITY_TIMEOUT,
     WorkerProcess,

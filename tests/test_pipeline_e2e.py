@@ -167,7 +167,7 @@ def test_a_message_that_breaks_its_handling_is_poison_and_the_consumer_goes_on(
 def test_missing_queue_url_stops_startup_with_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if k != "QUEUE_URL"}
     result = subprocess.run(
-        [sys.executable, "-m", "cache_pipeline.cli", "worker"],
+        [sys.executable, "-m", "cli", "worker"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -20,13 +20,13 @@ import redis
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
 from cache_pipeline.messages import parse_message
-from cache_pipeline.reference import ReferenceCache
 from cache_pipeline.schema import Marker, SchemaGuard, SchemaStatus
-from cache_pipeline.snapshot import read_state
 from cache_pipeline.store import Store
 from tests.support.edge import STUB_API_KEY, EdgeStub
 from tests.support.factory import entitlements, parsed
+from tests.support.reference import ReferenceCache
 from tests.support.servers import RedisServer
+from tests.support.snapshot import read_state
 
 PREFIX = "resync-env"
 SCOPES: list[tuple[str, str | None]] = [
@@ -88,7 +88,7 @@ def run_resync(stub: EdgeStub, redis_port: int, **env: str) -> subprocess.Comple
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "cache_pipeline.cli", "resync"],
+        [sys.executable, "-m", "cli", "resync"],
         capture_output=True,
         text=True,
         timeout=120,

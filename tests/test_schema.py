@@ -25,10 +25,10 @@ from cache_pipeline.schema import (
     SchemaWatch,
     refresh_health,
 )
-from cache_pipeline.snapshot import read_state
 from cache_pipeline.store import Store
 from tests.support.factory import entitlements, invalidation, parsed
 from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.snapshot import read_state
 from tests.support.worker import (
     Workers,
     create_queue,

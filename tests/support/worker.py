@@ -1,6 +1,6 @@
 """The real worker as a process of its own, and the queues and checks its tests share.
 
-``WorkerProcess`` runs ``python -m cache_pipeline.cli worker`` with settings in
+``WorkerProcess`` runs ``python -m cli worker`` with settings in
 its environment, waits until its consumers run (read from its own /readyz),
 reads its /metrics, and stops it with SIGTERM or SIGKILL. Its output goes to a
 file that failures print.
@@ -25,10 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.reference import ReferenceCache
-from cache_pipeline.snapshot import read_state
 from tests.support import factory
 from tests.support.factory import parsed
+from tests.support.reference import ReferenceCache
 from tests.support.servers import (
     AWS_TEST_ENV,
     RedisServer,
@@ -38,6 +37,7 @@ from tests.support.servers import (
     kill_process,
     wait_until,
 )
+from tests.support.snapshot import read_state
 
 if TYPE_CHECKING:
     import redis
@@ -71,7 +71,7 @@ class WorkerProcess:
     def start(self, *, wait: bool = True) -> WorkerProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cache_pipeline.cli", "worker"],
+                [sys.executable, "-m", "cli", "worker"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
