@@ -8,8 +8,11 @@ It does no I/O, so its output can be checked against fixed expected values;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeAlias
 
 from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.errors import StoreError
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.messages import (
     CacheInvalidated,
@@ -28,7 +31,17 @@ from cache_pipeline.scope_writes import (
     usage_call,
 )
 
-__all__ = ["InvalidateAll", "ScriptCall", "ScriptName", "Step", "encode", "plan"]
+__all__ = [
+    "BatchResult",
+    "InvalidateAll",
+    "Outcome",
+    "Planned",
+    "ScriptCall",
+    "ScriptName",
+    "Step",
+    "encode",
+    "plan",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +50,30 @@ class InvalidateAll:
 
 
 Step = ScriptCall | InvalidateAll
+
+
+class Outcome(StrEnum):
+    """What applying one message did."""
+
+    WRITTEN = "written"
+    STALE = "stale"  # every key held a newer version (rule 1)
+    POLICY = "policy"  # skipped by CACHE_UPDATE_POLICY or missing entitlements (rule 2)
+    INVALIDATED = "invalidated"
+
+
+# One entry per message of a batch: its outcome, or the error Redis answered for it alone.
+BatchResult: TypeAlias = "list[Outcome | StoreError]"
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One message and the script calls that apply it: what a task returns."""
+
+    message: Message
+    steps: tuple[Step, ...]
+
+    def __repr__(self) -> str:  # Celery's tracer formats every result: keep it short
+        return f"<Planned {self.message.type} {self.message.id[:40]!r}: {len(self.steps)} step(s)>"
 
 
 def plan(

@@ -1,13 +1,17 @@
-"""The four Celery tasks, one per message type.
+"""The four Celery tasks, one per message type: each turns its message into its planned writes.
 
-Each takes one contract message: a parsed model when the raw-queue consumer
-routes it, or the message as a JSON object or string when a producer calls the
-task with Celery's protocol (``app.send_task(name, args=[message])``). The
-task checks that the message is of its type and hands it to the writer: inside
-the consumer's batch the write is staged (one round trip for the whole
-receive) and the task returns None; on its own it is applied at once and the
-task returns the outcome (``written``, ``stale``, ``policy``, ``invalidated``).
-An ``InvalidMessage`` it raises makes the message poison.
+Every message the worker handles runs one of these tasks through Celery's own
+tracer (``tasks.runner``), whichever way it came: a contract message, routed by
+its ``type`` (the argument is the parsed message), or a Celery message a
+producer sent with ``app.send_task(name, args=[message], queue=<queue name>)``
+(the argument is the message as a JSON object or string). A task checks that
+the message is of its type and returns its ``Planned`` writes; the consumer
+applies every planned message of a receive in one Redis round trip.
+
+``InvalidMessage`` is the tasks' expected failure (``throws``): the message is
+poison with its reason. Anything else a task raises is an error of that task:
+Celery logs it with the task's name, Sentry's Celery integration reports it,
+and the message is poison with reason ``unprocessable``.
 """
 
 from __future__ import annotations
@@ -20,42 +24,39 @@ from pydantic import BaseModel
 
 from cache_pipeline.errors import InvalidMessage, InvalidReason
 from cache_pipeline.messages import Message
-from cache_pipeline.writer import Writer
+from cache_pipeline.plan import Planned
+from cache_pipeline.planner import Planner
+from cache_pipeline.routing import TASK_NAMES
 
-TASK_NAMES = {
-    "entitlements.updated": "cache_pipeline.entitlements_updated",
-    "usage.updated": "cache_pipeline.usage_updated",
-    "credits.updated": "cache_pipeline.credits_updated",
-    "cache.invalidated": "cache_pipeline.cache_invalidated",
-}
+__all__ = ["TASK_NAMES", "MessageTask", "register_tasks"]
 
 
 class MessageTask(Task):  # type: ignore[type-arg]
-    """Applies one contract message of ``message_type``."""
+    """Plans one contract message of ``message_type``."""
 
     message_type: ClassVar[str]
+    throws = (InvalidMessage,)
     ignore_result = True
     typing = False
 
-    def run(self, payload: Any) -> str | None:
-        writer = self.writer()
-        outcome = writer.write(self.coerce(payload, writer))
-        return None if outcome is None else outcome.value
+    def run(self, message: Any) -> Planned:
+        planner = self.planner()
+        return planner.plan(self.coerce(message, planner))
 
-    def writer(self) -> Writer:
-        writer: Writer | None = getattr(self.app, "writer", None)
-        if writer is None:
+    def planner(self) -> Planner:
+        planner: Planner | None = getattr(self.app, "planner", None)
+        if planner is None:
             raise RuntimeError(f"task {self.name} runs only inside a cache-pipeline worker")
-        return writer
+        return planner
 
-    def coerce(self, payload: Any, writer: Writer) -> Message:
+    def coerce(self, payload: Any, planner: Planner) -> Message:
         """The payload as a validated message of this task's type."""
         if isinstance(payload, BaseModel):
             message: Message = payload  # type: ignore[assignment]
         elif isinstance(payload, str | bytes):
-            message = writer.parse(payload)
+            message = planner.parse(payload)
         else:
-            message = writer.parse(json.dumps(payload))
+            message = planner.parse(json.dumps(payload))
         if message.type != self.message_type:
             raise InvalidMessage(
                 InvalidReason.UNKNOWN_TYPE,
@@ -94,14 +95,7 @@ TASK_CLASSES: tuple[type[MessageTask], ...] = (
 
 
 def register_tasks(app: Celery) -> dict[str, MessageTask]:
-    """Register the four tasks on ``app``; return them by message type."""
-    by_type: dict[str, MessageTask] = {}
+    """Register the four tasks on ``app``; return them by name."""
     for cls in TASK_CLASSES:
-        task = app.register_task(cls())
-        by_type[cls.message_type] = app.tasks[task.name]  # type: ignore[assignment]
-    return by_type
-
-
-def tasks_by_type(app: Celery) -> dict[str, MessageTask]:
-    """The registered tasks of ``app``, by message type."""
-    return {kind: app.tasks[name] for kind, name in TASK_NAMES.items()}  # type: ignore[misc]
+        app.register_task(cls())
+    return {name: app.tasks[name] for name in TASK_NAMES.values()}  # type: ignore[misc]
