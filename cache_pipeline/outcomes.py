@@ -84,9 +84,10 @@ def record_held(delivery: Delivery) -> None:
 
 def record_dlq_refused(delivery: Delivery, why: str) -> None:
     """Count and log poison the dead-letter queue did not take; it stays for the redrive policy."""
+    assert delivery.invalid is not None
     metrics.DLQ_REFUSED.inc()
     record_poison(delivery, "redrive")
-    logger.bind(**delivery.log_fields()).error(
+    logger.bind(**delivery.log_fields(), reason=delivery.invalid.reason.value).error(
         "the dead-letter queue refused this poison message ({}); it stays on the queue for"
         " the redrive policy",
         why,

@@ -154,12 +154,20 @@ class SignedCalls:
         self._http.close()
 
 
+_XML_CODE = re.compile(rb"<Code>([^<]{1,200})</Code>")
+_XML_MESSAGE = re.compile(rb"<Message>([^<]{0,500})</Message>")
+
+
 def _error_of(content: bytes) -> tuple[str, str]:
-    """The code and message of an error answer (JSON; anything else gives empty strings)."""
+    """The code and message of an error answer (JSON, or the XML some servers send)."""
     try:
         error = json.loads(content)
     except ValueError:
-        return "", content[:200].decode("utf-8", "replace")
+        code, message = _XML_CODE.search(content), _XML_MESSAGE.search(content)
+        return (
+            short_code(code.group(1).decode("utf-8", "replace")) if code else "",
+            (message.group(1) if message else content[:200]).decode("utf-8", "replace"),
+        )
     if not isinstance(error, dict):
         return "", ""
     code = short_code(str(error.get("__type") or error.get("code") or ""))

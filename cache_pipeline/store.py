@@ -266,7 +266,7 @@ def translate_errors() -> Iterator[None]:
         redis.exceptions.ReadOnlyError,
         OSError,
     ) as exc:
-        raise StoreUnavailable(f"Redis is unavailable: {exc}") from None
+        raise StoreUnavailable(f"Redis is unavailable: {_named(exc)}") from None
     except redis.exceptions.ResponseError as exc:
         if is_transient_reply(exc):
             raise StoreUnavailable(f"Redis cannot take writes now: {_named(exc)}") from None

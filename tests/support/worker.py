@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
 from cache_pipeline.config import CacheUpdatePolicy
@@ -251,3 +252,34 @@ def stream(
     for message in rng.sample(messages, int(count * duplicates)):
         messages.insert(rng.randrange(len(messages)), message)
     return messages
+
+
+def send_task(sqs_server: SqsServer, queue_url: str, task: str, args: Any) -> None:
+    """Send one Celery-protocol (v2) message; ``args`` that Celery itself refuses go raw."""
+    name = queue_url.rsplit("/", 1)[-1]
+    producer = Celery("producer", set_as_current=False)
+    producer.conf.update(
+        broker_url="sqs://" + sqs_server.endpoint.split("://", 1)[1],
+        broker_transport_options={
+            "region": "us-east-1",
+            "is_secure": False,
+            "predefined_queues": {name: {"url": queue_url}},
+        },
+    )
+    env = dict(os.environ)
+    os.environ.update(AWS_TEST_ENV)
+    try:
+        if isinstance(args, list):
+            producer.send_task(task, args=args, queue=name)
+        else:
+            with producer.connection_for_write() as connection:
+                connection.Producer().publish(
+                    [args, {}, {}],
+                    routing_key=name,
+                    headers={"task": task, "id": "raw-celery-message", "lang": "py"},
+                    serializer="json",
+                )
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        producer.close()
