@@ -163,15 +163,18 @@ def _error_of(content: bytes) -> tuple[str, str]:
     try:
         error = json.loads(content)
     except ValueError:
-        code, message = _XML_CODE.search(content), _XML_MESSAGE.search(content)
-        return (
-            short_code(code.group(1).decode("utf-8", "replace")) if code else "",
-            (message.group(1) if message else content[:200]).decode("utf-8", "replace"),
-        )
+        return _xml_error_of(content)
     if not isinstance(error, dict):
         return "", ""
     code = short_code(str(error.get("__type") or error.get("code") or ""))
     return code, str(error.get("message") or error.get("Message") or "")[:500]
+
+
+def _xml_error_of(content: bytes) -> tuple[str, str]:
+    found_code, found_message = _XML_CODE.search(content), _XML_MESSAGE.search(content)
+    code = short_code(found_code.group(1).decode("utf-8", "replace")) if found_code else ""
+    message = found_message.group(1) if found_message else content[:200]
+    return code, message.decode("utf-8", "replace")
 
 
 class Boto3Calls:

@@ -107,7 +107,9 @@ class IamSqs:
 
     def __init__(self) -> None:
         self.server = SqsServer().start()
-        iam = boto3.client("iam", endpoint_url=self.server.endpoint, **AWS_TEST_CLIENT_ARGS)
+        iam = boto3.client(  # type: ignore[call-overload]
+            "iam", endpoint_url=self.server.endpoint, **AWS_TEST_CLIENT_ARGS
+        )
         self.keys = {name: self._user(iam, name, actions) for name, actions in USERS.items()}
         iam.close()
         self.queue = self.server.client().create_queue(QueueName="guarded")["QueueUrl"]
@@ -120,15 +122,18 @@ class IamSqs:
         allow(iam, name, actions)
         return {"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
 
-    def admin(self) -> Any:
+    def client(self, service: str) -> Any:
+        """A client of ``service`` with the admin user's keys."""
         keys = self.keys["admin"]
-        return boto3.client(
-            "sqs",
-            endpoint_url=self.server.endpoint,
-            region_name="us-east-1",
+        session = boto3.session.Session(
             aws_access_key_id=keys["key"],
             aws_secret_access_key=keys["secret"],
+            region_name="us-east-1",
         )
+        return session.client(service, endpoint_url=self.server.endpoint)  # type: ignore[call-overload]
+
+    def admin(self) -> Any:
+        return self.client("sqs")
 
 
 USERS = {
@@ -164,13 +169,7 @@ def test_rejected_credentials_then_a_denied_delete_heal_without_a_restart(
         flow.stream(40, seed_value=23)
         body = flow.down_for("queue_deletes_failing")  # it may receive and write, not delete
         assert "access_denied" in body["message"]
-        iam = boto3.client(
-            "iam",
-            endpoint_url=guarded.server.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=guarded.keys["admin"]["key"],
-            aws_secret_access_key=guarded.keys["admin"]["secret"],
-        )
+        iam = guarded.client("iam")
         allow(iam, "worker", [*USERS["worker"], "sqs:DeleteMessageBatch"])
         iam.close()
         flow.check()

@@ -69,13 +69,15 @@ class Flow:
 
     def down_for(self, reason: str, *, timeout: float = 40) -> dict[str, Any]:
         """Wait for /readyz DOWN with ``reason``; the worker is alive meanwhile."""
-        body: dict[str, Any] = wait_until(
-            lambda: (b := self.readyz())["status"] == "DOWN" and b.get("reason") == reason and b,
-            timeout=timeout,
-            what=f"/readyz DOWN with reason {reason} (last {self._last()})",
-        )
+
+        def down() -> dict[str, Any] | None:
+            body = self.readyz()
+            return body if body["status"] == "DOWN" and body.get("reason") == reason else None
+
+        found = wait_until(down, timeout=timeout, what=f"/readyz DOWN with reason {reason}")
         self.assert_alive()
-        return body
+        assert found is not None
+        return found
 
     def up(self, *, timeout: float = 60) -> None:
         wait_until(
