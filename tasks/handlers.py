@@ -1,7 +1,7 @@
 """The four Celery tasks, one per message type: each turns its message into its planned writes.
 
-Every message the worker handles runs one of these tasks through Celery's own
-tracer (``tasks.runner``), whichever way it came: a contract message, routed by
+Every message the worker handles runs one of these tasks (``tasks.runner``),
+whichever way it came: a contract message, routed by
 its ``type`` (the argument is the parsed message), or a Celery message a
 producer sent with ``app.send_task(name, args=[message], queue=<queue name>)``
 (the argument is the message as a JSON object or string). A task checks that
@@ -10,8 +10,8 @@ applies every planned message of a receive in one Redis round trip.
 
 ``InvalidMessage`` is the tasks' expected failure (``throws``): the message is
 poison with its reason. Anything else a task raises is an error of that task:
-Celery logs it with the task's name, Sentry's Celery integration reports it,
-and the message is poison with reason ``unprocessable``.
+it is logged with the task's name and reported to Sentry scoped to the task
+(``tasks.runner``), and the message is poison with reason ``unprocessable``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the solo pool), but its own task consumer is given no queue: the queue carries
 raw JSON, which Celery's consumer would reject. Instead the ``QueueConsumers``
 bootstep starts WORKER_CONCURRENCY ``QueueConsumer`` threads on the queue
 (``tasks.consumer``), sharing one ``SqsQueue``; each runs the per-type tasks
-through Celery's tracer in its own thread. On SIGTERM the worker stops them:
+(``tasks.runner``) in its own thread. On SIGTERM the worker stops them:
 each finishes the batch it holds (written batches are deleted, anything not
 written is not), then the process exits 0. Should every consumer thread end
 while the worker is not stopping, the worker shuts down with exit code 1 (and
@@ -111,13 +111,7 @@ class QueueConsumers(bootsteps.StartStopStep):
         runtime: Runtime = parent.app.runtime
         settings = runtime.settings
         assert settings.queue_url is not None
-        runner = TaskRunner(
-            parent.app,
-            list(TASK_NAMES.values()),
-            hostname=parent.hostname,
-            queue=queue_name(settings.queue_url),
-            debug=settings.log_level == "debug",
-        )
+        runner = TaskRunner(parent.app, list(TASK_NAMES.values()))
         count = settings.worker_concurrency
         consumers = [new_consumer(runtime, runner, f"queue-consumer-{i}") for i in range(count)]
         runtime.health.supervise()

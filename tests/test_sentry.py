@@ -233,7 +233,7 @@ def test_an_error_inside_a_task_of_the_real_worker_reaches_the_log_and_sentry_wi
     redis_server: RedisServer,
     prefix: str,
 ) -> None:
-    """The worker runs its tasks through Celery's tracer, which Sentry's integration wraps."""
+    """One line at error naming the task, and one Sentry event scoped as a Celery task."""
     env = worker_env(queue_url, sqs_server, redis_server, prefix)
     worker = WorkerProcess({**env, "SENTRY_DSN": sentry.dsn, "DISABLE_SENTRY": "0"})
     try:
@@ -248,14 +248,14 @@ def test_an_error_inside_a_task_of_the_real_worker_reaches_the_log_and_sentry_wi
         (event,) = sentry.events()
         (error,) = event["exception"]["values"]
         assert error["type"] == "TypeError"
-        assert error["mechanism"]["type"] == "celery"
+        assert event["transaction"] == task
         assert event["extra"]["celery-job"]["task_name"] == task
+        assert event["tags"]["celery_task_id"]
         lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
-        logged = [line for line in lines if line.get("logger") == "celery.app.trace"]
-        assert logged
-        assert logged[0]["level"] == "error"
-        assert task in logged[0]["msg"]
-        assert "TypeError" in logged[0]["msg"]
+        (logged,) = [line for line in lines if line.get("task") == task]
+        assert logged["level"] == "error"
+        assert logged["err"]["type"] == "TypeError"
+        assert logged["task_id"] == event["tags"]["celery_task_id"]
     finally:
         worker.kill()
         worker.stop()
