@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 from cache_pipeline.config import Settings
-from cache_pipeline.planner import Planner
+from cache_pipeline.plan import Planner
 
 
 class PipelineApp(Celery):

@@ -31,6 +31,7 @@ from cache_pipeline import metrics
 from cache_pipeline.backoff import RedisGate
 from cache_pipeline.batch import (
     Delivery,
+    Parse,
     Run,
     prepare,
     record_results,
@@ -48,7 +49,6 @@ from cache_pipeline.outcomes import (
     record_transient,
 )
 from cache_pipeline.queue import QueueClient, Received
-from cache_pipeline.routing import Parse
 from cache_pipeline.schema import SchemaWatch
 from cache_pipeline.store import Store
 from tasks.flood import FloodBrake

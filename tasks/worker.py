@@ -28,20 +28,20 @@ from loguru import logger
 
 from cache_pipeline import metrics
 from cache_pipeline.backoff import RedisGate
+from cache_pipeline.batch import TASK_NAMES
 from cache_pipeline.config import Settings
 from cache_pipeline.errors import StoreError, StoreUnavailable
 from cache_pipeline.health import HealthState
-from cache_pipeline.planner import Planner
+from cache_pipeline.plan import Planner
 from cache_pipeline.poison_guard import FloodBound, PoisonGuard
 from cache_pipeline.redis_client import connect
-from cache_pipeline.routing import TASK_NAMES
 from cache_pipeline.schema import SchemaGuard, SchemaWatch
 from cache_pipeline.sqs_queue import SqsQueue
 from cache_pipeline.store import RedisClient, Store
 from tasks.app import PipelineApp, create_app, queue_name
 from tasks.consumer import QueueConsumer
 from tasks.flood import FloodBrake
-from tasks.runner import TaskRunner
+from tasks.handlers import TaskRunner
 
 STOP_TIMEOUT = 30.0  # seconds a consumer gets to finish its batch on shutdown
 

@@ -12,15 +12,22 @@ from typing import Any
 
 import pytest
 
-from cache_pipeline.batch import Action, Delivery, prepare, record_results, settle, to_write
+from cache_pipeline.batch import (
+    TASK_NAMES,
+    Action,
+    Call,
+    Delivery,
+    prepare,
+    record_results,
+    settle,
+    to_write,
+)
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreError
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.messages import Message
-from cache_pipeline.plan import Outcome, Planned
-from cache_pipeline.planner import Planner
+from cache_pipeline.plan import Outcome, Planned, Planner
 from cache_pipeline.queue import Received
-from cache_pipeline.routing import TASK_NAMES, Call
 from tests.support import factory
 
 ENV = "production"

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 from loguru import logger
 
+from cache_pipeline.batch import TASK_NAMES, Call
 from cache_pipeline.config import load_settings
 from cache_pipeline.errors import InvalidMessage, InvalidReason
-from cache_pipeline.plan import Planned
-from cache_pipeline.planner import Planner
-from cache_pipeline.routing import TASK_NAMES, Call
+from cache_pipeline.plan import Planned, Planner
 from tasks.app import PipelineApp, create_app
-from tasks.runner import TaskRunner
+from tasks.handlers import TaskRunner
 from tests.support import factory
 
 USAGE = TASK_NAMES["usage.updated"]
