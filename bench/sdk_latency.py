@@ -1,8 +1,8 @@
 """Reader SDK latency on loopback: hits and misses, p50/p99/p99.9.
 
-Hits read one customer (10 features, 3 credits, usage on each) that the
-pipeline's store wrote; misses read customers the cache does not hold, so each
-one asks the edge stub (a real process over HTTP) and writes the answer back.
+Hits read one customer (10 metered features with their usage keys, 3 credits) written
+the contract-v2 way; misses read customers the cache does not hold, so each one asks
+a recording Edge API stand-in over HTTP and writes the answer back.
 The hit kinds and a bare PING through the same connection pool (the floor: one
 round trip and nothing else) are timed in turn, so they share the machine's noise.
 
@@ -14,28 +14,25 @@ of its own on a free port. Not a test: it prints figures and asserts nothing.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 
 from cache_pipeline.client import EntitlementsCache, ReaderOptions
-from cache_pipeline.config import CacheUpdatePolicy, load_settings
+from cache_pipeline.config import load_settings
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.messages import parse_message
 from cache_pipeline.redis_client import connect
-from cache_pipeline.store import Store
-from tests.support.edge import STUB_API_KEY, EdgeStub, snapshot_body
+from tests.support.edge_answers import answer, metered, request_line
+from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer
+from tests.support.v2_writes import credit, write_scope
 
-FEATURES = {f"feature-{i}": i for i in range(10)}
-CREDITS = {f"c-{i}": 10 * i for i in range(3)}
+ENTRIES = [metered(f"feature-{i}", 100, i) for i in range(10)]
+CREDITS = {f"c-{i}": credit(10 * i, 1000) for i in range(3)}
+API_KEY = "bench-key"
 WARMUP = 500
 
 
@@ -74,34 +71,13 @@ def interleaved(
 
 
 def seed_cache(settings: Any, customer: str) -> None:
-    """Write the hit customer through the pipeline's own store."""
-    body = {
-        "id": str(uuid.uuid4()),
-        "type": "entitlements.updated",
-        "timestamp": int(time.time() * 1000),
-        "data": {"customerId": customer, **snapshot_body(features=FEATURES, credits=CREDITS)},
-    }
+    """Write the hit customer the contract-v2 way, as the pipeline does."""
     client = connect(settings)
     try:
-        store = Store(client, KeyLayout(settings.environment_prefix), ttl=3600)
-        store.apply(
-            parse_message(json.dumps(body), settings.environment_prefix),
-            policy=CacheUpdatePolicy.UPSERT,
-        )
+        layout = KeyLayout(settings.environment_prefix)
+        write_scope(client, layout, customer, ENTRIES, credits=CREDITS, ttl=3600)
     finally:
         client.close()
-
-
-def seed_stub(path: Path, customers: list[str]) -> None:
-    """The stub's file, written before it starts: one snapshot per miss customer."""
-    now = int(time.time() * 1000)
-    snapshots = []
-    for customer in customers:
-        body = snapshot_body(features=FEATURES, credits=CREDITS)
-        body.pop("timestamp", None)
-        data = {"customerId": customer, "resourceId": None, **body}
-        snapshots.append({"timestamp": now, "data": data})
-    path.write_text(json.dumps({"snapshots": snapshots}))
 
 
 def report(name: str, samples: list[float]) -> None:
@@ -116,25 +92,26 @@ def report(name: str, samples: list[float]) -> None:
 def main(hits: int, misses: int) -> None:
     """Print hit and miss latency of the reader SDK."""
     own = None if os.environ.get("REDIS_HOST") else RedisServer().start()
-    prefix = f"bench-sdk-{uuid.uuid4().hex[:8]}"
+    prefix = f"bench-sdk-{os.getpid()}-{time.monotonic_ns()}"
     port = own.port if own else int(os.environ.get("REDIS_PORT", "6379"))
-    workdir = Path(tempfile.mkdtemp(prefix="sdk-bench-"))
     miss_customers = [f"miss-{i}" for i in range(misses + WARMUP)]
-    seed_stub(workdir / "edge.json", miss_customers)
-    stub = EdgeStub(data_file=workdir / "edge.json").start()
+    stub = RecordingEdge({request_line(c): answer(*ENTRIES) for c in miss_customers}).start()
     settings = load_settings(
         redis_host=os.environ.get("REDIS_HOST", "127.0.0.1"),
         redis_port=port,
         environment_prefix=prefix,
         edge_api_url=stub.url,
-        server_api_key=STUB_API_KEY,
+        server_api_key=API_KEY,
     )
     try:
         seed_cache(settings, "hit")
         click.echo(f"sdk-latency: load average {os.getloadavg()[0]:.2f}, redis port {port}")
         with EntitlementsCache(settings, ReaderOptions()) as cache:
             calls: list[tuple[str, Callable[[int], Any]]] = [
-                ("hit get_entitlement", lambda i: cache.get_entitlement("hit", "feature-3")),
+                (
+                    "hit get_metered_entitlement",
+                    lambda i: cache.get_metered_entitlement("hit", "feature-3", requested_usage=1),
+                ),
                 (
                     "hit get_credit_entitlement",
                     lambda i: cache.get_credit_entitlement("hit", "c-1"),
@@ -146,14 +123,14 @@ def main(hits: int, misses: int) -> None:
                 report(name, samples)
             timed(lambda i: cache.get_entitlements(miss_customers[i]), WARMUP)
             report(
-                "miss (stub + write-back)",
+                "miss (Edge stand-in + write-back)",
                 timed(lambda i: cache.get_entitlements(miss_customers[WARMUP + i]), misses),
             )
         local = ReaderOptions(local_ttl_seconds=5)
         with EntitlementsCache(settings, local) as cache:
-            call = lambda i: cache.get_entitlement("hit", "feature-3")  # noqa: E731
+            call = lambda i: cache.get_metered_entitlement("hit", "feature-3")  # noqa: E731
             timed(call, WARMUP)
-            report("hit get_entitlement, local cache on", timed(call, hits))
+            report("hit get_metered_entitlement, local cache on", timed(call, hits))
     finally:
         stub.stop()
         if own is not None:

@@ -3,7 +3,7 @@
 ``epoch_ms`` accepts what JavaScript's ``new Date(x)`` gives a valid date for in the
 forms the Edge API and the cache use (ISO-8601 strings with ``Z`` or an offset, and
 integer epoch ms). ``edge_version`` is the version Stigg's SDK 3.95.0 gives an Edge
-API answer when it writes it to Redis (STIGG-COMPAT.md §5.1, §8 pitfall 6).
+API answer when it writes it to Redis (docs/stigg-compat.md §5.1, §8 pitfall 6).
 Pure; importable by the pipeline and the SDK alike.
 """
 

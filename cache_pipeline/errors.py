@@ -110,5 +110,13 @@ class UpstreamError(CachePipelineError):
     """The upstream API refused the request (auth) or answered something unusable."""
 
 
+class UpstreamRefused(UpstreamError):
+    """The upstream API refused the credentials (401, 403): every other call will fail too."""
+
+
+class UpstreamNotFound(UpstreamError):
+    """The upstream API does not know the customer or resource (404)."""
+
+
 class EntitlementsUnavailable(CachePipelineError):
     """Neither the cache nor the upstream API could answer an entitlement read."""

@@ -1,41 +1,61 @@
-"""Rebuild an environment's cache from the upstream API (``cache-pipeline resync``).
+"""Rebuild an environment's cache from Stigg's Edge API (``cache-pipeline resync``).
 
-After Redis lost its data the stream only brings back what changes next; the
-rest comes back on cache misses, one upstream call each. A resync lists every
-customer scope the upstream knows (``GET /v1/customers``), fetches each
-snapshot and writes it as an ``entitlements.updated`` message under UPSERT with
-the upstream's own timestamp, so the monotonic rule keeps anything newer that
-the worker wrote meanwhile. When every scope was handled it stamps
-``resyncedAt`` on the schema marker, which clears the data-loss detail of
-/readyz on every pod.
+After Redis lost its data the stream only brings back what changes next; the rest
+comes back on cache misses, one Edge call each. A resync refetches the scopes it is
+given (Stigg's Edge cannot list customers: the operator names them, see
+``cache_pipeline.scopes``; the edge stub can list its own) with ``EdgeClient``, and
+writes each answer as Stigg's SDK would after a miss: ``lua/v2_write_scope.lua`` under
+UPSERT, the map versioned by ``edge_version`` of the entries, usage keys by their
+``usageUpdatedAt``, gated by the time the request started. So anything newer the
+worker wrote meanwhile is kept (rule 1), and an invalidation that happened after the
+request refuses it (rule 4). Writes go in pipelined batches. When every scope was
+handled it stamps ``resyncedAt`` on the schema marker, which clears the data-loss
+detail of /readyz on every pod.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-from cache_pipeline.config import CacheUpdatePolicy, Settings
-from cache_pipeline.errors import CachePipelineError, StoreError
-from cache_pipeline.keys import KeyLayout
-from cache_pipeline.messages import CustomerRef, EntitlementsUpdated
+import httpx
+import redis
+from redis.commands.core import Script
+
+from cache_pipeline.config import Settings
+from cache_pipeline.dates import edge_version
+from cache_pipeline.errors import (
+    CachePipelineError,
+    StoreError,
+    StoreUnavailable,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRefused,
+)
+from cache_pipeline.keys import KeyLayout, unsafe_id_problem
 from cache_pipeline.redis_client import connect
 from cache_pipeline.schema import SchemaGuard
-from cache_pipeline.store import Outcome, RedisClient, Store
-from cache_pipeline.upstream import UpstreamClient, UpstreamOptions
+from cache_pipeline.scope_writes import ScriptCall, snapshot_call
+from cache_pipeline.scopes import ScopeRef, scope_from_json
+from cache_pipeline.scripts import script_source
+from cache_pipeline.stigg_map import entry_problem
+from cache_pipeline.store import RedisClient, is_transient_reply, translate_errors
+from cache_pipeline.upstream import EdgeAnswer, EdgeClient, EdgeOptions
 
-WRITE_BATCH = 100  # snapshots per pipelined round trip
+WRITE_BATCH = 100  # scopes fetched, then written in one pipelined round trip
+STUB_SCOPES_PATH = "/_stub/scopes"
 
 
 @dataclass
 class ResyncReport:
     """What a resync did, scope by scope."""
 
-    customers: int = 0
+    scopes: int = 0
     written: int = 0
-    stale: int = 0  # the cache already held a newer version
-    missing: int = 0  # listed, then unknown to the upstream when fetched
+    stale: int = 0  # the cache already held a newer version, or a later invalidation
+    missing: list[str] = field(default_factory=list)  # unknown to the Edge (404)
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -44,93 +64,208 @@ class ResyncReport:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "customers": self.customers,
+            "scopes": self.scopes,
             "written": self.written,
             "stale": self.stale,
-            "missing": self.missing,
+            "missing": len(self.missing),
             "failed": len(self.failures),
         }
 
 
-def upstream_options(settings: Settings) -> UpstreamOptions:
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One scope's Edge answer, or why there is none (``missing`` or ``failure``)."""
+
+    scope: ScopeRef
+    answer: EdgeAnswer | None = None
+    missing: bool = False
+    failure: str | None = None
+
+
+class ScriptRunner:
+    """Runs ``ScriptCall`` batches in one pipeline (EVALSHA; reloaded after SCRIPT FLUSH).
+
+    Each script (``cache_pipeline.scripts.script_source``) is registered on its first call.
+    """
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+        self.scripts: dict[str, Script] = {}
+
+    def run_calls(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Each call's reply, or the error Redis answered for it.
+
+        Raises ``StoreUnavailable`` when Redis cannot be reached or cannot take writes.
+        """
+        if not calls:
+            return []
+        with translate_errors():
+            replies = self._pipeline(calls)
+            missing = [
+                i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+            ]
+            for name in {calls[i].script for i in missing}:
+                self.client.script_load(self.scripts[name].script)
+            if missing:
+                again = self._pipeline([calls[i] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
+        return replies
+
+    def _script(self, name: str) -> Script:
+        if name not in self.scripts:
+            self.scripts[name] = self.client.register_script(script_source(name))
+        return self.scripts[name]
+
+    def _pipeline(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            sha = self._script(call.script).sha
+            pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+                raise reply
+            if is_transient_reply(reply):
+                raise StoreUnavailable(f"Redis cannot take writes now: {reply}")
+        return replies
+
+
+def edge_options(settings: Settings) -> EdgeOptions:
+    """The Edge API of these settings (EDGE_API_URL, SERVER_API_KEY), Stigg's retry budget."""
     key = settings.server_api_key.get_secret_value() if settings.server_api_key else None
-    return UpstreamOptions(url=settings.edge_api_url, api_key=key, timeout=10.0, retries=3)
+    return EdgeOptions(url=settings.edge_api_url, api_key=key)
 
 
-def run_resync(settings: Settings, *, concurrency: int = 8) -> ResyncReport:
-    """Resync the configured environment (connections built from the settings)."""
+def stub_scopes(options: EdgeOptions) -> list[ScopeRef]:
+    """Every scope an edge stub holds (``GET /_stub/scopes``, a stub extension).
+
+    Raises ``UpstreamError`` when the upstream does not answer it (Stigg's Edge does not).
+    """
+    url = options.url.rstrip("/") + STUB_SCOPES_PATH
+    try:
+        response = httpx.get(url, headers=options.headers(), timeout=options.budget_seconds)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"{url} could not be read: {exc!r}") from None
+    if response.status_code != 200:
+        raise UpstreamError(
+            f"{url} answered {response.status_code} (only the edge stub lists its scopes):"
+            f" {response.text[:200]}"
+        )
+    try:
+        return [scope_from_json(item) for item in response.json()["scopes"]]
+    except (ValueError, KeyError, TypeError, CachePipelineError) as exc:
+        raise UpstreamError(f"{url} answered something that is not a scope list: {exc}") from None
+
+
+def run_resync(
+    settings: Settings, scopes: Sequence[ScopeRef], *, concurrency: int = 8
+) -> ResyncReport:
+    """Resync ``scopes`` in the configured environment (connections built from the settings)."""
     client = connect(settings)
-    upstream = UpstreamClient(upstream_options(settings))
+    edge = EdgeClient(edge_options(settings))
     try:
         layout = KeyLayout(settings.environment_prefix, cluster=settings.redis_cluster)
         return resync(
-            client, layout, upstream, ttl=settings.keys_ttl_in_secs, concurrency=concurrency
+            client, layout, edge, scopes, ttl=settings.keys_ttl_in_secs, concurrency=concurrency
         )
     finally:
-        upstream.close()
+        edge.close()
         client.close()
 
 
 def resync(
     client: RedisClient,
     layout: KeyLayout,
-    upstream: UpstreamClient,
+    edge: EdgeClient,
+    scopes: Sequence[ScopeRef],
     *,
     ttl: int,
     concurrency: int = 8,
 ) -> ResyncReport:
-    """Write every upstream snapshot to the cache; stamp the marker when nothing failed.
+    """Fetch and write every scope; stamp the marker when none failed.
 
     Raises ``SchemaVersionMismatch`` before any write when the keyspace has another
-    key-schema version, and the upstream's errors when it cannot list customers.
+    key-schema version, ``UpstreamRefused`` at once when the Edge refuses the API key,
+    and ``StoreUnavailable`` when Redis cannot be reached.
     """
     guard = SchemaGuard(client, layout)
     guard.check()
-    store = Store(client, layout, ttl=ttl, policy=CacheUpdatePolicy.UPSERT)
-    report = ResyncReport()
-    scopes = upstream.customers()
-    report.customers = len(scopes)
+    runner = ScriptRunner(client)
+    report = ResyncReport(scopes=len(scopes))
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        fetched = pool.map(lambda ref: _fetch(upstream, ref), scopes)
-        for batch in _batches(fetched, WRITE_BATCH):
-            _write(store, batch, report)
+        for batch in _batches(scopes, WRITE_BATCH):
+            fetched = list(pool.map(lambda scope: fetch(edge, scope), batch))
+            write(runner, layout, fetched, report, ttl=ttl)
     if report.complete:
         guard.mark_resynced()
     return report
 
 
-def _fetch(upstream: UpstreamClient, ref: CustomerRef) -> EntitlementsUpdated | str | None:
-    """The scope's message, None when the upstream no longer knows it, or why it failed."""
+def fetch(edge: EdgeClient, scope: ScopeRef) -> Fetched:
+    """One scope's Edge answer; a 404 is ``missing``; other errors, and an answer that
+    cannot be cached (``answer_problem``), are a ``failure``."""
     try:
-        answer = upstream.fetch(ref.customer_id, ref.resource_id)
+        answer = edge.fetch(scope.customer_id, scope.resource_id)
+    except UpstreamRefused:
+        raise
+    except UpstreamNotFound:
+        return Fetched(scope, missing=True)
     except CachePipelineError as exc:
-        return f"{ref.customer_id!r}/{ref.resource_id!r}: {exc}"
-    return None if answer is None else answer.to_message()
+        return Fetched(scope, failure=f"{scope}: {exc}")
+    problem = answer_problem(answer.entitlements)
+    if problem is not None:
+        return Fetched(scope, failure=f"{scope}: the Edge answered {problem}; nothing written")
+    return Fetched(scope, answer)
 
 
-def _write(
-    store: Store, batch: list[EntitlementsUpdated | str | None], report: ResyncReport
+def answer_problem(entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why Edge entries cannot be written (as the pipeline refuses such a message), or None."""
+    for index, entry in enumerate(entries):
+        problem = entry_problem(entry)
+        if problem is None:
+            problem = unsafe_id_problem(str(entry["feature"]["refId"]))
+        if problem is not None:
+            return f"an entry it cannot cache: entitlements[{index}] {problem}"
+    return None
+
+
+def write_call(layout: KeyLayout, scope: ScopeRef, answer: EdgeAnswer, *, ttl: int) -> ScriptCall:
+    """The write of one Edge answer, as Stigg's SDK writes it after a miss."""
+    keys = layout.customer(scope.customer_id, scope.resource_id)
+    entries = answer.entitlements
+    return snapshot_call(
+        keys.entitlements,
+        entries,
+        version=edge_version(entries, now=answer.requested_at_ms),
+        gate=answer.requested_at_ms,
+        only_if_exists=False,
+        ttl=ttl,
+    )
+
+
+def write(
+    runner: ScriptRunner,
+    layout: KeyLayout,
+    fetched: Sequence[Fetched],
+    report: ResyncReport,
+    *,
+    ttl: int,
 ) -> None:
-    messages = [item for item in batch if isinstance(item, EntitlementsUpdated)]
-    report.missing += sum(item is None for item in batch)
-    report.failures.extend(item for item in batch if isinstance(item, str))
-    for message, outcome in zip(messages, store.apply_batch(messages), strict=True):
-        if isinstance(outcome, StoreError):
-            report.failures.append(f"{message.data.customer_id!r}: {outcome}")
-        elif outcome is Outcome.WRITTEN:
+    """Write the answers of one batch in one round trip; count what happened to each scope."""
+    answered = [(item.scope, item.answer) for item in fetched if item.answer is not None]
+    report.missing += [str(item.scope) for item in fetched if item.missing]
+    report.failures += [item.failure for item in fetched if item.failure is not None]
+    calls = [write_call(layout, scope, answer, ttl=ttl) for scope, answer in answered]
+    for (scope, _), reply in zip(answered, runner.run_calls(calls), strict=True):
+        if isinstance(reply, Exception):
+            report.failures.append(f"{scope}: {StoreError(f'Redis refused the write: {reply}')}")
+        elif int(reply) > 0:
             report.written += 1
         else:
             report.stale += 1
 
 
-def _batches(
-    items: Iterable[EntitlementsUpdated | str | None], size: int
-) -> Iterator[list[EntitlementsUpdated | str | None]]:
-    batch: list[EntitlementsUpdated | str | None] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _batches(scopes: Sequence[ScopeRef], size: int) -> Iterator[Sequence[ScopeRef]]:
+    for start in range(0, len(scopes), size):
+        yield scopes[start : start + size]

@@ -2,7 +2,7 @@
 
 Pure functions, no I/O. They map an entry of ``GET /v1/c/{customerId}/entitlements.json``
 (``data.entitlements[]``) exactly as ``@stigg/node-server-sdk`` 3.95.0 maps it in
-``utils/CacheMapper.js#mapCachedEntitlement`` (STIGG-COMPAT.md §3.1 and §6), so that
+``utils/CacheMapper.js#mapCachedEntitlement`` (docs/stigg-compat.md §3.1 and §6), so that
 what the pipeline and our reader write reads, in Stigg's SDK, as what it writes itself:
 
 * the entitlements map ``{refId: {"calculatedEntitlement": {...}, "featureUsage": {...}}}``;

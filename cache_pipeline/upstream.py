@@ -1,4 +1,4 @@
-"""Client of Stigg's Edge API, called as Stigg's Node SDK 3.95.0 calls it (STIGG-COMPAT.md §6).
+"""Client of Stigg's Edge API, called as Stigg's Node SDK 3.95.0 calls it .
 
 ``GET {EDGE_API_URL}/v1/c/{customerId}/entitlements.json[?resourceId={resourceId}]``
 with the ids raw in the URL (only what URL parsing changes, e.g. a space → ``%20``;
@@ -10,8 +10,6 @@ is an error. Timeouts, network errors, 429 and 5xx are retried at most
 time budget: a retry happens only while the remaining budget exceeds its delay,
 and each attempt may use what remains. 4xx are not retried. httpx errors become
 ``UpstreamUnavailable`` (retries exhausted, may heal) or ``UpstreamError``.
-
-The names re-exported at the bottom are contract-v1 leftovers (``upstream_legacy``).
 """
 
 from __future__ import annotations
@@ -27,7 +25,13 @@ import httpx
 
 from cache_pipeline import __version__
 from cache_pipeline.dates import now_ms
-from cache_pipeline.errors import InvalidArgument, UpstreamError, UpstreamUnavailable
+from cache_pipeline.errors import (
+    InvalidArgument,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRefused,
+    UpstreamUnavailable,
+)
 
 API_KEY_HEADER = "X-API-KEY"
 API_VERSION_HEADER = "X-API-VERSION"
@@ -103,10 +107,17 @@ class _Retry(Exception):
 
 
 def interpret(response: httpx.Response) -> list[dict[str, Any]]:
-    """A response → its entitlement entries, ``_Retry`` (429/5xx) or ``UpstreamError``."""
+    """A response → its entitlement entries, ``_Retry`` (429/5xx) or ``UpstreamError``.
+
+    401 and 403 raise ``UpstreamRefused``, 404 ``UpstreamNotFound`` (both ``UpstreamError``).
+    """
     status = response.status_code
     if status == 429 or status >= 500:
         raise _Retry(f"the Edge API answered {status}")
+    if status in (401, 403):
+        raise UpstreamRefused(f"the Edge API refused the API key ({status}): {response.text[:200]}")
+    if status == 404:
+        raise UpstreamNotFound(f"the Edge API answered 404: {response.text[:200]}")
     if not 200 <= status < 300:
         raise UpstreamError(f"the Edge API answered {status}: {response.text[:200]}")
     try:
@@ -177,11 +188,12 @@ class EdgeClient:
         ``UpstreamError`` at once for answers that retrying will not change.
         """
         url = entitlements_url(self.options.url, customer_id, resource_id)
+        headers = self.options.headers()  # also on a client handed in
         requested_at, budget = now_ms(), _Budget(self.options)
         while True:
             try:
                 try:
-                    response = self._http.get(url, timeout=budget.remaining())
+                    response = self._http.get(url, headers=headers, timeout=budget.remaining())
                 except httpx.TransportError as exc:
                     raise _transport_error(exc) from None
                 return EdgeAnswer(interpret(response), requested_at)
@@ -207,11 +219,14 @@ class AsyncEdgeClient:
     async def fetch(self, customer_id: str, resource_id: str | None = None) -> EdgeAnswer:
         """See ``EdgeClient.fetch``."""
         url = entitlements_url(self.options.url, customer_id, resource_id)
+        headers = self.options.headers()  # also on a client handed in
         requested_at, budget = now_ms(), _Budget(self.options)
         while True:
             try:
                 try:
-                    response = await self._http.get(url, timeout=budget.remaining())
+                    response = await self._http.get(
+                        url, headers=headers, timeout=budget.remaining()
+                    )
                 except httpx.TransportError as exc:
                     raise _transport_error(exc) from None
                 return EdgeAnswer(interpret(response), requested_at)
@@ -226,27 +241,12 @@ class AsyncEdgeClient:
             await self._http.aclose()
 
 
-# Contract-v1 leftovers still imported by client/sync.py, client/aio.py, client/base.py,
-# client/options.py, resync.py and api/edge_stub.py; removed at integration.
-from cache_pipeline.upstream_legacy import (  # noqa: E402
-    AsyncUpstreamClient,
-    CustomerList,
-    UpstreamAnswer,
-    UpstreamClient,
-    UpstreamOptions,
-)
-
 __all__ = [
     "API_KEY_HEADER",
     "AsyncEdgeClient",
-    "AsyncUpstreamClient",
-    "CustomerList",
     "EdgeAnswer",
     "EdgeClient",
     "EdgeOptions",
-    "UpstreamAnswer",
-    "UpstreamClient",
-    "UpstreamOptions",
     "check_edge_id",
     "entitlements_url",
     "entries",

@@ -104,25 +104,52 @@ def redrive(limit: int) -> None:
 
 
 @cli.command("resync")
+@click.argument(
+    "scopes_file", metavar="[SCOPES]", required=False, type=click.File("r", encoding="utf-8")
+)
+@click.option(
+    "--from-stub",
+    is_flag=True,
+    help="Also refetch every scope the edge stub at EDGE_API_URL lists (GET /_stub/scopes).",
+)
 @click.option(
     "--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
-    help="Upstream requests in flight.",
+    help="Edge API requests in flight.",
 )  # fmt: skip
-def resync(concurrency: int) -> None:
-    """Rebuild the cache from the upstream API (EDGE_API_URL) after Redis lost its data.
+def resync(scopes_file: TextIO | None, from_stub: bool, concurrency: int) -> None:
+    """Rebuild the cache from Stigg's Edge API (EDGE_API_URL) after Redis lost its data.
 
-    Prints the counts as one JSON line; exits 1 when a scope could not be written.
+    SCOPES is a file (or - for stdin) of JSON lines, one scope per line:
+
+    \b
+        {"customerId": "cus-42"}
+        {"customerId": "acme:eu", "resourceId": "site-1"}
+
+    Stigg's Edge cannot list customers, so the scopes are named here; against the edge
+    stub, --from-stub takes the ones it holds. Every line is checked first: a bad one
+    fetches and writes nothing. Each scope is fetched and written as Stigg's SDK writes
+    a miss; newer data in Redis is kept. Prints the counts as one JSON line
+    ({"scopes", "written", "stale", "missing", "failed"}); exits 1 when a scope failed.
     """
+    if scopes_file is None and not from_stub:
+        raise click.UsageError("name the scopes: a SCOPES file (or - for stdin), or --from-stub")
     settings = load_settings()
     from cache_pipeline.errors import CachePipelineError
-    from cache_pipeline.resync import run_resync
+    from cache_pipeline.resync import edge_options, run_resync, stub_scopes
+    from cache_pipeline.scopes import read_scopes, unique
 
     try:
-        report = run_resync(settings, concurrency=concurrency)
+        scopes = read_scopes(scopes_file, scopes_file.name) if scopes_file is not None else []
+        if from_stub:
+            scopes = unique([*scopes, *stub_scopes(edge_options(settings))])
+        report = run_resync(settings, scopes, concurrency=concurrency)
     except CachePipelineError as exc:
         raise click.ClickException(str(exc)) from None
-    for failure in report.failures[:20]:
-        click.echo(f"failed: {failure}", err=True)
+    for kind, scopes_or_reasons in (("missing", report.missing), ("failed", report.failures)):
+        for line in scopes_or_reasons[:20]:
+            click.echo(f"{kind}: {line}", err=True)
+        if len(scopes_or_reasons) > 20:
+            click.echo(f"{kind}: ... and {len(scopes_or_reasons) - 20} more", err=True)
     click.echo(json.dumps(report.as_dict()))
     if not report.complete:
         sys.exit(1)
@@ -195,7 +222,7 @@ def migrate() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default="edge-data.json",
     show_default=True,
-    help="JSON file of entitlements snapshots (created on the first write).",
+    help='JSON file of scope snapshots, {"scopes": [...]} (created on the first write).',
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True)
@@ -203,7 +230,11 @@ def migrate() -> None:
     "--latency-ms", type=click.IntRange(0, 60000), default=0, help="Delay every entitlements GET."
 )
 def edge_stub(data_file: Path, host: str, port: int, latency_ms: int) -> None:
-    """Serve a local upstream entitlements API (docs/upstream-api.yaml) from a JSON file."""
+    """Serve Stigg's Edge API (GET /v1/c/{customerId}/entitlements.json) from a JSON file.
+
+    PUT/DELETE on the same path and POST /_stub/reload change the data and publish the
+    contract v2 messages to QUEUE_URL when set; see docs/upstream-api.yaml.
+    """
     settings = load_settings()
     from api.edge_stub import serve
 

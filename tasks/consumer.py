@@ -4,7 +4,7 @@ Each turn of a ``QueueConsumer``'s loop:
 
 1. one receive from its ``QueueClient`` (long poll, up to BATCH_SIZE messages);
 2. ``batch.prepare``: every message routed to its Celery task, which the
-   ``tasks.runner`` runs: its planned writes, or why it is poison;
+   ``tasks.handlers.TaskRunner`` runs: its planned writes, or why it is poison;
 3. one ``Store.apply_planned``: every planned write in one Redis round trip;
 4. ``batch.settle``: park poison (DLQ), delete what was applied (one
    DeleteMessageBatch, sent by a deleter thread while the next receive is

@@ -5,7 +5,7 @@ the solo pool), but its own task consumer is given no queue: the queue carries
 raw JSON, which Celery's consumer would reject. Instead the ``QueueConsumers``
 bootstep starts WORKER_CONCURRENCY ``QueueConsumer`` threads on the queue
 (``tasks.consumer``), sharing one ``SqsQueue``; each runs the per-type tasks
-(``tasks.runner``) in its own thread. On SIGTERM the worker stops them:
+(``tasks.handlers.TaskRunner``) in its own thread. On SIGTERM the worker stops them:
 each finishes the batch it holds (written batches are deleted, anything not
 written is not), then the process exits 0. Should every consumer thread end
 while the worker is not stopping, the worker shuts down with exit code 1 (and

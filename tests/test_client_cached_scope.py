@@ -13,6 +13,7 @@ from cache_pipeline.client.cached_scope import (
     CachedScope,
     ScopeMiss,
     UsageKind,
+    decode,
     judge,
     parse_timestamp,
     read_call,
@@ -159,3 +160,39 @@ def test_resource_scope_freshness_follows_stiggs_sdk(
 )
 def test_timestamps_parse_like_parse_int(raw: str | None, expected: int | None) -> None:
     assert parse_timestamp(raw) == expected
+
+
+def test_a_credit_read_needs_only_the_map(client: redis.Redis, prefix: str) -> None:
+    _load(client, prefix, next(p for p in GOLDEN_FILES if p.stem == "boolean-numeric-metered"))
+    client.delete(f"{prefix}:c_cus-basic:f_feature-seats")  # a metered usage key is gone
+    client.set(f"{prefix}:c_cus-basic:credit_ai", '{"currentUsage":1,"usageLimit":5}')
+    reply = _read(client, prefix, "cus-basic", what="credit", wanted="ai")
+    verdict = judge(reply, resource=False, credit=True)
+    assert isinstance(verdict, CachedScope)
+    assert verdict.usages == {"ai": {"currentUsage": 1, "usageLimit": 5}}
+    assert isinstance(judge(reply, resource=False), ScopeMiss)  # not so for getEntitlements
+
+
+def test_an_expired_entry_misses_for_its_own_check_and_for_the_whole_scope(
+    client: redis.Redis, prefix: str
+) -> None:
+    feature = SEATS["calculatedEntitlement"]["feature"]
+    entry = {"calculatedEntitlement": {"feature": feature, "validUntil": 1000}}
+    client.set(f"{prefix}:c_cus", json.dumps({"s": entry, "t": SEATS}))
+    reply = _read(client, prefix, "cus")
+    expired = ScopeMiss("entry 's' expired (validUntil)")
+    assert judge(reply, resource=False, now_ms=1000) == expired
+    assert judge(reply, resource=False, feature_id="s", now_ms=1000) == expired
+    assert isinstance(judge(reply, resource=False, feature_id="t", now_ms=1000), CachedScope)
+    assert isinstance(judge(reply, resource=False, now_ms=999), CachedScope)
+
+
+def test_a_reply_decoded_once_is_judged_as_the_raw_one(client: redis.Redis, prefix: str) -> None:
+    _load(client, prefix, next(p for p in GOLDEN_FILES if p.stem == "resource-scoped"))
+    reply = _read(client, prefix, "cus-res", "site-1")
+    decoded = decode(reply)
+    for feature_id in (None, "feature-seats", "feature-site-analytics", "nope"):
+        for resource in (True, False):
+            raw = judge(reply, resource=resource, feature_id=feature_id)
+            assert judge(decoded, resource=resource, feature_id=feature_id) == raw
+    assert isinstance(judge(decoded, resource=True), CachedScope)

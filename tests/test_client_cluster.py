@@ -1,4 +1,4 @@
-"""The reader SDK on a real three-master Redis Cluster (hash-tagged key layout)."""
+"""The reader SDK on a real three-master Redis Cluster (hash-tagged key layout, our SDK only)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from cache_pipeline.client import AsyncEntitlementsCache, EntitlementsCache, ReaderOptions
-from cache_pipeline.config import CacheUpdatePolicy, Settings
+from cache_pipeline.config import Settings
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.redis_client import connect
-from cache_pipeline.store import RedisClient, Store
-from tests.support import factory
+from cache_pipeline.store import RedisClient
 from tests.support.cluster import RedisClusterServer
-from tests.support.edge import STUB_API_KEY, EdgeStub, snapshot_body
+from tests.support.edge_answers import answer, boolean, metered, request_line
+from tests.support.recording_edge import RecordingEdge
+from tests.support.v2_writes import credit, write_scope, write_usage
 
 pytestmark = pytest.mark.cluster
 OPTIONS = ReaderOptions(upstream_retries=0, redis_retry_after_seconds=0)
@@ -29,21 +30,20 @@ def redis_cluster() -> Iterator[RedisClusterServer]:
     cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def stub() -> Iterator[EdgeStub]:
-    server = EdgeStub(latency_ms=100).start()
-    yield server
-    server.stop()
+@pytest.fixture
+def edge() -> Iterator[RecordingEdge]:
+    with RecordingEdge(latency=0.1) as stub:
+        yield stub
 
 
 @pytest.fixture
-def settings(redis_cluster: RedisClusterServer, stub: EdgeStub) -> Settings:
+def settings(redis_cluster: RedisClusterServer, edge: RecordingEdge) -> Settings:
     return Settings(
         redis_cluster=True,
         redis_port=redis_cluster.ports[0],
         environment_prefix=f"test-{uuid.uuid4().hex[:12]}",
-        edge_api_url=stub.url,
-        server_api_key=STUB_API_KEY,
+        edge_api_url=edge.url,
+        server_api_key="cluster-key",
     )
 
 
@@ -60,55 +60,61 @@ def customer() -> str:
 
 
 def test_hit_miss_and_resource_scopes(
-    settings: Settings, client: RedisClient, stub: EdgeStub, customer: str
+    settings: Settings, client: RedisClient, edge: RecordingEdge, customer: str
 ) -> None:
     layout = KeyLayout(settings.environment_prefix, cluster=True)
-    store = Store(client, layout, ttl=600, policy=CacheUpdatePolicy.UPSERT)
-    store.apply(factory.parsed(factory.entitlements(customer, 100, features={"a": 1})))
-    store.apply(factory.parsed(factory.usage(customer, 120, "a", 5)))
-    store.apply(
-        factory.parsed(factory.entitlements(customer, 100, resource="r1", features={"b": 1}))
-    )
-    stub.put(customer, snapshot_body(features={"b": 2}, timestamp=300), resource="r2")
-    stub.put(customer, snapshot_body(features={"a": 1}, timestamp=200))
+    write_scope(client, layout, customer, [metered("a", 10, 1)], version=100)
+    usage_key = layout.customer(customer).feature_usage("a")
+    write_usage(client, layout, customer, usage_key, {"currentUsage": 5}, version=1796026500001)
+    write_scope(client, layout, customer, [boolean("b")], resource="r1", version=100)
+    ai = layout.customer(customer, "r1").credit("ai")
+    write_usage(client, layout, customer, ai, credit(10, 15), version=100, resource="r1")
+    edge.responses[request_line(customer, "r2")] = answer(boolean("b"))
 
     with EntitlementsCache(settings, OPTIONS) as cache:
-        hit = cache.get_entitlement(customer, "a")
+        hit = cache.get_metered_entitlement(customer, "a", requested_usage=5)
         scoped = cache.get_entitlements(customer, "r1")
+        balance = cache.get_credit_entitlement(customer, "ai", "r1")
+        assert edge.requests == []
         miss = cache.get_entitlements(customer, "r2")
         again = cache.get_entitlements(customer, "r2")
-        # the global entry changes (upstream and pipeline agree): r2 is out of date
-        stub.put(customer, snapshot_body(features={"a": 2}, timestamp=400))
-        store.apply(factory.parsed(factory.entitlements(customer, 400, features={"a": 2})))
-        stub.put(customer, snapshot_body(features={"b": 3}, timestamp=350), resource="r2")
-        newer_global = cache.get_entitlement(customer, "b", "r2")
+        # the global map changes (newer than r2's): r2 is out of date, both scopes refetched
+        write_scope(client, layout, customer, [metered("a", 10, 1)], version=1895168800000)
+        edge.responses[request_line(customer)] = answer(metered("a", 10, 1))
+        newer_global = cache.get_boolean_entitlement(customer, "b", "r2")
 
-    assert (hit.source, hit.current_usage) == ("cache", 5)
-    assert scoped.source == "cache"
-    assert (miss.source, again.source, again.timestamp) == ("upstream", "cache", 300)
-    assert (newer_global.source, newer_global.timestamp) == ("upstream", 400)
-    assert newer_global.current_usage == 3
-    assert stub.requests(customer, "r2") == 2
-    assert stub.requests(customer) == 0
+    assert (hit.has_access, hit.current_usage) == (True, 5)
+    assert (scoped.source, [e.feature and e.feature.id for e in scoped.entitlements]) == (
+        "cache",
+        ["b"],
+    )
+    assert balance.remaining_balance == 5
+    assert (miss.source, again.source) == ("upstream", "cache")
+    assert newer_global.has_access
+    assert sorted(r.line for r in edge.requests) == [
+        request_line(customer),
+        request_line(customer, "r2"),
+        request_line(customer, "r2"),
+    ]
+    assert client.exists(layout.customer(customer, "r2").entitlements) == 1
+    assert layout.customer(customer, "r2").entitlements.endswith(f"{{c_{customer}:r_r2}}")
 
 
 def test_concurrent_async_misses_make_one_request(
-    settings: Settings, client: RedisClient, stub: EdgeStub, customer: str
+    settings: Settings, client: RedisClient, edge: RecordingEdge, customer: str
 ) -> None:
-    stub.put(customer, snapshot_body(credits={"ai": 7}))
+    edge.responses[request_line(customer)] = answer(metered("seats", 10, 3))
 
     async def scenario() -> list[Any]:
         async with AsyncEntitlementsCache(settings, OPTIONS) as cache:
             first = await asyncio.gather(
-                *(cache.get_credit_entitlement(customer, "ai") for _ in range(20))
+                *(cache.get_metered_entitlement(customer, "seats") for _ in range(20))
             )
-            scoped = await cache.get_entitlements(customer, "missing-resource")
-            return [*first, scoped]
+            return [*first, await cache.get_entitlements(customer)]
 
-    *answers, scoped = asyncio.run(scenario())
-    assert [a.source for a in answers].count("upstream") == 1
-    assert {a.remaining_balance for a in answers} == {993}
-    assert stub.requests(customer) == 1
-    assert scoped.access_denied_reason == "CustomerResourceNotFound"
+    *answers, everything = asyncio.run(scenario())
+    assert {a.current_usage for a in answers} == {3}
+    assert everything.source == "cache"
+    assert len(edge.requests) == 1
     layout = KeyLayout(settings.environment_prefix, cluster=True)
-    assert client.get(layout.customer(customer).entitlements) is not None
+    assert client.get(layout.customer(customer).feature_usage("seats")) == '{"currentUsage":3}'

@@ -1,7 +1,7 @@
-"""Concurrent misses for one customer make exactly one upstream request.
+"""Concurrent misses for one scope make exactly one Edge API request.
 
-The stub answers slowly (``--latency-ms``) so that every reader misses before
-the first answer is written; the stub counts the requests it served.
+The recording Edge stub answers slowly (``latency``) so that every reader misses before
+the first answer is written; it records every request it served.
 """
 
 from __future__ import annotations
@@ -16,41 +16,47 @@ import pytest
 
 from cache_pipeline.client import EntitlementsCache, ReaderOptions
 from cache_pipeline.keys import KeyLayout
-from tests.support.edge import STUB_API_KEY, EdgeStub, snapshot_body
+from tests.support.edge_answers import answer, metered, request_line
+from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer, wait_until
 
 THREADS = 50
 OPTIONS = ReaderOptions(upstream_retries=0, upstream_timeout_seconds=5)
+ENTRIES = [metered("seats", 10, 3)]
 
 
-@pytest.fixture(scope="module")
-def slow_stub() -> Iterator[EdgeStub]:
-    server = EdgeStub(latency_ms=400).start()
-    yield server
-    server.stop()
+@pytest.fixture
+def customer() -> str:
+    return f"cus-{uuid.uuid4().hex[:10]}"
 
 
-def _settings(redis_server: RedisServer, stub: EdgeStub) -> dict[str, Any]:
+@pytest.fixture
+def slow_edge(customer: str) -> Iterator[RecordingEdge]:
+    with RecordingEdge({request_line(customer): answer(*ENTRIES)}, latency=0.4) as edge:
+        yield edge
+
+
+def _settings(redis_server: RedisServer, edge: RecordingEdge) -> dict[str, Any]:
     return {
         "redis_port": redis_server.port,
         "environment_prefix": f"test-{uuid.uuid4().hex[:12]}",
-        "edge_api_url": stub.url,
-        "server_api_key": STUB_API_KEY,
+        "edge_api_url": edge.url,
+        "server_api_key": "concurrency-key",
     }
 
 
 def _read_together(
     cache: EntitlementsCache, customer: str, threads: int, go: Any, ready: Any = None
-) -> list[str]:
-    """``threads`` threads wait for ``go``, then read the customer; their answers' sources."""
-    sources: list[str] = []
+) -> list[tuple[bool, int | float | None]]:
+    """``threads`` threads wait for ``go``, then check the customer's seats; their answers."""
+    answers: list[tuple[bool, int | float | None]] = []
     lock = threading.Lock()
 
     def read() -> None:
         go.wait(30)
-        source = cache.get_entitlements(customer).source
+        seats = cache.get_metered_entitlement(customer, "seats", requested_usage=1)
         with lock:
-            sources.append(source)
+            answers.append((seats.has_access, seats.current_usage))
 
     workers = [threading.Thread(target=read) for _ in range(threads)]
     for worker in workers:
@@ -59,7 +65,7 @@ def _read_together(
         ready.put("ready")
     for worker in workers:
         worker.join(60)
-    return sources
+    return answers
 
 
 def _process_main(settings: dict[str, Any], customer: str, threads: int, go: Any, out: Any) -> None:
@@ -68,27 +74,22 @@ def _process_main(settings: dict[str, Any], customer: str, threads: int, go: Any
         out.put(_read_together(cache, customer, threads, go, ready=out))
 
 
-def test_fifty_threads_make_one_upstream_request(
-    redis_server: RedisServer, slow_stub: EdgeStub
+def test_fifty_threads_make_one_edge_request(
+    redis_server: RedisServer, slow_edge: RecordingEdge, customer: str
 ) -> None:
-    customer = f"cus-{uuid.uuid4().hex[:10]}"
-    slow_stub.put(customer, snapshot_body(features={"seats": 1}))
     go = threading.Event()
-    with EntitlementsCache(options=OPTIONS, **_settings(redis_server, slow_stub)) as cache:
+    with EntitlementsCache(options=OPTIONS, **_settings(redis_server, slow_edge)) as cache:
         starter = threading.Timer(0.2, go.set)
         starter.start()
-        sources = _read_together(cache, customer, THREADS, go)
-    assert len(sources) == THREADS
-    assert slow_stub.requests(customer) == 1
-    assert sources.count("upstream") == 1
+        answers = _read_together(cache, customer, THREADS, go)
+    assert answers == [(True, 3)] * THREADS
+    assert len(slow_edge.requests) == 1
 
 
-def test_two_processes_of_many_threads_make_one_upstream_request(
-    redis_server: RedisServer, slow_stub: EdgeStub
+def test_two_processes_of_many_threads_make_one_edge_request(
+    redis_server: RedisServer, slow_edge: RecordingEdge, customer: str
 ) -> None:
-    customer = f"cus-{uuid.uuid4().hex[:10]}"
-    slow_stub.put(customer, snapshot_body(features={"seats": 1}))
-    settings = _settings(redis_server, slow_stub)
+    settings = _settings(redis_server, slow_edge)
     context = multiprocessing.get_context("spawn")
     go = context.Event()
     out = context.Queue()
@@ -101,7 +102,7 @@ def test_two_processes_of_many_threads_make_one_upstream_request(
     try:
         assert [out.get(timeout=60) for _ in children] == ["ready", "ready"]
         go.set()
-        sources = [source for _ in children for source in out.get(timeout=60)]
+        answers = [tuple(a) for _ in children for a in out.get(timeout=60)]
     finally:
         for child in children:
             child.join(30)
@@ -110,18 +111,15 @@ def test_two_processes_of_many_threads_make_one_upstream_request(
                 child.join(10)
         out.close()
         out.join_thread()
-    assert len(sources) == THREADS
-    assert slow_stub.requests(customer) == 1
-    assert sources.count("upstream") == 1
+    assert answers == [(True, 3)] * THREADS
+    assert len(slow_edge.requests) == 1
     assert [child.exitcode for child in children] == [0, 0]
 
 
 def test_the_miss_lock_is_held_during_the_fetch_and_released_after(
-    redis_server: RedisServer, slow_stub: EdgeStub
+    redis_server: RedisServer, slow_edge: RecordingEdge, customer: str
 ) -> None:
-    customer = f"cus-{uuid.uuid4().hex[:10]}"
-    slow_stub.put(customer, snapshot_body(features={"seats": 1}))
-    settings = _settings(redis_server, slow_stub)
+    settings = _settings(redis_server, slow_edge)
     lock = KeyLayout(settings["environment_prefix"]).customer(customer).lock
     client = redis_server.client()
     with EntitlementsCache(options=OPTIONS, **settings) as cache:
@@ -130,26 +128,28 @@ def test_the_miss_lock_is_held_during_the_fetch_and_released_after(
         token = str(wait_until(lambda: client.get(lock), timeout=10, what="the miss lock"))
         ttl_ms = client.pttl(lock)
         reader.join(30)
+    assert lock.endswith("#lock")
     assert len(token) == 32
     assert 0 < ttl_ms <= OPTIONS.lock_ttl * 1000
     assert client.exists(lock) == 0
+    for key in client.scan_iter(match=f"{settings['environment_prefix']}:*"):
+        client.unlink(key)
     client.close()
 
 
 def test_a_lock_left_by_a_dead_reader_only_delays_the_answer(
-    redis_server: RedisServer, slow_stub: EdgeStub
+    redis_server: RedisServer, slow_edge: RecordingEdge, customer: str
 ) -> None:
-    customer = f"cus-{uuid.uuid4().hex[:10]}"
-    slow_stub.put(customer, snapshot_body(features={"seats": 1}))
-    settings = _settings(redis_server, slow_stub)
+    settings = _settings(redis_server, slow_edge)
     lock = KeyLayout(settings["environment_prefix"]).customer(customer).lock
     client = redis_server.client()
     client.set(lock, "someone-else", px=60_000)  # its holder died before writing
     waiting = ReaderOptions(upstream_retries=0, lock_wait_seconds=0.3, poll_interval_seconds=0.02)
     with EntitlementsCache(options=waiting, **settings) as cache:
-        answer = cache.get_entitlements(customer)
-    assert answer.source == "upstream"
-    assert slow_stub.requests(customer) == 1
+        seats = cache.get_metered_entitlement(customer, "seats")
+    assert (seats.has_access, seats.current_usage, seats.is_fallback) == (True, 3, False)
+    assert len(slow_edge.requests) == 1
     assert client.get(lock) == "someone-else"  # never deleted by a reader that did not own it
-    client.delete(lock)
+    for key in client.scan_iter(match=f"{settings['environment_prefix']}:*"):
+        client.unlink(key)
     client.close()

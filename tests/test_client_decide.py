@@ -23,10 +23,14 @@ import pytest
 from cache_pipeline.client.answers import MeteredEntitlement
 from cache_pipeline.client.decide import (
     GetterKind,
+    UnsupportedEntry,
+    credit_fallback,
     decide,
+    decide_all,
     decide_credit,
     fallback_result,
     is_metered,
+    list_fallback,
     merge_usage,
 )
 from cache_pipeline.client.usage_period import calculate_usage_period
@@ -136,7 +140,7 @@ def test_every_golden_file_has_cache_hits() -> None:
     assert covered == set(golden_files())
 
 
-# ---- hand cases: every row of STIGG-COMPAT §7 and the probes of §8 --------------------------
+# ---- hand cases: every row of docs/stigg-compat.md §7 and the probes of §8 ----
 
 NOW = 1796026500000  # 2026-11-30T08:15:00Z
 DAY = 86_400_000
@@ -597,6 +601,48 @@ def test_credit_decisions() -> None:
     assert (missing.has_access, missing.access_denied_reason) == (False, NO_ENTITLEMENT)
     no_limit = decide_credit("x", {"currentUsage": 0, "usageLimit": None}, requested_amount=1)
     assert (no_limit.has_access, no_limit.remaining_balance) == (False, 0)
+    unknown = decide_credit("ai-tokens", credit, customer_exists=False)
+    assert (unknown.has_access, unknown.access_denied_reason) == (False, "CustomerNotFound")
+    assert unknown.remaining_balance is None
+
+
+def test_credit_fallback() -> None:
+    assert credit_fallback("ai", 5).to_stigg_json() == {
+        "type": "CREDIT",
+        "currencyId": "ai",
+        "hasAccess": False,
+        "accessDeniedReason": "Unknown",
+        "requestedAmount": 5,
+        "isFallback": True,
+    }
+
+
+def test_decide_all_maps_every_entry_untyped_without_requests_or_roll_over() -> None:
+    expired = seats(9)  # its period ended: getEntitlements does not roll it over
+    expired["featureUsage"]["usagePeriodEnd"] = NOW - DAY
+    entries = {"a": cached(), "b": seats(11), "c": cached("boolean"), "d": expired}
+    answers = decide_all(entries, True)
+    assert [a.to_stigg_json()["type"] for a in answers] == ["BOOLEAN", "METERED", "METERED"]
+    assert (answers[1].has_access, answers[1].access_denied_reason) == (False, EXCEEDING)
+    assert answers[2].to_stigg_json()["currentUsage"] == 9
+    assert decide_all({}, False) == ()
+    with pytest.raises(UnsupportedEntry):
+        decide_all({"a": {"featureUsage": {}}}, True)
+
+
+def test_list_fallback_takes_the_first_type_that_holds_the_fields() -> None:
+    boolean = list_fallback("f", {"has_access": True})
+    assert boolean.to_stigg_json() == {
+        "type": "BOOLEAN",
+        "hasAccess": True,
+        "isFallback": True,
+        "accessDeniedReason": "Unknown",
+        "feature": {"id": "f", "isMetered": False},
+    }
+    metered = list_fallback("g", {"has_access": True, "usage_limit": 5})
+    assert metered.to_stigg_json()["type"] == "METERED"
+    with pytest.raises(InvalidArgument, match="fit no entitlement type"):
+        list_fallback("h", {"has_acess": True})
 
 
 def test_epoch_ms_and_edge_version() -> None:

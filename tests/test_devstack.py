@@ -172,6 +172,10 @@ def test_make_run_serves_the_demo_and_ctrl_c_stops_everything(
         assert usage["currentUsage"] == 4
         credit = json.loads(client.get(f"{prefix}:c_cus-demo-1:credit_ai-tokens") or "{}")
         assert credit["currentUsage"] == 2600
+        # Stigg's layout: raw ids, a resource scope, a usage key per metered entry.
+        assert client.exists(f"{prefix}:c_acme:eu", f"{prefix}:c_acme:eu:r_site-1") == 2
+        seats = json.loads(client.get(f"{prefix}:c_acme:eu:f_feature-seats") or "{}")
+        assert seats == {"currentUsage": 12}
     finally:
         client.close()
 

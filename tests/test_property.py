@@ -12,9 +12,11 @@ So the properties are:
     the reference model's state for the messages in timestamp order, under
     both policies;
 (b) with invalidations (and unseeded customers): the store equals the
-    reference model applied in the same delivery order, redelivering an
-    already-applied message changes nothing, and no value is ever visible that
-    is older than its key's version or than its scope's latest invalidation.
+    reference model applied in the same delivery order, a message delivered
+    twice in a row changes nothing the second time, redelivering an
+    already-applied message later changes nothing unless an invalidation came
+    in between, and no value is ever visible that is older than its key's
+    version or than its scope's latest invalidation.
 
 Every value carries the timestamp of the message that wrote it (the usage
 amounts, the access-denied reason and the ``usageLimit`` of each entitlement),
@@ -242,7 +244,8 @@ def test_invalidations_match_the_model_in_delivery_order(
 
 
 def deliver(run: Run, model: ReferenceCache, delivery: list[Message]) -> list[Outcome]:
-    """Apply each message to store and model; check the state after every step."""
+    """Apply each message to store and model; check the state after every step, and that
+    delivering the same message again right away changes nothing."""
     outcomes = []
     for message in delivery:
         outcomes.append(run.store.apply(message))
@@ -250,6 +253,8 @@ def deliver(run: Run, model: ReferenceCache, delivery: list[Message]) -> list[Ou
         state = run.state()
         assert state == model.snapshot(), f"after {message.type} at {message.timestamp}"
         assert_nothing_stale(state, run.layout, model)
+        run.store.apply(message)
+        assert run.state() == state, f"{message.type} at {message.timestamp} delivered twice"
     return outcomes
 
 
@@ -262,18 +267,20 @@ def redeliver(
 ) -> None:
     """Redeliver every message once more: applied ones change nothing.
 
-    Excluded by design: invalidations (they drop their scopes whatever the
-    versions), anything first delivered before ``{"all": true}`` (unversioned),
-    and messages that rule 2 skipped on every delivery (they may write now that
-    the map holds a value). Those are redelivered afterwards and checked
-    against the model.
+    Excluded by design: invalidations and anything first delivered before one
+    (rule 4 drops a scope whatever its versions, so what an invalidation dropped
+    may be written again by a redelivery that is not older than it), and
+    messages that rule 2 skipped on every delivery (they may write now that the
+    map holds a value). Those are redelivered afterwards and checked against the
+    model.
     """
     parsed_all = [parsed(body) for body in messages]
-    last_all = max((n for n, i in enumerate(order) if is_all(parsed_all[i])), default=-1)
+    invalidations = [n for n, i in enumerate(order) if isinstance(parsed_all[i], CacheInvalidated)]
+    last = max(invalidations, default=-1)
     applied = {
         i
         for n, i in enumerate(order)
-        if n > last_all
+        if n > last
         and outcomes[n] is not Outcome.POLICY
         and not isinstance(parsed_all[i], CacheInvalidated)
     }
@@ -286,10 +293,6 @@ def redeliver(
         run.store.apply(parsed_all[i])
         model.apply(parsed_all[i])
     assert run.state() == model.snapshot()
-
-
-def is_all(message: Message) -> bool:
-    return isinstance(message, CacheInvalidated) and message.data.all
 
 
 def assert_nothing_stale(state: dict[str, Any], layout: KeyLayout, model: ReferenceCache) -> None:

@@ -1,7 +1,9 @@
-"""``cache-pipeline resync``: rebuild the cache from the upstream API after a data loss.
+"""``cache-pipeline resync``: rebuild the cache from the Edge API after a data loss.
 
-The upstream is the real edge stub process; Redis is a real redis-server that is
-SIGKILLed and restarted empty (no persistence) before the resync.
+The Edge API is the real edge stub process; Redis is a real redis-server that is
+SIGKILLed and restarted empty (no persistence) before the resync. What the resync
+writes is compared with what Stigg's own SDK (3.95.0, tests/interop) writes when it
+fetches the same scopes from the same stub itself.
 """
 
 from __future__ import annotations
@@ -10,48 +12,57 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import redis
 
-from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
-from cache_pipeline.messages import parse_message
+from cache_pipeline.resync import ScriptRunner
 from cache_pipeline.schema import Marker, SchemaGuard, SchemaStatus
-from cache_pipeline.store import Store
-from tests.support.edge import STUB_API_KEY, EdgeStub
-from tests.support.factory import entitlements, parsed
-from tests.support.reference import ReferenceCache
-from tests.support.servers import RedisServer
+from cache_pipeline.scope_writes import ScriptCall, invalidate_call, snapshot_call
+from tests.support.cluster import RedisClusterServer
+from tests.support.edge import STUB_API_KEY, EdgeStub, feature, metered
+from tests.support.recording_edge import RecordingEdge
+from tests.support.servers import RedisServer, free_port
 from tests.support.snapshot import read_state
+from tests.support.stigg_sdk import run_stigg_sdk
 
 PREFIX = "resync-env"
-SCOPES: list[tuple[str, str | None]] = [
+SDK_PREFIX = "stigg-sdk"
+Scope = tuple[str, str | None]
+SCOPES: list[Scope] = [
     *((f"cus-{i}", None) for i in range(25)),
     ("cus-3", "site-a"),
     ("cus-3", "site-b"),
-    ("tenant:with{odd}#chars", None),
+    ("acme:eu", None),
+    ("acme:eu", "user@example.com"),
+    ("cus-empty", None),
 ]
+UNKNOWN: Scope = ("cus-unknown", None)
 
 
 def snapshot_body(customer: str, resource: str | None) -> dict[str, Any]:
+    """Every kind of feature, a usage that differs per scope; ``cus-empty`` has none."""
+    if customer == "cus-empty":
+        return {"entitlements": []}
     seats = len(customer) + len(resource or "")
     return {
-        "accessDeniedReason": None,
         "entitlements": [
-            {
-                "kind": "FEATURE",
-                "id": "seats",
-                "hasAccess": True,
-                "usageLimit": 10,
-                "usage": {"currentUsage": seats, "usagePeriodStart": 1, "usagePeriodEnd": 2},
-            },
-            {"kind": "CREDIT", "id": "tokens", "hasAccess": True, "usageLimit": 1000},
+            feature("feature-sso"),
+            feature("feature-projects", "NUMBER", usageLimit=20),
+            metered("feature-seats", seats, 50, usagePeriodEnd="2026-12-15T00:00:00.000Z"),
+            feature("feature-region", "ENUM", None, enumValues=["eu-west"]),
         ],
+        "credits": [{"currencyId": "ai-tokens", "currentUsage": 5, "usageLimit": 100}],
     }
+
+
+def line(scope: Scope) -> str:
+    customer, resource = scope
+    return json.dumps({"customerId": customer, "resourceId": resource})
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +70,10 @@ def stub() -> Iterator[EdgeStub]:
     server = EdgeStub().start()
     try:
         for customer, resource in SCOPES:
-            params = {"resourceId": resource} if resource else {}
-            body = snapshot_body(customer, resource)
-            server.request("PUT", path(customer), json=body, params=params).raise_for_status()
+            server.put(customer, snapshot_body(customer, resource), resource)
         yield server
     finally:
         server.stop()
-
-
-def path(customer: str) -> str:
-    return f"/v1/customers/{quote(customer, safe='')}/entitlements"
 
 
 @pytest.fixture
@@ -78,9 +83,18 @@ def client(own_redis: RedisServer) -> Iterator[redis.Redis]:
     connection.close()
 
 
-def run_resync(stub: EdgeStub, redis_port: int, **env: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def scopes_file(tmp_path: Path) -> Path:
+    path = tmp_path / "scopes.jsonl"
+    path.write_text("\n".join(line(scope) for scope in [*SCOPES, UNKNOWN]) + "\n\n")
+    return path
+
+
+def run_resync(
+    edge_url: str, redis_port: int, *args: str, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     variables = {
-        "EDGE_API_URL": stub.url,
+        "EDGE_API_URL": edge_url,
         "SERVER_API_KEY": STUB_API_KEY,
         "REDIS_PORT": str(redis_port),
         "ENVIRONMENT_PREFIX": PREFIX,
@@ -88,7 +102,8 @@ def run_resync(stub: EdgeStub, redis_port: int, **env: str) -> subprocess.Comple
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "cli", "resync"],
+        [sys.executable, "-m", "cli", "resync", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
@@ -96,19 +111,37 @@ def run_resync(stub: EdgeStub, redis_port: int, **env: str) -> subprocess.Comple
     )
 
 
-def upstream_model(stub: EdgeStub, layout: KeyLayout) -> ReferenceCache:
-    """What the cache must hold: every upstream snapshot, applied under UPSERT."""
-    model = ReferenceCache(layout, CacheUpdatePolicy.UPSERT)
-    for customer, resource in SCOPES:
-        params = {"resourceId": resource} if resource else {}
-        answer = stub.request("GET", path(customer), params=params)
-        body = {"id": "x", "type": "entitlements.updated", **answer.json()}
-        model.apply(parse_message(json.dumps(body), PREFIX))
-    return model
+def counts(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    assert result.returncode == 0, result.stderr
+    found: dict[str, int] = json.loads(result.stdout.strip().splitlines()[-1])
+    return found
 
 
-def test_resync_rebuilds_the_cache_after_redis_restarted_empty(
-    stub: EdgeStub, own_redis: RedisServer, client: redis.Redis
+def what_stiggs_sdk_writes(
+    stub: EdgeStub, redis_server: RedisServer, scopes: Sequence[Scope]
+) -> dict[str, Any]:
+    """The keys Stigg's SDK writes when it misses on ``scopes`` and fetches them from the stub,
+    renamed to PREFIX (read from its own prefix, then removed)."""
+    calls = [{"getter": "getEntitlements", "customerId": c, "resourceId": r} for c, r in scopes]
+    results = run_stigg_sdk(redis_server.port, SDK_PREFIX, stub.url, calls, api_key=STUB_API_KEY)
+    assert all("error" not in result for result in results), results
+    client = redis_server.client()
+    try:
+        state = read_state(client, KeyLayout(SDK_PREFIX))
+        for key in client.scan_iter(match=f"{SDK_PREFIX}:*"):
+            client.unlink(key)
+    finally:
+        client.close()
+    return {PREFIX + key.removeprefix(SDK_PREFIX): value for key, value in state.items()}
+
+
+def values(state: dict[str, Any]) -> dict[str, Any]:
+    """Without the metadata keys, which SDK 3.95.0 does not write (4.x reads them)."""
+    return {key: value for key, value in state.items() if ":metadata" not in key}
+
+
+def test_resync_rebuilds_what_stiggs_sdk_would_after_redis_restarted_empty(
+    stub: EdgeStub, own_redis: RedisServer, client: redis.Redis, scopes_file: Path
 ) -> None:
     layout = KeyLayout(PREFIX)
     guard = SchemaGuard(client, layout)
@@ -118,61 +151,200 @@ def test_resync_rebuilds_the_cache_after_redis_restarted_empty(
     assert guard.check().status is SchemaStatus.DATA_LOST
     assert read_state(client, layout) == {}
 
-    result = run_resync(stub, own_redis.port)
+    result = run_resync(stub.url, own_redis.port, str(scopes_file))
 
-    assert result.returncode == 0, result.stderr
-    counts = json.loads(result.stdout.strip().splitlines()[-1])
-    assert counts == {
-        "customers": len(SCOPES),
+    assert counts(result) == {
+        "scopes": len(SCOPES) + 1,
         "written": len(SCOPES),
         "stale": 0,
-        "missing": 0,
+        "missing": 1,
         "failed": 0,
     }
-    assert read_state(client, layout) == upstream_model(stub, layout).snapshot()
+    assert "missing: 'cus-unknown'" in result.stderr
+    state = read_state(client, layout)
+    assert values(state) == what_stiggs_sdk_writes(stub, own_redis, SCOPES)
+    assert state[f"{PREFIX}:c_acme:eu:metadata"] == {"accessDeniedReason": None}
+    assert state[f"{PREFIX}:c_cus-empty"] == {}
+    assert state[f"{PREFIX}:c_cus-empty#timestamp"] == 0
+    assert 0 < client.ttl(f"{PREFIX}:c_acme:eu:r_user@example.com:f_feature-seats") <= 604800
     check = guard.check()
     assert check.detail() is None  # the data-loss detail is gone on every pod
     assert check.marker.version == SCHEMA_VERSION
+    assert check.marker.resynced_at is not None
 
 
-def test_resync_keeps_what_the_stream_wrote_later(
+def test_scopes_from_stdin_and_from_the_stubs_listing_are_read_once(
     stub: EdgeStub, own_redis: RedisServer, client: redis.Redis
 ) -> None:
+    stdin = "\n".join([line(SCOPES[0]), line(SCOPES[0]), line(UNKNOWN)])
+
+    result = run_resync(stub.url, own_redis.port, "-", "--from-stub", stdin=stdin)
+
+    found = counts(result)
+    assert found["scopes"] == len(SCOPES) + 1
+    assert (found["written"], found["missing"], found["failed"]) == (len(SCOPES), 1, 0)
+    assert values(read_state(client, KeyLayout(PREFIX))) == what_stiggs_sdk_writes(
+        stub, own_redis, SCOPES
+    )
+
+
+def _run(client: redis.Redis, call: ScriptCall) -> int:
+    (reply,) = ScriptRunner(client).run_calls([call])
+    return int(reply)
+
+
+def test_resync_keeps_newer_data_and_respects_a_later_invalidation(
+    stub: EdgeStub, own_redis: RedisServer, client: redis.Redis, scopes_file: Path
+) -> None:
     layout = KeyLayout(PREFIX)
-    newer = parsed(entitlements("cus-7", 2**52, features={"seats": 99}), PREFIX)
-    Store(client, layout, ttl=60, policy=CacheUpdatePolicy.UPSERT).apply(newer)
+    newer = layout.customer("cus-7").entitlements
+    entry = metered("feature-seats", 99, 100)
+    assert _run(client, snapshot_call(newer, [entry], version=2**52, gate=2**52, ttl=60,
+                                      only_if_exists=False)) > 0  # fmt: skip
+    invalidated = layout.customer("cus-8").entitlements
+    _run(client, invalidate_call(invalidated, at=2**52, ttl=60))
+    before = read_state(client, layout)
 
-    result = run_resync(stub, own_redis.port)
+    found = counts(run_resync(stub.url, own_redis.port, str(scopes_file)))
 
-    assert result.returncode == 0, result.stderr
-    counts = json.loads(result.stdout.strip().splitlines()[-1])
-    assert counts["stale"] == 1
-    assert counts["written"] == len(SCOPES) - 1
-    expected = upstream_model(stub, layout)
-    expected.apply(newer)
-    assert read_state(client, layout) == expected.snapshot()
+    assert (found["stale"], found["written"]) == (2, len(SCOPES) - 2)
+    state = read_state(client, layout)
+    for key, value in before.items():
+        assert state[key] == value  # the newer snapshot stays whole
+    assert state[newer]["feature-seats"]["featureUsage"]["currentUsage"] == 99
+    assert not [key for key in state if key.startswith(invalidated)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("not json", "line 2"),
+        ('{"customerId": "a:r_b"}', "':r_'"),
+        ('{"customerId": "a/b"}', "cannot be sent raw"),
+        ('{"customerId": "cus-1", "resource": "x"}', "unknown field 'resource'"),
+        ('{"resourceId": "x"}', "customerId must be a non-empty string"),
+        ('["cus-1"]', "JSON object"),
+    ],
+)
+def test_a_bad_scopes_line_fetches_and_writes_nothing(
+    stub: EdgeStub, own_redis: RedisServer, client: redis.Redis, tmp_path: Path, bad: str, says: str
+) -> None:
+    path = tmp_path / "scopes.jsonl"
+    path.write_text(f"{line(('cus-20', None))}\n{bad}\n{line(('cus-21', None))}\n")
+    asked = stub.requests("cus-20")
+
+    result = run_resync(stub.url, own_redis.port, str(path))
+
+    assert result.returncode == 1
+    assert f"{path} line 2" in result.stderr
+    assert says in result.stderr
+    assert stub.requests("cus-20") == asked
+    assert read_state(client, KeyLayout(PREFIX)) == {}
+
+
+def test_without_scopes_it_says_how_to_name_them(stub: EdgeStub, own_redis: RedisServer) -> None:
+    result = run_resync(stub.url, own_redis.port)
+    assert result.returncode == 2
+    assert "a SCOPES file (or - for stdin), or --from-stub" in result.stderr
 
 
 def test_a_refused_api_key_writes_nothing_and_says_why(
-    stub: EdgeStub, own_redis: RedisServer, client: redis.Redis
+    stub: EdgeStub, own_redis: RedisServer, client: redis.Redis, scopes_file: Path
 ) -> None:
     layout = KeyLayout(PREFIX)
     SchemaGuard(client, layout).check()
-    result = run_resync(stub, own_redis.port, SERVER_API_KEY="wrong-key")
+    result = run_resync(stub.url, own_redis.port, str(scopes_file), SERVER_API_KEY="wrong-key")
     assert result.returncode == 1
-    assert "401" in result.stderr
+    assert "refused the API key (401)" in result.stderr
     assert "wrong-key" not in result.stderr + result.stdout
     assert read_state(client, layout) == {}
     marker = Marker.from_json(str(client.get(layout.schema_marker)), "k")
     assert marker.resynced_at is None
 
 
+def test_from_stub_against_a_real_edge_says_it_cannot_list(
+    own_redis: RedisServer, client: redis.Redis
+) -> None:
+    with RecordingEdge() as edge:
+        result = run_resync(edge.url, own_redis.port, "--from-stub")
+    assert result.returncode == 1
+    assert "/_stub/scopes answered 404 (only the edge stub lists its scopes)" in result.stderr
+    assert read_state(client, KeyLayout(PREFIX)) == {}
+
+
+def test_an_edge_answer_it_cannot_cache_fails_that_scope_alone(
+    own_redis: RedisServer, client: redis.Redis
+) -> None:
+    good = {"data": {"entitlements": [feature("feature-sso")]}}
+    bad = {"data": {"entitlements": [feature("feature-sso"), feature("a#b")]}}
+    responses = {
+        "GET /v1/c/cus-good/entitlements.json": good,
+        "GET /v1/c/cus-bad/entitlements.json": bad,
+    }
+    stdin = "\n".join(line(scope) for scope in [("cus-bad", None), ("cus-good", None)])
+    with RecordingEdge(responses) as edge:
+        result = run_resync(edge.url, own_redis.port, "-", stdin=stdin)
+        assert [r.headers["x-api-key"] for r in edge.entitlement_requests] == [STUB_API_KEY] * 2
+    assert result.returncode == 1
+    assert json.loads(result.stdout.strip().splitlines()[-1])["failed"] == 1
+    assert "failed: 'cus-bad': the Edge answered an entry it cannot cache" in result.stderr
+    assert "entitlements[1]" in result.stderr
+    state = read_state(client, KeyLayout(PREFIX))
+    assert f"{PREFIX}:c_cus-good" in state
+    assert not [key for key in state if "cus-bad" in key]
+
+
 def test_another_schema_version_refuses_the_resync(
-    stub: EdgeStub, own_redis: RedisServer, client: redis.Redis
+    stub: EdgeStub, own_redis: RedisServer, client: redis.Redis, scopes_file: Path
 ) -> None:
     layout = KeyLayout(PREFIX)
     client.set(layout.schema_marker, json.dumps({"version": "999", "createdAt": 1}))
-    result = run_resync(stub, own_redis.port)
+    asked = stub.requests("cus-0")
+    result = run_resync(stub.url, own_redis.port, str(scopes_file))
     assert result.returncode == 1
     assert "refusing to write" in result.stderr
     assert read_state(client, layout) == {}
+    assert stub.requests("cus-0") == asked  # refused before fetching anything
+
+
+def test_an_unreachable_redis_is_an_error_that_says_so(stub: EdgeStub, scopes_file: Path) -> None:
+    result = run_resync(stub.url, free_port(), str(scopes_file), REDIS_TIMEOUT_SECS="0.5")
+    assert result.returncode == 1
+    assert "Redis is unavailable" in result.stderr
+
+
+def test_the_write_script_reloads_itself_after_script_flush(
+    own_redis: RedisServer, client: redis.Redis
+) -> None:
+    runner = ScriptRunner(client)
+    scope = KeyLayout(PREFIX).customer("cus-1").entitlements
+    call = snapshot_call(scope, [feature("a")], version=5, gate=5, ttl=60, only_if_exists=False)
+    assert runner.run_calls([call]) == [2]
+    client.script_flush()
+    later = snapshot_call(scope, [feature("b")], version=6, gate=6, ttl=60, only_if_exists=False)
+    assert runner.run_calls([later, call]) == [2, 0]
+    assert list(json.loads(str(client.get(scope)))) == ["b"]
+
+
+@pytest.mark.cluster
+def test_resync_writes_a_redis_cluster_in_its_hash_tag_layout(stub: EdgeStub) -> None:
+    cluster = RedisClusterServer().start()
+    try:
+        scopes = [("acme:eu", None), ("acme:eu", "user@example.com"), ("cus-1", None)]
+        stdin = "\n".join(line(scope) for scope in scopes)
+        result = run_resync(
+            stub.url, cluster.ports[0], "-", stdin=stdin, REDIS_CLUSTER="1", REDIS_TIMEOUT_SECS="5"
+        )
+        assert counts(result) == {"scopes": 3, "written": 3, "stale": 0, "missing": 0, "failed": 0}
+        client = cluster.client()
+        try:
+            usage = client.get(f"{PREFIX}:{{c_acme:eu:r_user@example.com}}:f_feature-seats")
+            assert json.loads(str(usage)) == {
+                "currentUsage": len("acme:eu") + len("user@example.com"),
+                "usagePeriodEnd": 1797292800000,
+            }
+            assert client.exists(f"{PREFIX}:{{c_cus-1}}", f"{PREFIX}:{{c_cus-1}}#timestamp") == 2
+        finally:
+            client.close()
+    finally:
+        cluster.stop()

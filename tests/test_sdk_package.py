@@ -7,15 +7,15 @@ import json
 import subprocess
 import sys
 import venv
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
-from cache_pipeline.config import CacheUpdatePolicy
-from cache_pipeline.store import Store
-from tests.support import factory
+from cache_pipeline.keys import KeyLayout
+from tests.support.edge_answers import metered
 from tests.support.servers import RedisServer
+from tests.support.v2_writes import write_scope
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -41,12 +41,13 @@ from cache_pipeline.client import EntitlementsCache
 
 cache = EntitlementsCache(redis_host="127.0.0.1", redis_port=int(sys.argv[1]),
                           environment_prefix=sys.argv[2], edge_api_url="http://127.0.0.1:9")
-seats = cache.get_entitlement("cus-sdk", "seats")
+seats = cache.get_metered_entitlement("cus-sdk", "seats", requested_usage=7)
+source = cache.get_entitlements("cus-sdk").source
 cache.close()
 heavy = sorted(name for name in ("celery", "kombu", "boto3", "fastapi", "loguru", "sentry_sdk")
                if name in sys.modules)
 print(json.dumps({"access": seats.has_access, "usage": seats.current_usage,
-                  "source": seats.source, "worker_modules": heavy}))
+                  "source": source, "worker_modules": heavy}))
 """
 
 
@@ -61,7 +62,7 @@ def run(*args: str, cwd: Path = ROOT) -> str:
 def test_the_bare_package_reads_entitlements_without_the_worker_dependencies(
     tmp_path: Path,
     redis_server: RedisServer,
-    make_store: Callable[..., Store],
+    prefixed_redis: redis.Redis,
     prefix: str,
 ) -> None:
     wheels = tmp_path / "wheels"
@@ -87,7 +88,6 @@ def test_the_bare_package_reads_entitlements_without_the_worker_dependencies(
     assert {"redis", "httpx", "pydantic", "cache-pipeline"} <= installed
     assert not installed & WORKER_ONLY, sorted(installed & WORKER_ONLY)
 
-    store = make_store(policy=CacheUpdatePolicy.UPSERT)
-    store.apply(factory.parsed(factory.entitlements("cus-sdk", 100, features={"seats": 3})))
+    write_scope(prefixed_redis, KeyLayout(prefix), "cus-sdk", [metered("seats", 10, 3)])
     answer = json.loads(run(python, "-c", READ, str(redis_server.port), prefix, cwd=tmp_path))
     assert answer == {"access": True, "usage": 3, "source": "cache", "worker_modules": []}

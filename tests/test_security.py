@@ -17,9 +17,10 @@ from cache_pipeline.client import EntitlementsCache
 from cache_pipeline.config import CacheUpdatePolicy, load_settings
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.resync import run_resync
+from cache_pipeline.scopes import ScopeRef
 from tests.support import factory
 from tests.support.dockerfile import parse
-from tests.support.edge import STUB_API_KEY, EdgeStub
+from tests.support.edge import STUB_API_KEY, EdgeStub, feature
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port, wait_until
 from tests.support.snapshot import read_state
 from tests.support.worker import (
@@ -235,7 +236,7 @@ def test_the_documented_acl_user_is_enough_and_no_more(
         metrics = worker.http.get("/metrics").text
         assert re.search(r"^persistent_cache_memory_usage_bytes [1-9]", metrics, re.M), metrics
 
-        stub.put("cus-9", {"entitlements": [{"kind": "FEATURE", "id": "sso", "hasAccess": True}]})
+        stub.put("cus-9", {"entitlements": [feature("sso")]})
         settings = load_settings(
             redis_port=server.port,
             environment_prefix=prefix,
@@ -247,7 +248,7 @@ def test_the_documented_acl_user_is_enough_and_no_more(
         with EntitlementsCache(settings) as cache:
             assert cache.get_entitlements("cus-3").source == "cache"
             assert cache.get_entitlement("cus-9", "sso").has_access  # miss, then write-back
-        resynced = run_resync(settings)
+        resynced = run_resync(settings, [ScopeRef("cus-9")])
         assert resynced.complete
         assert resynced.written + resynced.stale == 1
         assert KeyLayout(prefix).customer("cus-9").entitlements in read_state(

@@ -8,7 +8,6 @@ older than the invalidation) lands and the next read is a hit.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,18 @@ from cache_pipeline.scripts import script_source
 from cache_pipeline.stigg_map import metered_usages
 from tests.support.golden import (
     GOLDEN_CLOCK_MS,
-    GOLDEN_FILES,
     GOLDEN_TTL,
+    edge_scope,
     load_golden,
     rekey,
+    renamed,
     replay,
+    snapshot_files,
 )
 from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer
 
-# usage-after-reporting's later reads follow reportUsage calls the SDK made itself
-SNAPSHOT_FILES = [path for path in GOLDEN_FILES if "redisBeforeReports" not in load_golden(path)]
+SNAPSHOT_FILES = snapshot_files()
 
 
 @pytest.fixture
@@ -46,9 +46,8 @@ def _run(client: redis.Redis, call: ScriptCall) -> int:
 
 def _scope(prefix: str, request: str) -> str:
     """``GET /v1/c/C/entitlements.json[?resourceId=R]`` → ``prefix:c_C[:r_R]``."""
-    path, _, query = request.split(" ", 1)[1].partition("?")
-    scope = f"{prefix}:c_{path.split('/')[3]}"
-    return scope + (f":r_{query.removeprefix('resourceId=')}" if query else "")
+    customer, resource = edge_scope(request)
+    return f"{prefix}:c_{customer}" + (f":r_{resource}" if resource else "")
 
 
 def _write_answers(client: redis.Redis, prefix: str, golden: dict[str, Any]) -> set[str]:
@@ -97,19 +96,11 @@ def test_stiggs_sdk_answers_our_writes_from_cache_as_it_answered_its_own(
         assert set(call_events) == {"cacheHit"}, read["call"]
 
 
-def _renamed(golden: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    text = json.dumps(golden)
-    for old, new in names.items():
-        text = text.replace(old, new)
-    renamed: dict[str, Any] = json.loads(text)
-    return renamed
-
-
 def test_raw_ids_with_colon_and_at_read_as_hits_in_both_scopes(
     redis_server: RedisServer, client: redis.Redis, prefix: str
 ) -> None:
     resource_file = next(path for path in SNAPSHOT_FILES if path.stem == "resource-scoped")
-    golden = _renamed(
+    golden = renamed(
         load_golden(resource_file), {"cus-res": "acme:eu", "site-1": "user@example.com"}
     )
     _write_answers(client, prefix, golden)

@@ -9,7 +9,6 @@ with ``:`` and ``@`` work. An invalidation through the queue then lets Stigg's r
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,26 +17,26 @@ import pytest
 import redis
 
 from cache_pipeline.dates import edge_version
-from tests.support.golden import GOLDEN_CLOCK_MS, GOLDEN_FILES, load_golden, replay
+from tests.support.golden import (
+    GOLDEN_CLOCK_MS,
+    edge_scope,
+    load_golden,
+    renamed,
+    replay,
+    snapshot_files,
+)
 from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer, SqsServer, wait_until
 from tests.support.worker import Workers, queue_depth, send
 
-# usage-after-reporting's later reads follow reportUsage calls the SDK made itself
-SNAPSHOT_FILES = [path for path in GOLDEN_FILES if "redisBeforeReports" not in load_golden(path)]
-
-
-def _scope_of(request: str) -> tuple[str, str | None]:
-    """``GET /v1/c/C/entitlements.json[?resourceId=R]`` → (C, R)."""
-    path, _, query = request.split(" ", 1)[1].partition("?")
-    return path.split("/")[3], (query.removeprefix("resourceId=") or None)
+SNAPSHOT_FILES = snapshot_files()
 
 
 def _messages(golden: dict[str, Any]) -> list[dict[str, Any]]:
     """One v2 snapshot message per Edge answer of a golden file."""
     bodies = []
     for request, response in golden["edgeResponses"].items():
-        customer, resource = _scope_of(request)
+        customer, resource = edge_scope(request)
         entries = response["data"]["entitlements"]
         bodies.append(
             {
@@ -48,14 +47,6 @@ def _messages(golden: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return bodies
-
-
-def _renamed(golden: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    text = json.dumps(golden)
-    for old, new in names.items():
-        text = text.replace(old, new)
-    renamed: dict[str, Any] = json.loads(text)
-    return renamed
 
 
 def _through_the_worker(
@@ -95,7 +86,7 @@ def test_stiggs_sdk_reads_what_the_worker_wrote_as_hits_with_its_own_answers(
 ) -> None:
     golden = load_golden(path)
     if path.stem == "resource-scoped":
-        golden = _renamed(golden, {"cus-res": "acme:eu", "site-1": "user@example.com"})
+        golden = renamed(golden, {"cus-res": "acme:eu", "site-1": "user@example.com"})
     _through_the_worker(workers, sqs_server, queue_url, redis_client, prefix, _messages(golden))
     reads = _hit_reads(golden)
     assert reads

@@ -14,9 +14,16 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
-from cache_pipeline.errors import InvalidArgument, UpstreamError, UpstreamUnavailable
+from cache_pipeline.errors import (
+    InvalidArgument,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRefused,
+    UpstreamUnavailable,
+)
 from cache_pipeline.upstream import AsyncEdgeClient, EdgeClient, EdgeOptions, entitlements_url
 from tests.support.servers import free_port
 
@@ -122,6 +129,20 @@ def test_headers_and_answer(server: ScriptedServer) -> None:
     assert before <= answer.requested_at_ms <= time.time_ns() // 1_000_000
 
 
+def test_a_client_handed_in_sends_the_headers_too(server: ScriptedServer) -> None:
+    with httpx.Client() as http:
+        EdgeClient(server.options(), http).fetch("cus-1")
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as http:
+            await AsyncEdgeClient(server.options(), http).fetch("cus-1")
+
+    asyncio.run(scenario())
+    for _, headers in server.seen:
+        assert {k.lower(): v for k, v in headers.items()}["x-api-key"] == "key-123"
+    assert len(server.seen) == 2
+
+
 @pytest.mark.parametrize("bad", ["a/b", "a?b", "a&b", "a#b", "", "a\nb"])
 def test_ids_that_would_corrupt_the_url_are_refused(server: ScriptedServer, bad: str) -> None:
     with pytest.raises(InvalidArgument):
@@ -144,12 +165,16 @@ def test_429_then_200_succeeds(server: ScriptedServer) -> None:
     assert len(server.seen) == 3
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404])
-def test_4xx_is_not_retried(server: ScriptedServer, status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(400, UpstreamError), (401, UpstreamRefused), (403, UpstreamRefused), (404, UpstreamNotFound)],
+)
+def test_4xx_is_not_retried(server: ScriptedServer, status: int, kind: type[Exception]) -> None:
     server.replies = [(status, {"message": "no"}, 0.0)]
     with pytest.raises(UpstreamError) as caught:
         fetch(server)
-    assert not isinstance(caught.value, UpstreamUnavailable)
+    assert type(caught.value) is kind
+    assert str(status) in str(caught.value)
     assert len(server.seen) == 1
 
 

@@ -1,7 +1,7 @@
 """``AsyncEntitlementsCache``: the asyncio reader SDK (redis.asyncio, httpx.AsyncClient).
 
-Same behaviour as ``EntitlementsCache``; the write-back runs the same planned
-script calls as ``cache_pipeline.store.Store`` through the asyncio client.
+Same behaviour and answers as ``EntitlementsCache``; a resource scope whose global
+scope is missing fetches both from the Edge API at once, as Stigg's SDK does.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import httpx
 import redis.asyncio as aioredis
@@ -18,41 +19,33 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from cache_pipeline.client.base import (
-    UPSTREAM_TROUBLE,
-    ReaderBase,
-    only_credit,
-    only_feature,
-    upstream_result,
-)
-from cache_pipeline.client.models import (
-    CreditAccess,
-    CustomerEntitlements,
-    FeatureAccess,
-    Kind,
+from cache_pipeline.client.answers import (
+    AnyEntitlement,
+    BooleanEntitlement,
+    CreditEntitlement,
+    EnumEntitlement,
+    MeteredEntitlement,
     Number,
+    NumericEntitlement,
 )
+from cache_pipeline.client.base import UPSTREAM_TROUBLE, ReaderBase, typed
+from cache_pipeline.client.cached_scope import CachedScope, DecodedReply, ScopeMiss, decode
+from cache_pipeline.client.models import CustomerEntitlements
 from cache_pipeline.client.options import ReaderOptions
+from cache_pipeline.client.queries import Query, Verdict, edge_view
 from cache_pipeline.client.reading import (
     CACHE_TROUBLE,
-    CachedRead,
+    ReadRequest,
     Scope,
-    decode,
-    global_version,
-    hit_result,
     script_source,
-    stale_or_unavailable,
-    with_global_version,
+    with_global_timestamp,
 )
-from cache_pipeline.client.results import credit_access, feature_access
-from cache_pipeline.config import CacheUpdatePolicy, Settings
-from cache_pipeline.plan import ScriptCall, plan
+from cache_pipeline.config import Settings
 from cache_pipeline.redis_client import connection_options
-from cache_pipeline.scripts import script_source as load_script_source
-from cache_pipeline.store import Outcome
-from cache_pipeline.upstream import AsyncUpstreamClient, UpstreamAnswer
+from cache_pipeline.upstream import AsyncEdgeClient, EdgeAnswer
 
 AsyncRedisClient = aioredis.Redis | AsyncRedisCluster
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +75,68 @@ class AsyncEntitlementsCache(ReaderBase):
         super().__init__(settings, options, overrides)
         self._owns_redis = redis is None
         self.redis: AsyncRedisClient = redis if redis is not None else connect_async(self.settings)
-        self.upstream = AsyncUpstreamClient(self.options.upstream(self.settings), http)
-        self._read_script = self.redis.register_script(script_source("read_customer"))
+        self.edge = AsyncEdgeClient(self.options.edge(self.settings), http)
+        self._read_script = self.redis.register_script(script_source("v2_read_scope"))
+        self._write_script = self.redis.register_script(script_source("v2_write_scope"))
         self._release_script = self.redis.register_script(script_source("release_lock"))
-        self._write_script = self.redis.register_script(load_script_source("write_entitlements"))
         self._initialized = not isinstance(self.redis, AsyncRedisCluster)
         self._initializing = asyncio.Lock()
 
-    async def get_entitlements(
-        self, customer_id: str, resource_id: str | None = None
-    ) -> CustomerEntitlements:
-        """See ``EntitlementsCache.get_entitlements``."""
-        return await self._get(customer_id, resource_id)
+    # -- public API ---------------------------------------------------------
+
+    async def get_boolean_entitlement(
+        self,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None = None,
+        *,
+        fallback: Mapping[str, Any] | None = None,
+    ) -> BooleanEntitlement:
+        """See ``EntitlementsCache.get_boolean_entitlement``."""
+        query = self._feature("BOOLEAN", feature_id, fallback=fallback)
+        return typed(BooleanEntitlement, await self._ask(customer_id, resource_id, query))
+
+    async def get_numeric_entitlement(
+        self,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None = None,
+        *,
+        fallback: Mapping[str, Any] | None = None,
+    ) -> NumericEntitlement:
+        """See ``EntitlementsCache.get_numeric_entitlement``."""
+        query = self._feature("NUMERIC", feature_id, fallback=fallback)
+        return typed(NumericEntitlement, await self._ask(customer_id, resource_id, query))
+
+    async def get_metered_entitlement(
+        self,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None = None,
+        *,
+        requested_usage: Number | None = None,
+        fallback: Mapping[str, Any] | None = None,
+    ) -> MeteredEntitlement:
+        """See ``EntitlementsCache.get_metered_entitlement``."""
+        query = self._feature(
+            "METERED", feature_id, requested_usage=requested_usage, fallback=fallback
+        )
+        return typed(MeteredEntitlement, await self._ask(customer_id, resource_id, query))
+
+    async def get_enum_entitlement(
+        self,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None = None,
+        *,
+        requested_values: list[str] | tuple[str, ...] | None = None,
+        fallback: Mapping[str, Any] | None = None,
+    ) -> EnumEntitlement:
+        """See ``EntitlementsCache.get_enum_entitlement``."""
+        query = self._feature(
+            "ENUM", feature_id, requested_values=requested_values, fallback=fallback
+        )
+        return typed(EnumEntitlement, await self._ask(customer_id, resource_id, query))
 
     async def get_entitlement(
         self,
@@ -101,11 +144,25 @@ class AsyncEntitlementsCache(ReaderBase):
         feature_id: str,
         resource_id: str | None = None,
         *,
-        requested_usage: Number = 0,
-    ) -> FeatureAccess:
+        requested_usage: Number | None = None,
+        requested_values: list[str] | tuple[str, ...] | None = None,
+        fallback: Mapping[str, Any] | None = None,
+    ) -> AnyEntitlement:
         """See ``EntitlementsCache.get_entitlement``."""
-        result = await self._get(customer_id, resource_id, only_feature(feature_id))
-        return feature_access(result, feature_id, requested_usage)
+        query = self._feature(
+            "ENTITLEMENT",
+            feature_id,
+            requested_usage=requested_usage,
+            requested_values=requested_values,
+            fallback=fallback,
+        )
+        return await self._ask(customer_id, resource_id, query)
+
+    async def get_entitlements(
+        self, customer_id: str, resource_id: str | None = None
+    ) -> CustomerEntitlements:
+        """See ``EntitlementsCache.get_entitlements``."""
+        return await self._ask(customer_id, resource_id, self._whole_scope())
 
     async def get_credit_entitlement(
         self,
@@ -114,14 +171,14 @@ class AsyncEntitlementsCache(ReaderBase):
         resource_id: str | None = None,
         *,
         requested_amount: Number = 0,
-    ) -> CreditAccess:
+    ) -> CreditEntitlement:
         """See ``EntitlementsCache.get_credit_entitlement``."""
-        result = await self._get(customer_id, resource_id, only_credit(currency_id))
-        return credit_access(result, currency_id, requested_amount)
+        query = self._credit(currency_id, requested_amount)
+        return await self._ask(customer_id, resource_id, query)
 
     async def aclose(self) -> None:
         """Close the HTTP pool, and the Redis pool when this object created it."""
-        await self.upstream.aclose()
+        await self.edge.aclose()
         if self._owns_redis:
             await self.redis.aclose()
 
@@ -131,39 +188,36 @@ class AsyncEntitlementsCache(ReaderBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _get(
-        self, customer_id: str, resource_id: str | None, only: tuple[Kind, str] | None = None
-    ) -> CustomerEntitlements:
-        """The scope's answer: in-process cache, then Redis, then the upstream.
+    # -- the read path ------------------------------------------------------
 
-        With ``only`` (and the in-process cache off) a cache hit holds just that entry.
-        """
-        scope = self._scope(customer_id, resource_id, only)
-        found = self._from_local(scope)
+    async def _ask(self, customer_id: object, resource_id: object, query: Query[T]) -> T:
+        """See ``EntitlementsCache._ask``."""
+        scope = self._scope(customer_id, resource_id)
+        request = self._request(query)
+        found = self._local_answer(query, scope, request)
         if found is not None:
             return found
-        result = await self._resolve(scope)
-        self._keep_local(scope, result)
-        return result
+        reply = await self._read(scope, request)
+        if reply is None:
+            return await self._without_cache(query, scope)
+        verdict = self._judge(query, scope, reply)
+        if isinstance(verdict, CachedScope):
+            self._keep_local(scope, request, reply)
+            return self._from_cache(query, scope, verdict)
+        return await self._fill(query, scope, request, verdict)
 
-    async def _resolve(self, scope: Scope) -> CustomerEntitlements:
-        cached = await self._read(scope)
-        if cached is None:
-            return await self._upstream_only(scope)
-        found = hit_result(cached)
-        return found if found is not None else await self._fill(scope, cached)
-
-    async def _read(self, scope: Scope) -> CachedRead | None:
+    async def _read(self, scope: Scope, request: ReadRequest) -> DecodedReply | None:
         if self._redis_resting():
             return None
+        cluster = self.layout.cluster
         try:
             await self._initialize()
-            keys, args = scope.script_call(cluster=self.layout.cluster)
-            reply = await self._read_script(keys=keys, args=args)
-            read = decode(reply, scope)
-            if self.layout.cluster and scope.global_keys is not None:
-                read = with_global_version(read, await self._global_version(scope))
-            return read
+            keys, args = scope.read_call(request, cluster=cluster)
+            reply = list(await self._read_script(keys=keys, args=args))
+            global_key = scope.global_timestamp_key(cluster=cluster)
+            if global_key is not None:
+                reply = with_global_timestamp(reply, await self.redis.get(global_key))
+            return decode(reply)
         except CACHE_TROUBLE as exc:
             self._cache_trouble("read", exc)
             return None
@@ -179,40 +233,40 @@ class AsyncEntitlementsCache(ReaderBase):
                 await self.redis.initialize()
                 self._initialized = True
 
-    async def _global_version(self, scope: Scope) -> int | None:
-        assert scope.global_keys is not None
-        key = scope.global_keys.entitlements
-        exists = await self.redis.exists(key)
-        version = await self.redis.get(key + "#timestamp")
-        return global_version(exists, version)
+    async def _read_verdict(
+        self, query: Query[T], scope: Scope, request: ReadRequest
+    ) -> Verdict | None:
+        reply = await self._read(scope, request)
+        return None if reply is None else self._judge(query, scope, reply)
 
-    async def _fill(self, scope: Scope, cached: CachedRead) -> CustomerEntitlements:
+    async def _fill(
+        self, query: Query[T], scope: Scope, request: ReadRequest, miss: ScopeMiss
+    ) -> T:
+        """See ``EntitlementsCache._fill``."""
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self.options.lock_wait
         while True:
             locked = await self._lock(scope, token)
             if locked is None:
-                return await self._upstream_only(scope, fallback=cached)
+                return await self._without_cache(query, scope)
             if locked:
                 try:
-                    again = await self._read(scope)
-                    found = hit_result(again)
-                    if found is not None:
-                        return found
-                    return await self._fetch_and_write(scope, again or cached)
+                    again = await self._read_verdict(query, scope, request)
+                    if isinstance(again, CachedScope):
+                        return self._from_cache(query, scope, again)
+                    return await self._fetch(query, scope, request, again or miss)
                 finally:
                     await self._unlock(scope, token)
             if time.monotonic() >= deadline:
-                logger.warning("miss lock of %s still held; asking the upstream", scope.keys.lock)
-                return await self._fetch_and_write(scope, cached)
+                logger.warning("miss lock %s still held; asking the Edge API", scope.keys.lock)
+                return await self._fetch(query, scope, request, miss)
             await asyncio.sleep(self.options.poll_interval_seconds)
-            again = await self._read(scope)
+            again = await self._read_verdict(query, scope, request)
             if again is None:
-                return await self._upstream_only(scope, fallback=cached)
-            found = hit_result(again)
-            if found is not None:
-                return found
-            cached = again if again.result is not None else cached
+                return await self._without_cache(query, scope)
+            if isinstance(again, CachedScope):
+                return self._from_cache(query, scope, again)
+            miss = again
 
     async def _lock(self, scope: Scope, token: str) -> bool | None:
         try:
@@ -228,42 +282,46 @@ class AsyncEntitlementsCache(ReaderBase):
         except CACHE_TROUBLE as exc:
             self._cache_trouble("unlock", exc)
 
-    async def _fetch_and_write(self, scope: Scope, cached: CachedRead) -> CustomerEntitlements:
-        try:
-            if cached.global_missing:
-                await self._write(await self.upstream.fetch(scope.customer_id))
-            answer = await self.upstream.fetch(scope.customer_id, scope.resource_id)
-        except UPSTREAM_TROUBLE as exc:
-            return stale_or_unavailable(scope, cached, exc)
-        if answer is not None and await self._write(answer) is Outcome.STALE:
-            newer = hit_result(await self._read(scope))
-            if newer is not None:
-                return newer
-        return upstream_result(scope, answer)
+    # -- the Edge API path --------------------------------------------------
 
-    async def _upstream_only(
-        self, scope: Scope, fallback: CachedRead | None = None
-    ) -> CustomerEntitlements:
+    async def _fetch(
+        self, query: Query[T], scope: Scope, request: ReadRequest, miss: ScopeMiss
+    ) -> T:
+        """See ``EntitlementsCache._fetch``; both scopes are asked at once."""
         try:
-            answer = await self.upstream.fetch(scope.customer_id, scope.resource_id)
+            if miss.global_missing and scope.global_keys is not None:
+                whole, answer = await asyncio.gather(
+                    self.edge.fetch(scope.customer_id),
+                    self.edge.fetch(scope.customer_id, scope.resource_id),
+                )
+                await self._write(scope.global_keys.entitlements, whole)
+            else:
+                answer = await self.edge.fetch(scope.customer_id, scope.resource_id)
         except UPSTREAM_TROUBLE as exc:
-            return stale_or_unavailable(scope, fallback, exc)
-        return upstream_result(scope, answer)
+            return self._upstream_failed(query, scope, exc)
+        await self._write(scope.keys.entitlements, answer)
+        if not query.needs_cache:
+            return query.answer(scope, edge_view(answer), self._now())
+        again = await self._read_verdict(query, scope, request)
+        if isinstance(again, CachedScope):
+            return self._from_cache(query, scope, again)
+        return query.fallback(scope)
 
-    async def _write(self, answer: UpstreamAnswer | None) -> Outcome | None:
-        """The same atomic write as ``Store.apply`` (UPSERT), through the asyncio client."""
-        if answer is None or self._redis_resting():
-            return None
-        (call,) = plan(
-            answer.to_message(),
-            self.layout,
-            ttl=self.settings.keys_ttl_in_secs,
-            policy=CacheUpdatePolicy.UPSERT,
-        )
-        assert isinstance(call, ScriptCall)
+    async def _without_cache(self, query: Query[T], scope: Scope) -> T:
+        if query.needs_cache:
+            return query.fallback(scope)
         try:
-            reply = int(await self._write_script(keys=call.keys, args=call.args))
+            answer = await self.edge.fetch(scope.customer_id, scope.resource_id)
+        except UPSTREAM_TROUBLE as exc:
+            return self._upstream_failed(query, scope, exc)
+        return query.answer(scope, edge_view(answer), self._now())
+
+    async def _write(self, scope_key: str, answer: EdgeAnswer) -> None:
+        call = self._write_call(scope_key, answer)
+        if call is None:
+            return
+        try:
+            await self._initialize()
+            self._written(scope_key, await self._write_script(keys=call.keys, args=call.args))
         except CACHE_TROUBLE as exc:
             self._cache_trouble("write-back", exc)
-            return None
-        return Outcome.WRITTEN if reply > 0 else Outcome.STALE

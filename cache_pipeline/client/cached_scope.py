@@ -1,4 +1,4 @@
-"""Contract v2 cache read, judged as Stigg's SDK 3.95.0 judges it (STIGG-COMPAT.md §4.1, §4.3).
+"""Contract v2 cache read, judged as Stigg's SDK 3.95.0 judges it (docs/stigg-compat.md §4.1, §4.3).
 
 ``read_call`` gives the KEYS and ARGV of ``lua/v2_read_scope.lua``; ``judge`` turns its reply
 into a ``CachedScope`` (a hit) or a ``ScopeMiss``. Pure, no I/O: whatever wrote the keys (the
@@ -60,24 +60,60 @@ def parse_timestamp(raw: Any) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def judge(
-    reply: list[Any], *, resource: bool, feature_id: str | None = None, now_ms: int = 0
-) -> CachedScope | ScopeMiss:
-    """Hit or miss, by Stigg's rules; ``feature_id`` names a single check's feature."""
+@dataclass(frozen=True, slots=True)
+class DecodedReply:
+    """A read script's reply decoded once (``decode``): what ``judge`` rules on.
+
+    ``entries`` is None when there is no map or it does not parse as the SDK parses it.
+    """
+
+    has_map: bool
+    entries: Mapping[str, Any] | None
+    usages: Mapping[str, Any]
+    version: int | None
+    global_version: int | None
+    access_denied_reason: str | None
+
+
+def decode(reply: list[Any]) -> DecodedReply:
+    """Parse the JSON values and timestamps of a reply (the in-process cache keeps this)."""
     raw_map, raw_version, raw_metadata, raw_global = (list(reply) + [None] * 4)[:4]
-    version, global_version = parse_timestamp(raw_version), parse_timestamp(raw_global)
-    if resource and (raw_map is None or raw_map == ""):
+    return DecodedReply(
+        has_map=raw_map is not None and raw_map != "",
+        entries=_entries(raw_map),
+        usages={reply[i]: _json(reply[i + 1]) for i in range(4, len(reply) - 1, 2)},
+        version=parse_timestamp(raw_version),
+        global_version=parse_timestamp(raw_global),
+        access_denied_reason=_reason(raw_metadata),
+    )
+
+
+def judge(
+    reply: list[Any] | DecodedReply,
+    *,
+    resource: bool,
+    feature_id: str | None = None,
+    now_ms: int = 0,
+    credit: bool = False,
+) -> CachedScope | ScopeMiss:
+    """Hit or miss, by Stigg's rules; ``feature_id`` names a single check's feature.
+
+    Without ``feature_id`` the whole scope is judged (``getEntitlements``): every
+    metered entry needs its usage key and an expired entry (``validUntil <= now_ms``)
+    makes a miss. A ``credit`` read (our SDK's own) needs only the map.
+    """
+    read = reply if isinstance(reply, DecodedReply) else decode(reply)
+    version, global_version = read.version, read.global_version
+    if resource and not read.has_map:
         return ScopeMiss("no resource map", global_missing=global_version is None)
     if resource and (version is None or global_version is None or version < global_version):
         return ScopeMiss("resource map older than the global one", global_missing=True)
-    entries = _entries(raw_map)
-    if entries is None:
+    if read.entries is None:
         return ScopeMiss("no readable map")
-    usages = {reply[i]: _json(reply[i + 1]) for i in range(4, len(reply) - 1, 2)}
-    problem = _usage_problem(entries, usages, feature_id, now_ms)
+    problem = None if credit else _usage_problem(read.entries, read.usages, feature_id, now_ms)
     if problem is not None:
         return ScopeMiss(problem)
-    return CachedScope(entries, usages, version, _reason(raw_metadata))
+    return CachedScope(read.entries, read.usages, version, read.access_denied_reason)
 
 
 def _entries(raw_map: Any) -> dict[str, Any] | None:
@@ -114,10 +150,16 @@ def _usage_problem(
         )
         if isinstance(feature, dict) and is_metered(feature) and usages.get(usage_id) is None:
             return f"metered feature {field!r} has no usage key"
-        valid_until = calculated.get("validUntil")
-        if feature_id is not None and isinstance(valid_until, int) and valid_until <= now_ms:
+        if _expired(calculated.get("validUntil"), now_ms):
             return f"entry {field!r} expired (validUntil)"
     return None
+
+
+def _expired(valid_until: Any, now_ms: int) -> bool:
+    """``validUntil ? validUntil <= now : false`` for the number the SDK stores."""
+    if isinstance(valid_until, bool) or not isinstance(valid_until, int | float):
+        return False
+    return bool(valid_until) and valid_until <= now_ms
 
 
 def _json(raw: Any) -> Any:

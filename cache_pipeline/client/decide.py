@@ -3,7 +3,7 @@
 ``decide`` answers one getter call from one cached entry (a value of the
 entitlements map, its usage merged in with ``merge_usage``) exactly as the SDK's
 ``EntitlementsService`` getters, ``EntitlementDecisionService`` and ``ModelMapper``
-do (STIGG-COMPAT.md §7), quirks included; ``fallback_result`` is the answer when
+do (docs/stigg-compat.md §7), quirks included; ``fallback_result`` is the answer when
 the cache missed and the Edge API failed (§7.1). ``decide_credit`` is this SDK's
 own credit check. No I/O; the time is passed in.
 """
@@ -351,6 +351,28 @@ def fallback_result(
         ) from None
 
 
+def list_fallback(feature_id: str, fallback: Mapping[str, Any]) -> AnyEntitlement:
+    """One entry of ``getEntitlements``' fallback list (``mapGetEntitlementsFallback``).
+
+    Stigg returns ``{isFallback: true, accessDeniedReason: "Unknown", feature: {id},
+    ...fallback}`` untyped; here it is the first answer type (boolean, numeric, metered,
+    enum) whose fields hold ``fallback``, with ``feature.id`` set. Raises
+    ``InvalidArgument`` when no type holds them.
+    """
+    kinds: tuple[GetterKind, ...] = ("BOOLEAN", "NUMERIC", "METERED", "ENUM")
+    for kind in kinds:
+        try:
+            base = fallback_result(kind, fallback)
+        except InvalidArgument:
+            continue
+        if "feature" in fallback:
+            return base
+        return dataclasses.replace(base, feature=Feature({"id": feature_id}, kind == "METERED"))
+    raise InvalidArgument(
+        f"fallback fields {sorted(fallback)} of {feature_id!r} fit no entitlement type"
+    )
+
+
 def _untyped_fallback_kind(
     fallback: Mapping[str, Any] | None,
     requested_usage: Number | None,
@@ -484,23 +506,55 @@ def _decide_untyped(
     return dataclasses.replace(result, is_fallback=True)
 
 
+# ---- getEntitlements ---------------------------------------------------------------------------
+
+
+def decide_all(entries: Mapping[str, Entry], customer_exists: bool) -> tuple[AnyEntitlement, ...]:
+    """``getEntitlements``: every entry (usage merged) by the untyped mapper, in map order.
+
+    No requested usage or values and no period roll-over, as in the SDK. An entry of a
+    feature type the mapper does not know is left out (the SDK maps it to ``undefined``).
+    Raises ``UnsupportedEntry`` where the SDK throws (then its fallback list answers).
+    """
+    answers: list[AnyEntitlement] = []
+    try:
+        for entry in entries.values():
+            if not isinstance(entry, Mapping):
+                raise _Broken("entry")
+            answer = map_any(entry, policy(customer_exists, entry), None, None)
+            if answer is not None:
+                answers.append(answer)
+    except _Broken as exc:
+        raise UnsupportedEntry(str(exc)) from None
+    return tuple(answers)
+
+
+class UnsupportedEntry(ValueError):
+    """A cached entry the SDK throws on (a part it dereferences is missing)."""
+
+
 # ---- credits (this SDK's own; Stigg 3.95.0 has no credit getter) ------------------------------
 
 
 def decide_credit(
-    currency_id: str, credit: Mapping[str, Any] | None, *, requested_amount: Number = 0
+    currency_id: str,
+    credit: Mapping[str, Any] | None,
+    *,
+    requested_amount: Number = 0,
+    customer_exists: bool = True,
 ) -> CreditEntitlement:
     """The balance of a credit key ``{currentUsage, usageLimit, usagePeriodStart, usagePeriodEnd}``.
 
     Balance = ``usageLimit`` (null counts as 0) minus ``currentUsage``; a
     ``requested_amount`` above it is denied with ``InsufficientCredits``; no credit
-    key (None) is denied with ``NoFeatureEntitlementInSubscription``.
+    key (None) is denied with ``NoFeatureEntitlementInSubscription``, and a scope whose
+    map is empty (``customer_exists`` False) with ``CustomerNotFound``.
     """
-    if credit is None:
+    if not customer_exists or credit is None:
         return CreditEntitlement(
             currency_id=currency_id,
             has_access=False,
-            access_denied_reason=NO_FEATURE_ENTITLEMENT,
+            access_denied_reason=NO_FEATURE_ENTITLEMENT if customer_exists else CUSTOMER_NOT_FOUND,
             requested_amount=requested_amount,
         )
     limit = _number_or_none(credit.get("usageLimit"))
@@ -517,4 +571,15 @@ def decide_credit(
         requested_amount=requested_amount,
         usage_period_start=epoch_ms(credit.get("usagePeriodStart")),
         usage_period_end=epoch_ms(credit.get("usagePeriodEnd")),
+    )
+
+
+def credit_fallback(currency_id: str, requested_amount: Number = 0) -> CreditEntitlement:
+    """The answer when no credit balance can be read (Redis unreachable, Edge API failed)."""
+    return CreditEntitlement(
+        currency_id=currency_id,
+        has_access=False,
+        access_denied_reason=UNKNOWN,
+        requested_amount=requested_amount,
+        is_fallback=True,
     )

@@ -5,54 +5,56 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import httpx
+import redis
+from redis.cluster import RedisCluster
 
-from cache_pipeline.client.base import (
-    UPSTREAM_TROUBLE,
-    ReaderBase,
-    only_credit,
-    only_feature,
-    upstream_result,
-)
-from cache_pipeline.client.models import (
-    CreditAccess,
-    CustomerEntitlements,
-    FeatureAccess,
-    Kind,
+from cache_pipeline.client.answers import (
+    AnyEntitlement,
+    BooleanEntitlement,
+    CreditEntitlement,
+    EnumEntitlement,
+    MeteredEntitlement,
     Number,
+    NumericEntitlement,
 )
+from cache_pipeline.client.base import UPSTREAM_TROUBLE, ReaderBase, typed
+from cache_pipeline.client.cached_scope import CachedScope, DecodedReply, ScopeMiss, decode
+from cache_pipeline.client.models import CustomerEntitlements
 from cache_pipeline.client.options import ReaderOptions
+from cache_pipeline.client.queries import Query, Verdict, edge_view
 from cache_pipeline.client.reading import (
     CACHE_TROUBLE,
-    CachedRead,
+    ReadRequest,
     Scope,
-    decode,
-    global_version,
-    hit_result,
     script_source,
-    stale_or_unavailable,
-    with_global_version,
+    with_global_timestamp,
 )
-from cache_pipeline.client.results import credit_access, feature_access
-from cache_pipeline.config import CacheUpdatePolicy, Settings
+from cache_pipeline.config import Settings
 from cache_pipeline.redis_client import connect
-from cache_pipeline.store import Outcome, RedisClient, Store
-from cache_pipeline.upstream import UpstreamAnswer, UpstreamClient
+from cache_pipeline.upstream import EdgeAnswer, EdgeClient
+
+RedisClient = redis.Redis | RedisCluster
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
 
 class EntitlementsCache(ReaderBase):
-    """Entitlement checks from the Redis cache, with the upstream API behind it.
+    """Entitlement checks from the Redis cache, with Stigg's Edge API behind it.
 
     ``EntitlementsCache()`` reads the settings from the environment (REDIS_*,
     ENVIRONMENT_PREFIX, KEYS_TTL_IN_SECS, EDGE_API_URL, SERVER_API_KEY,
     REDIS_CLUSTER); keyword arguments named like the settings (``redis_host=``,
     ``environment_prefix=``, ...) override them, and ``redis=``/``http=`` take
-    ready-made clients. A hit is one Redis round trip; a miss asks the upstream
-    once per scope across threads and processes and writes the answer back.
+    ready-made clients. The getters answer as Stigg's Node SDK 3.95.0 does from the
+    same Redis. A hit is one Redis round trip; a miss asks the Edge API once per scope
+    across threads and processes, writes the answer back as Stigg's SDK would and
+    answers from it; when neither can answer, the getter's fallback. Bad arguments
+    raise ``InvalidArgument`` (a ``ValueError``) before any I/O.
     """
 
     def __init__(
@@ -67,27 +69,66 @@ class EntitlementsCache(ReaderBase):
         super().__init__(settings, options, overrides)
         self._owns_redis = redis is None
         self.redis: RedisClient = redis if redis is not None else connect(self.settings)
-        self.upstream = UpstreamClient(self.options.upstream(self.settings), http)
-        self.store = Store(
-            self.redis,
-            self.layout,
-            ttl=self.settings.keys_ttl_in_secs,
-            policy=CacheUpdatePolicy.UPSERT,
-        )
-        self._read_script = self.redis.register_script(script_source("read_customer"))
+        self.edge = EdgeClient(self.options.edge(self.settings), http)
+        self._read_script = self.redis.register_script(script_source("v2_read_scope"))
+        self._write_script = self.redis.register_script(script_source("v2_write_scope"))
         self._release_script = self.redis.register_script(script_source("release_lock"))
 
     # -- public API ---------------------------------------------------------
 
-    def get_entitlements(
-        self, customer_id: str, resource_id: str | None = None
-    ) -> CustomerEntitlements:
-        """Every entitlement of the customer (scope) with usage and credit balances merged.
+    def get_boolean_entitlement(
+        self,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None = None,
+        *,
+        fallback: Mapping[str, Any] | None = None,
+    ) -> BooleanEntitlement:
+        """Stigg's ``getBooleanEntitlement``."""
+        query = self._feature("BOOLEAN", feature_id, fallback=fallback)
+        return typed(BooleanEntitlement, self._ask(customer_id, resource_id, query))
 
-        Raises ``InvalidArgument`` for a bad id (before any I/O) and
-        ``EntitlementsUnavailable`` when neither the cache nor the upstream can answer.
-        """
-        return self._get(customer_id, resource_id)
+    def get_numeric_entitlement(
+        self,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None = None,
+        *,
+        fallback: Mapping[str, Any] | None = None,
+    ) -> NumericEntitlement:
+        """Stigg's ``getNumericEntitlement``: ``value`` is the limit."""
+        query = self._feature("NUMERIC", feature_id, fallback=fallback)
+        return typed(NumericEntitlement, self._ask(customer_id, resource_id, query))
+
+    def get_metered_entitlement(
+        self,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None = None,
+        *,
+        requested_usage: Number | None = None,
+        fallback: Mapping[str, Any] | None = None,
+    ) -> MeteredEntitlement:
+        """Stigg's ``getMeteredEntitlement``: may ``requested_usage`` more be used."""
+        query = self._feature(
+            "METERED", feature_id, requested_usage=requested_usage, fallback=fallback
+        )
+        return typed(MeteredEntitlement, self._ask(customer_id, resource_id, query))
+
+    def get_enum_entitlement(
+        self,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None = None,
+        *,
+        requested_values: list[str] | tuple[str, ...] | None = None,
+        fallback: Mapping[str, Any] | None = None,
+    ) -> EnumEntitlement:
+        """Stigg's ``getEnumEntitlement``: are all ``requested_values`` allowed."""
+        query = self._feature(
+            "ENUM", feature_id, requested_values=requested_values, fallback=fallback
+        )
+        return typed(EnumEntitlement, self._ask(customer_id, resource_id, query))
 
     def get_entitlement(
         self,
@@ -95,11 +136,25 @@ class EntitlementsCache(ReaderBase):
         feature_id: str,
         resource_id: str | None = None,
         *,
-        requested_usage: Number = 0,
-    ) -> FeatureAccess:
-        """Access to one feature: has_access, usage limit and current usage."""
-        result = self._get(customer_id, resource_id, only_feature(feature_id))
-        return feature_access(result, feature_id, requested_usage)
+        requested_usage: Number | None = None,
+        requested_values: list[str] | tuple[str, ...] | None = None,
+        fallback: Mapping[str, Any] | None = None,
+    ) -> AnyEntitlement:
+        """Stigg's untyped ``getEntitlement``: the answer's type follows the feature's."""
+        query = self._feature(
+            "ENTITLEMENT",
+            feature_id,
+            requested_usage=requested_usage,
+            requested_values=requested_values,
+            fallback=fallback,
+        )
+        return self._ask(customer_id, resource_id, query)
+
+    def get_entitlements(
+        self, customer_id: str, resource_id: str | None = None
+    ) -> CustomerEntitlements:
+        """Stigg's ``getEntitlements``: every entitlement of the customer (scope)."""
+        return self._ask(customer_id, resource_id, self._whole_scope())
 
     def get_credit_entitlement(
         self,
@@ -108,14 +163,14 @@ class EntitlementsCache(ReaderBase):
         resource_id: str | None = None,
         *,
         requested_amount: Number = 0,
-    ) -> CreditAccess:
-        """One credit grant: has_access, limit, current usage and remaining balance."""
-        result = self._get(customer_id, resource_id, only_credit(currency_id))
-        return credit_access(result, currency_id, requested_amount)
+    ) -> CreditEntitlement:
+        """The credit balance of ``currency_id`` and whether ``requested_amount`` fits it."""
+        query = self._credit(currency_id, requested_amount)
+        return self._ask(customer_id, resource_id, query)
 
     def close(self) -> None:
         """Close the HTTP pool, and the Redis pool when this object created it."""
-        self.upstream.close()
+        self.edge.close()
         if self._owns_redis:
             self.redis.close()
 
@@ -127,80 +182,68 @@ class EntitlementsCache(ReaderBase):
 
     # -- the read path ------------------------------------------------------
 
-    def _get(
-        self, customer_id: str, resource_id: str | None, only: tuple[Kind, str] | None = None
-    ) -> CustomerEntitlements:
-        """The scope's answer: in-process cache, then Redis, then the upstream.
-
-        With ``only`` (and the in-process cache off) a cache hit holds just that entry.
-        """
-        scope = self._scope(customer_id, resource_id, only)
-        found = self._from_local(scope)
+    def _ask(self, customer_id: object, resource_id: object, query: Query[T]) -> T:
+        """The answer to one call: in-process cache, then Redis, then the Edge API."""
+        scope = self._scope(customer_id, resource_id)
+        request = self._request(query)
+        found = self._local_answer(query, scope, request)
         if found is not None:
             return found
-        result = self._resolve(scope)
-        self._keep_local(scope, result)
-        return result
+        reply = self._read(scope, request)
+        if reply is None:
+            return self._without_cache(query, scope)
+        verdict = self._judge(query, scope, reply)
+        if isinstance(verdict, CachedScope):
+            self._keep_local(scope, request, reply)
+            return self._from_cache(query, scope, verdict)
+        return self._fill(query, scope, request, verdict)
 
-    def _resolve(self, scope: Scope) -> CustomerEntitlements:
-        cached = self._read(scope)
-        if cached is None:
-            return self._upstream_only(scope)
-        found = hit_result(cached)
-        return found if found is not None else self._fill(scope, cached)
-
-    def _read(self, scope: Scope) -> CachedRead | None:
-        """What the cache holds; None when Redis is in trouble (logged, never raised)."""
+    def _read(self, scope: Scope, request: ReadRequest) -> DecodedReply | None:
+        """The read script's reply; None when Redis is in trouble (logged, never raised)."""
         if self._redis_resting():
             return None
+        cluster = self.layout.cluster
         try:
-            keys, args = scope.script_call(cluster=self.layout.cluster)
-            reply = self._read_script(keys=keys, args=args)
-            read = decode(reply, scope)
-            if self.layout.cluster and scope.global_keys is not None:
-                read = with_global_version(read, self._global_version(scope))
-            return read
+            keys, args = scope.read_call(request, cluster=cluster)
+            reply = list(self._read_script(keys=keys, args=args))
+            global_key = scope.global_timestamp_key(cluster=cluster)
+            if global_key is not None:
+                reply = with_global_timestamp(reply, self.redis.get(global_key))
+            return decode(reply)
         except CACHE_TROUBLE as exc:
             self._cache_trouble("read", exc)
             return None
 
-    def _global_version(self, scope: Scope) -> int | None:
-        assert scope.global_keys is not None
-        key = scope.global_keys.entitlements
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.exists(key)
-        pipe.get(key + "#timestamp")
-        exists, version = pipe.execute()
-        return global_version(exists, version)
+    def _read_verdict(self, query: Query[T], scope: Scope, request: ReadRequest) -> Verdict | None:
+        reply = self._read(scope, request)
+        return None if reply is None else self._judge(query, scope, reply)
 
-    def _fill(self, scope: Scope, cached: CachedRead) -> CustomerEntitlements:
-        """A miss: one reader per scope asks the upstream, the others wait for its write."""
+    def _fill(self, query: Query[T], scope: Scope, request: ReadRequest, miss: ScopeMiss) -> T:
+        """A miss: one reader per scope asks the Edge API, the others wait for its write."""
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self.options.lock_wait
         while True:
             locked = self._lock(scope, token)
             if locked is None:
-                return self._upstream_only(scope, fallback=cached)
+                return self._without_cache(query, scope)
             if locked:
                 try:
-                    again = self._read(scope)
-                    found = hit_result(again)
-                    if found is not None:
-                        return found
-                    return self._fetch_and_write(scope, again or cached)
+                    again = self._read_verdict(query, scope, request)
+                    if isinstance(again, CachedScope):
+                        return self._from_cache(query, scope, again)
+                    return self._fetch(query, scope, request, again or miss)
                 finally:
                     self._unlock(scope, token)
             if time.monotonic() >= deadline:
-                logger.warning("miss lock of %s still held; asking the upstream", scope.keys.lock)
-                return self._fetch_and_write(scope, cached)
+                logger.warning("miss lock %s still held; asking the Edge API", scope.keys.lock)
+                return self._fetch(query, scope, request, miss)
             time.sleep(self.options.poll_interval_seconds)
-            again = self._read(scope)
+            again = self._read_verdict(query, scope, request)
             if again is None:
-                return self._upstream_only(scope, fallback=cached)
-            found = hit_result(again)
-            if found is not None:
-                return found
-            cached = again if again.result is not None else cached
+                return self._without_cache(query, scope)
+            if isinstance(again, CachedScope):
+                return self._from_cache(query, scope, again)
+            miss = again
 
     def _lock(self, scope: Scope, token: str) -> bool | None:
         try:
@@ -216,37 +259,41 @@ class EntitlementsCache(ReaderBase):
         except CACHE_TROUBLE as exc:  # the lock expires on its own
             self._cache_trouble("unlock", exc)
 
-    # -- the upstream path --------------------------------------------------
+    # -- the Edge API path --------------------------------------------------
 
-    def _fetch_and_write(self, scope: Scope, cached: CachedRead) -> CustomerEntitlements:
+    def _fetch(self, query: Query[T], scope: Scope, request: ReadRequest, miss: ScopeMiss) -> T:
+        """Ask the Edge API (the global scope too when it is missing), write back, answer."""
         try:
-            if cached.global_missing:
-                self._write(self.upstream.fetch(scope.customer_id))
-            answer = self.upstream.fetch(scope.customer_id, scope.resource_id)
+            if miss.global_missing and scope.global_keys is not None:
+                whole = self.edge.fetch(scope.customer_id)
+                self._write(scope.global_keys.entitlements, whole)
+            answer = self.edge.fetch(scope.customer_id, scope.resource_id)
         except UPSTREAM_TROUBLE as exc:
-            return stale_or_unavailable(scope, cached, exc)
-        if answer is not None and self._write(answer) is Outcome.STALE:
-            newer = hit_result(self._read(scope))
-            if newer is not None:
-                return newer
-        return upstream_result(scope, answer)
+            return self._upstream_failed(query, scope, exc)
+        self._write(scope.keys.entitlements, answer)
+        if not query.needs_cache:
+            return query.answer(scope, edge_view(answer), self._now())
+        again = self._read_verdict(query, scope, request)
+        if isinstance(again, CachedScope):
+            return self._from_cache(query, scope, again)
+        return query.fallback(scope)
 
-    def _upstream_only(
-        self, scope: Scope, fallback: CachedRead | None = None
-    ) -> CustomerEntitlements:
-        """Redis is in trouble: answer from the upstream without the cache."""
+    def _without_cache(self, query: Query[T], scope: Scope) -> T:
+        """Redis is in trouble: answer from the Edge API alone, nothing written."""
+        if query.needs_cache:
+            return query.fallback(scope)
         try:
-            answer = self.upstream.fetch(scope.customer_id, scope.resource_id)
+            answer = self.edge.fetch(scope.customer_id, scope.resource_id)
         except UPSTREAM_TROUBLE as exc:
-            return stale_or_unavailable(scope, fallback, exc)
-        return upstream_result(scope, answer)
+            return self._upstream_failed(query, scope, exc)
+        return query.answer(scope, edge_view(answer), self._now())
 
-    def _write(self, answer: UpstreamAnswer | None) -> Outcome | None:
-        """Write an upstream answer back (UPSERT, monotonic); cache trouble is only logged."""
-        if answer is None or self._redis_resting():
-            return None
+    def _write(self, scope_key: str, answer: EdgeAnswer) -> None:
+        """Write an Edge answer back (v2_write_scope.lua); cache trouble is only logged."""
+        call = self._write_call(scope_key, answer)
+        if call is None:
+            return
         try:
-            return self.store.apply(answer.to_message(), policy=CacheUpdatePolicy.UPSERT)
+            self._written(scope_key, self._write_script(keys=call.keys, args=call.args))
         except CACHE_TROUBLE as exc:
             self._cache_trouble("write-back", exc)
-            return None

@@ -111,12 +111,14 @@ def banner(stack: Stack, base: str) -> None:
         "\nThe stack is up. Ctrl-C stops everything started here.\n"
         f"  readiness  {base}/readyz\n"
         f"  metrics    {base}/metrics\n"
-        f"  upstream   {env['EDGE_API_URL']}  (edge stub; data in {stack.run_dir}/edge-data.json)\n"
+        f"  upstream   {env['EDGE_API_URL']}  (edge stub serving Stigg's Edge API; "
+        f"data in {stack.run_dir}/edge-data.json)\n"
         f"  redis      {env['REDIS_HOST']}:{env['REDIS_PORT']}  "
         f"(keys under {env['ENVIRONMENT_PREFIX']}:)\n"
         f"  queue      {env['QUEUE_URL']}  (dead letters: {env['DEAD_LETTER_QUEUE_URL']})\n"
         f"  worker log {stack.run_dir}/worker.log\n"
-        "Read an entitlement through the SDK (cus-demo-3 is a miss the upstream answers):\n"
+        "Demo customers: cus-demo-1..3 (cus-demo-3 only in the stub: a miss it answers), and\n"
+        "acme:eu with its resource site-1. Read an entitlement through the SDK:\n"
         f"  sdk: {sdk_command(env, 'cus-demo-1', 'feature-seats')}"
     )
 

@@ -256,7 +256,9 @@ def sdk_command(env: dict[str, str], customer: str, feature: str) -> str:
     assignments = " ".join(f"{name}={shlex.quote(env[name])}" for name in names)
     code = (
         "from cache_pipeline.client import EntitlementsCache; "
-        f"print(EntitlementsCache().get_entitlement({customer!r}, {feature!r}))"
+        "cache = EntitlementsCache(); "
+        f"source = cache.get_entitlements({customer!r}).source; "
+        f"print(cache.get_entitlement({customer!r}, {feature!r}), f'source={{source!r}}')"
     )
     return f"{assignments} {shlex.quote(sys.executable)} -c {shlex.quote(code)}"
 

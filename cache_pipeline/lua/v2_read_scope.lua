@@ -1,6 +1,6 @@
 --[[
 Contract v2: read one scope for the reader SDK in one round trip (no writes),
-the keys Stigg's SDK 3.95.0 reads (STIGG-COMPAT.md §4.1), whoever wrote them.
+the keys Stigg's SDK 3.95.0 reads (docs/stigg-compat.md §4.1), whoever wrote them.
 
 KEYS[1]  S             entitlements map (P:c_<C>[:r_<R>])
 KEYS[2]  S:metadata    {"accessDeniedReason": ...} (written by 4.x readers and us)

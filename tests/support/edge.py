@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from cache_pipeline.upstream import API_KEY_HEADER
+from cache_pipeline.upstream import API_KEY_HEADER, entitlements_url
 from tests.support.servers import AWS_TEST_ENV, end_process, free_port, wait_until
 
 STUB_API_KEY = "stub-test-key"
@@ -78,17 +78,33 @@ class EdgeStub:
         with httpx.Client(base_url=self.url, timeout=10) as http:
             return http.request(method, path, headers=headers, **kwargs)
 
+    def scope_request(
+        self, method: str, customer: str, resource: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """``method`` on ``/v1/c/{customer}/entitlements.json[?resourceId=]``, ids raw."""
+        return self.request(method, entitlements_url("", customer, resource), **kwargs)
+
+    def get(self, customer: str, resource: str | None = None) -> httpx.Response:
+        """The Edge API call Stigg's SDK makes for a scope."""
+        return self.scope_request("GET", customer, resource)
+
     def put(
         self, customer: str, body: dict[str, Any], resource: str | None = None
     ) -> dict[str, Any]:
-        """Store a snapshot (``{"timestamp"?, "accessDeniedReason"?, "entitlements"}``)."""
-        params = {"resourceId": resource} if resource is not None else {}
-        response = self.request(
-            "PUT", f"/v1/customers/{customer}/entitlements", json=body, params=params
-        )
-        response.raise_for_status()
+        """Store a scope (``{"timestamp"?, "accessDeniedReason"?, "entitlements", "credits"?}``).
+
+        Returns the stored scope: its ``timestamp`` and its ``entitlements.updated`` data.
+        """
+        response = self.scope_request("PUT", customer, resource, json=body)
+        if response.status_code != 200:
+            raise AssertionError(
+                f"the stub refused the PUT: {response.status_code} {response.text}"
+            )
         answer: dict[str, Any] = response.json()
         return answer
+
+    def delete(self, customer: str, resource: str | None = None) -> httpx.Response:
+        return self.scope_request("DELETE", customer, resource)
 
     def requests(self, customer: str, resource: str | None = None) -> int:
         """How many entitlement GETs the stub answered for one scope."""
@@ -107,6 +123,24 @@ class EdgeStub:
         return self.start()
 
 
+def feature(
+    ref_id: str,
+    feature_type: str = "BOOLEAN",
+    meter_type: str | None = "None",
+    **fields: Any,
+) -> dict[str, Any]:
+    """An Edge API entry (partial, as the stub accepts it): the feature, then ``fields``."""
+    entry: dict[str, Any] = {
+        "feature": {"refId": ref_id, "featureType": feature_type, "meterType": meter_type}
+    }
+    return entry | fields
+
+
+def metered(ref_id: str, used: float, limit: float | None = 10, **fields: Any) -> dict[str, Any]:
+    """A metered (NUMBER, Fluctuating) Edge entry with its usage."""
+    return feature(ref_id, "NUMBER", "Fluctuating", usageLimit=limit, currentUsage=used, **fields)
+
+
 def snapshot_body(
     *,
     features: Mapping[str, int | None] | None = None,
@@ -116,16 +150,22 @@ def snapshot_body(
     denied: str | None = None,
     timestamp: int | None = None,
 ) -> dict[str, Any]:
-    """A PUT body for the stub: ``features``/``credits`` map id -> current usage (None: none)."""
-    items: list[dict[str, Any]] = []
-    for kind, entries, cap in (("FEATURE", features, limit), ("CREDIT", credits, credit_limit)):
-        for item_id, used in (entries or {}).items():
-            item: dict[str, Any] = {"kind": kind, "id": item_id, "hasAccess": True}
-            item["usageLimit"] = cap
-            if used is not None:
-                item["usage"] = {"currentUsage": used, "usagePeriodStart": 1, "usagePeriodEnd": 2}
-            items.append(item)
-    body: dict[str, Any] = {"accessDeniedReason": denied, "entitlements": items}
+    """A PUT body for the stub.
+
+    ``features`` maps a feature id to its current usage (a metered entry with ``limit``)
+    or None (a BOOLEAN entry); ``credits`` maps a currency id to its current usage
+    (None: 0) with ``credit_limit``; ``denied`` is the scope's ``accessDeniedReason``.
+    """
+    entries = [
+        feature(ref_id) if used is None else metered(ref_id, used, limit)
+        for ref_id, used in (features or {}).items()
+    ]
+    body: dict[str, Any] = {"accessDeniedReason": denied, "entitlements": entries}
+    if credits is not None:
+        body["credits"] = [
+            {"currencyId": currency, "currentUsage": used or 0, "usageLimit": credit_limit}
+            for currency, used in credits.items()
+        ]
     if timestamp is not None:
         body["timestamp"] = timestamp
     return body

@@ -27,7 +27,7 @@ if len(GOLDEN_FILES) < 5:  # an empty parametrization would skip the tests, not 
 GOLDEN_PREFIX = "golden:"
 GOLDEN_TTL = 604800
 # The SDK's clock during replays: inside the recorded usage periods (the shortest ends
-# 2026-12-07), so period roll-over (STIGG-COMPAT §7.7) never changes a recorded answer.
+# 2026-12-07), so period roll-over (docs/stigg-compat.md §7.7) never changes a recorded answer.
 GOLDEN_CLOCK_MS = 1_796_083_200_000  # 2026-12-01T00:00:00Z
 
 CALL = re.compile(r"^(?P<getter>\w+)\((?P<args>.*)\)(?:\s+\[.*\])?$")
@@ -83,3 +83,23 @@ def replay(
     return run_stigg_sdk_with_events(
         redis_port, prefix, edge_url, calls, dates="iso", clock_ms=GOLDEN_CLOCK_MS
     )
+
+
+def snapshot_files() -> list[Path]:
+    """The golden files whose reads all follow one fetch (no ``reportUsage`` in between)."""
+    return [path for path in GOLDEN_FILES if "redisBeforeReports" not in load_golden(path)]
+
+
+def renamed(golden: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A golden file with ids replaced everywhere (``{"cus-res": "acme:eu"}``)."""
+    text = json.dumps(golden)
+    for old, new in names.items():
+        text = text.replace(old, new)
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def edge_scope(request: str) -> tuple[str, str | None]:
+    """``GET /v1/c/C/entitlements.json[?resourceId=R]`` → (C, R)."""
+    path, _, query = request.split(" ", 1)[1].partition("?")
+    return path.split("/")[3], (query.removeprefix("resourceId=") or None)

@@ -5,9 +5,10 @@ like the golden ``edgeResponses`` (``{"data": {"entitlements": [...]}}``), keyed
 line as the golden files spell it: ``"GET /v1/c/cus-1/entitlements.json?resourceId=site-1"``.
 Every request (any method, any path) is recorded, so a test can assert that a cache hit made
 none. An entitlements request without a canned answer gets 404; ``fail_with(503)`` answers
-every entitlements request with that status instead. Anything else (e.g. ``POST /graphql``)
+every entitlements request with that status instead; ``latency`` (seconds) delays every
+answer, so that concurrent misses overlap. Anything else (e.g. ``POST /graphql``)
 gets 404 with a GraphQL-style error body: with ``realtimeUpdatesEnabled`` and
-``enableRemoteConfig`` off, SDK 3.95.0 sends nothing at init (STIGG-COMPAT §6).
+``enableRemoteConfig`` off, SDK 3.95.0 sends nothing at init (docs/stigg-compat.md §6).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,8 +48,9 @@ class RecordedRequest:
 class RecordingEdge:
     """Thread-based HTTP server on a free loopback port; use as a context manager."""
 
-    def __init__(self, responses: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, responses: Mapping[str, Any] | None = None, latency: float = 0.0) -> None:
         self.responses: dict[str, Any] = dict(responses or {})
+        self.latency = latency
         self.failure_status: int | None = None
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -109,6 +112,7 @@ class RecordingEdge:
 def _handler_for(edge: RecordingEdge) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -122,6 +126,7 @@ def _handler_for(edge: RecordingEdge) -> type[BaseHTTPRequestHandler]:
                 body=self.rfile.read(length) if length else b"",
             )
             status, body = edge.record(request)
+            time.sleep(edge.latency)
             payload = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -1,0 +1,40 @@
+"""The reader's write-back of an Edge API answer, as Stigg's SDK writes it: pure, no I/O.
+
+The map, the metadata and one usage key per metered entry go through
+``lua/v2_write_scope.lua`` (CONTRACT.md §3): monotonic per key, the map versioned by
+the answer's first valid ``entitlementUpdatedAt`` (``dates.edge_version``, as Stigg's
+SDK does), usage keys by their ``usageUpdatedAt``, under policy UPSERT, and gated by
+the time the Edge request started, so that a write-back whose request started after
+an invalidation lands and one that started before it does not (rule 3.4).
+"""
+
+from __future__ import annotations
+
+from cache_pipeline.dates import edge_version
+from cache_pipeline.keys import unsafe_id_problem
+from cache_pipeline.plan import ScriptCall
+from cache_pipeline.scope_writes import snapshot_call
+from cache_pipeline.stigg_map import metered_usages
+from cache_pipeline.upstream import EdgeAnswer
+
+
+def write_back_problem(answer: EdgeAnswer) -> str | None:
+    """Why an answer is not written: a metered feature id that would name another key."""
+    for feature_id in metered_usages(answer.entitlements):
+        problem = unsafe_id_problem(feature_id)
+        if problem is not None:
+            return f"feature {problem}"
+    return None
+
+
+def write_back_call(scope_key: str, answer: EdgeAnswer, *, ttl: int) -> ScriptCall:
+    """The script call that writes ``answer`` to the scope whose map key is ``scope_key``."""
+    entries = answer.entitlements
+    return snapshot_call(
+        scope_key,
+        entries,
+        version=edge_version(entries),
+        gate=answer.requested_at_ms,
+        ttl=ttl,
+        only_if_exists=False,
+    )
