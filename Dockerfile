@@ -27,6 +27,7 @@ COPY pyproject.toml README.md ./
 COPY cache_pipeline ./cache_pipeline
 COPY tasks ./tasks
 COPY api ./api
+COPY cli ./cli
 RUN pip install --no-compile "./[worker]" \
     && python -m compileall -q /opt/venv/lib
 

@@ -45,13 +45,17 @@ def create_app(settings: Settings, health: HealthState, redis_client: Any) -> Fa
     instrument(app)
 
     @app.get("/livez")
-    def livez() -> dict[str, str]:
-        """200 while the process is alive; touches nothing external."""
-        return {"status": "UP"}
+    def livez() -> JSONResponse:
+        """200 while consumption can go on; 503 when every consumer is gone or stalled.
+
+        Touches nothing external: Redis or SQS being away is readiness, not liveness.
+        """
+        body = health.liveness()
+        return JSONResponse(body, status_code=200 if body["status"] == "UP" else 503)
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        """200 when this pod consumes and Redis answers a PING, else 503."""
+        """200 when this pod consumes, Redis answers and nothing has been failing; else 503."""
         probe.connected()
         body = health.as_dict()
         return JSONResponse(body, status_code=200 if body["status"] == "UP" else 503)

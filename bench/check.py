@@ -10,9 +10,9 @@ from typing import Any
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
 from cache_pipeline.messages import Message, parse_message
-from cache_pipeline.reference import ReferenceCache
-from cache_pipeline.snapshot import read_state
 from cache_pipeline.store import RedisClient, Store
+from tests.support.reference import ReferenceCache
+from tests.support.snapshot import read_state
 
 SEED_CHUNK = 200
 EXAMPLES = 20

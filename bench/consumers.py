@@ -3,11 +3,17 @@
 ``worker`` is the real ``cache-pipeline worker`` console script; ``bare`` is the
 bench's own bare loop (``python -m bench.bare_loop``). Each writes its output to
 a log file in the run's directory.
+
+``BENCH_WORKER_COMMAND`` (a command line) and ``BENCH_WORKER_CWD`` replace the
+worker's command and directory, to measure another checkout of the code with
+the same bench: ``BENCH_WORKER_CWD=/tmp/old BENCH_WORKER_COMMAND="python -m
+cache_pipeline.cli worker"`` runs the code exported to ``/tmp/old``.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -92,10 +98,10 @@ def start_worker(
         **(extra_env or {}),
     }
     log = log_dir / f"{name}.log"
+    command = shlex.split(os.environ.get("BENCH_WORKER_COMMAND", "")) or list(WORKER_COMMAND)
+    cwd = os.environ.get("BENCH_WORKER_CWD") or REPO
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            WORKER_COMMAND, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO
-        )
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     return Consumer(name, process, log, port, env)
 
 

@@ -28,12 +28,12 @@ import click
 RATE = 200  # samples per second
 # (name, fragments of a frame), checked from the innermost frame outwards.
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("SQS receive", ("_receive_message (", "receive_batch (")),
-    ("SQS delete", ("delete_batch (",)),
+    ("SQS receive", ("receive (", "receive_batch (")),
+    ("SQS delete", ("delete (", "delete_batch (")),
     ("parse", ("parse_message (",)),
-    ("Redis write", ("apply_batch (", "SetWriter.write (")),
+    ("task (Celery tracer + plan)", ("trace_task (",)),
+    ("Redis write", ("apply_planned (", "apply_batch (", "SetWriter.write (")),
     ("count + log", ("record_applied (", "record_poison (")),
-    ("kombu between calls", ("kombu/",)),
     ("consumer loop", ("tasks/", "bench/bare_loop.py")),
 )
 # (name, path prefixes of a frame's file)
@@ -42,7 +42,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("socket/ssl/selectors (waiting)", ("socket.py", "ssl.py", "selectors.py")),
     ("redis-py", ("redis/", "hiredis")),
     ("pydantic + json", ("pydantic/", "pydantic_core", "json/")),
-    ("kombu", ("kombu/",)),
+    ("celery + kombu", ("celery/", "kombu/")),
     ("loguru", ("loguru/",)),
     ("prometheus_client", ("prometheus_client/",)),
     ("cache_pipeline", ("cache_pipeline/",)),

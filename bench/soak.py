@@ -35,10 +35,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.messages import parse_message
-from cache_pipeline.reference import ReferenceCache
-from cache_pipeline.snapshot import read_state
 from cache_pipeline.sqs import send_bodies
 from tests.support import factory
+from tests.support.reference import ReferenceCache
 from tests.support.servers import (
     AWS_TEST_ENV,
     RedisServer,
@@ -46,6 +45,7 @@ from tests.support.servers import (
     free_port,
     wait_until,
 )
+from tests.support.snapshot import read_state
 
 PREFIX = "soak"
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ class Worker:
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cache_pipeline.cli", "worker"],
+                [sys.executable, "-m", "cli", "worker"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **AWS_TEST_ENV, "PORT": str(self.port), **env},

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         int,
         Field(ge=0, le=86400, json_schema_extra=_allowed("seconds 0..86400")),
     ] = 300
+    not_ready_after_secs: Annotated[
+        int, Field(ge=1, le=3600, json_schema_extra=_allowed("seconds 1..3600"))
+    ] = 5
+    stalled_after_secs: Annotated[
+        int, Field(ge=10, le=86400, json_schema_extra=_allowed("seconds 10..86400"))
+    ] = 120
 
     @field_validator("keys_ttl_in_secs")
     @classmethod

@@ -1,21 +1,22 @@
-"""The dead-letter queue: parking poison messages, and moving them back.
+"""The dead-letter queue: what a parked message carries, and moving messages back.
 
 A parked message keeps its body byte for byte; why it was parked travels in
 SQS message attributes (``reason``, and ``messageId``, ``detail``,
 ``sourceMessageId`` when known), so an operator can read the DLQ and
-``redrive`` can send the same bodies back once the cause is fixed.
+``redrive`` can send the same bodies back once the cause is fixed. The
+consumer parks through ``cache_pipeline.sqs_queue``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from cache_pipeline.queue import Poison
+from cache_pipeline.sqs_batch import SQS_BATCH, delete_batch
 
-from cache_pipeline.sqs_batch import SQS_BATCH, QueueUnavailable, delete_batch
+__all__ = ["Poison", "RedriveCounts", "attributes", "redrive", "sqs_text"]
 
 REASON = "reason"
 MESSAGE_ID = "messageId"
@@ -33,17 +34,6 @@ def sqs_text(value: str) -> str:
     return _NOT_SQS_TEXT.sub("\ufffd", value)
 
 
-@dataclass(frozen=True, slots=True)
-class Poison:
-    """A message that can never be applied, and why."""
-
-    body: str
-    reason: str
-    detail: str
-    message_id: str | None
-    sqs_message_id: str
-
-
 def attributes(poison: Poison) -> dict[str, Any]:
     """The SQS message attributes that say why a message was parked."""
     values = {
@@ -57,27 +47,6 @@ def attributes(poison: Poison) -> dict[str, Any]:
         for name, value in values.items()
         if value
     }
-
-
-def park(client: Any, dlq_url: str, items: Sequence[Poison]) -> list[bool]:
-    """Send poison messages to the DLQ unchanged; one flag per item, True when sent.
-
-    Raises ``QueueUnavailable`` when SQS cannot be reached (nothing is known sent).
-    """
-    sent: list[bool] = []
-    for start in range(0, len(items), SQS_BATCH):
-        chunk = items[start : start + SQS_BATCH]
-        entries = [
-            {"Id": str(i), "MessageBody": item.body, "MessageAttributes": attributes(item)}
-            for i, item in enumerate(chunk)
-        ]
-        try:
-            reply = client.send_message_batch(QueueUrl=dlq_url, Entries=entries)
-        except (BotoCoreError, ClientError) as exc:
-            raise QueueUnavailable(f"could not send to the dead-letter queue: {exc}") from None
-        ok = {int(entry["Id"]) for entry in reply.get("Successful", [])}
-        sent.extend(i in ok for i in range(len(chunk)))
-    return sent
 
 
 @dataclass(slots=True)

@@ -50,13 +50,44 @@ class InvalidMessage(CachePipelineError):
         self.detail = detail
         self.message_id = message_id
 
+    def __reduce__(self) -> tuple[type[InvalidMessage], tuple[InvalidReason, str, str | None]]:
+        # Celery's tracer checks that a task's exception survives pickling.
+        return (type(self), (self.reason, self.detail, self.message_id))
+
 
 class TransientError(CachePipelineError):
     """A dependency failed in a way that may heal; retry later, lose nothing."""
 
 
 class StoreUnavailable(TransientError):
-    """Redis could not be reached or did not answer in time."""
+    """Redis could not be reached, did not answer in time, or cannot take writes now."""
+
+
+class QueueFault(StrEnum):
+    """Why a queue call failed (the ``fault`` of ``QueueUnavailable``)."""
+
+    MISSING_QUEUE = "missing_queue"
+    CREDENTIALS = "credentials"  # none found, or refused: unknown key, bad signature, expired
+    ACCESS_DENIED = "access_denied"
+    THROTTLED = "throttled"
+    UNREACHABLE = "unreachable"  # network, timeout, a 5xx answer
+    REFUSED = "refused"  # any other error answer (a request the queue will not take)
+
+
+class QueueUnavailable(TransientError):
+    """A queue call failed; nothing it was asked to do is known done.
+
+    Every fault heals without a restart (a queue created, credentials rotated, a
+    permission granted, throttling over): the caller backs off and tries again.
+    """
+
+    def __init__(self, fault: QueueFault, detail: str) -> None:
+        super().__init__(f"{fault.value}: {detail}")
+        self.fault = fault
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[QueueUnavailable], tuple[QueueFault, str]]:
+        return (type(self), (self.fault, self.detail))
 
 
 class StoreError(CachePipelineError):

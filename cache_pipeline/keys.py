@@ -18,6 +18,8 @@ key                            value
 ``S#invalidated``              private: time of the scope's latest invalidation
 ``S#lock``                     private: the reader SDK's miss lock of the scope
 ``P:__schema__``               key-schema version marker of the environment
+``P:__probe__``                ``1`` for 10 s: a worker checking that Redis takes
+                               writes again after a failed write
 =============================  =====================================================
 
 A raw id never holds ``#``, ``{``, ``}``, a control character or a ``:`` followed by
@@ -120,6 +122,10 @@ class KeyLayout:
     @property
     def schema_marker(self) -> str:
         return f"{self.prefix}:__schema__"
+
+    @property
+    def write_probe(self) -> str:
+        return f"{self.prefix}:__probe__"
 
     @property
     def environment_pattern(self) -> str:

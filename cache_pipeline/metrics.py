@@ -70,6 +70,17 @@ APPLY_LAG_BASES = ("sqs_sent", "message")
 RECEIVE_ERRORS = Counter(
     "persistent_cache_receive_errors_total", "Failed receives or deletes against the queue"
 )
+QUEUE_ERRORS = Counter(
+    "persistent_cache_queue_errors_total",
+    "Failed queue calls, by operation (receive, delete, release, park) and fault"
+    " (missing_queue, credentials, access_denied, throttled, unreachable, refused)",
+    ["operation", "fault"],
+)
+SQS_FALLBACK = Counter(
+    "persistent_cache_sqs_fallback_total",
+    "SQS calls sent through the boto3 client instead of the signed keep-alive path, by reason",
+    ["reason"],
+)
 CONSUMERS = Gauge(
     "persistent_cache_consumers",
     "Live queue consumers in this process",

@@ -2,14 +2,24 @@
 
 ``plan(message, ...)`` says which Lua script to run with which KEYS and ARGV.
 It does no I/O, so its output can be checked against fixed expected values;
-``cache_pipeline.store`` runs the calls.
+``cache_pipeline.store`` runs the calls. ``Planner`` holds what planning depends
+on (the environment, the key layout, the TTL, the cache-update policy and the
+accepted clock skew): ``parse`` reads a body, ``plan`` returns one message's
+``Planned`` calls, already checked to be encodable, so that a message that
+cannot be sent to Redis fails alone instead of failing its batch's round trip.
+It is what every per-type task does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeAlias
 
-from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.config import CacheUpdatePolicy, Settings
+from cache_pipeline.errors import StoreError
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.messages import (
     CacheInvalidated,
@@ -18,6 +28,7 @@ from cache_pipeline.messages import (
     EntitlementsUpdated,
     Message,
     UsageUpdated,
+    parse_message,
 )
 from cache_pipeline.scope_writes import (
     ScriptCall,
@@ -28,7 +39,18 @@ from cache_pipeline.scope_writes import (
     usage_call,
 )
 
-__all__ = ["InvalidateAll", "ScriptCall", "ScriptName", "Step", "encode", "plan"]
+__all__ = [
+    "BatchResult",
+    "InvalidateAll",
+    "Outcome",
+    "Planned",
+    "Planner",
+    "ScriptCall",
+    "ScriptName",
+    "Step",
+    "encode",
+    "plan",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +59,30 @@ class InvalidateAll:
 
 
 Step = ScriptCall | InvalidateAll
+
+
+class Outcome(StrEnum):
+    """What applying one message did."""
+
+    WRITTEN = "written"
+    STALE = "stale"  # every key held a newer version (rule 1)
+    POLICY = "policy"  # skipped by CACHE_UPDATE_POLICY or missing entitlements (rule 2)
+    INVALIDATED = "invalidated"
+
+
+# One entry per message of a batch: its outcome, or the error Redis answered for it alone.
+BatchResult: TypeAlias = "list[Outcome | StoreError]"
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One message and the script calls that apply it: what a task returns."""
+
+    message: Message
+    steps: tuple[Step, ...]
+
+    def __repr__(self) -> str:  # Celery's tracer formats every result: keep it short
+        return f"<Planned {self.message.type} {self.message.id[:40]!r}: {len(self.steps)} step(s)>"
 
 
 def plan(
@@ -82,3 +128,47 @@ def _invalidation(message: CacheInvalidated, layout: KeyLayout, ts: int, ttl: in
         )
         for ref in message.data.customers
     ]
+
+
+@dataclass(frozen=True)
+class Planner:
+    """Parses and plans messages for one environment."""
+
+    layout: KeyLayout
+    ttl: int
+    policy: CacheUpdatePolicy
+    max_future_skew_secs: int = 300
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Planner:
+        return cls(
+            KeyLayout(settings.environment_prefix, settings.redis_cluster),
+            ttl=settings.keys_ttl_in_secs,
+            policy=settings.cache_update_policy,
+            max_future_skew_secs=settings.max_future_skew_secs,
+        )
+
+    @property
+    def environment(self) -> str:
+        return self.layout.prefix
+
+    def parse(self, body: str | bytes) -> Message:
+        """A body as a message of this environment, its timestamp within the clock skew.
+
+        Raises ``InvalidMessage``.
+        """
+        latest = int(self.clock() * 1000) + self.max_future_skew_secs * 1000
+        return parse_message(body, self.environment, latest_ms=latest)
+
+    def plan(self, message: Message) -> Planned:
+        """The script calls that apply ``message``.
+
+        Raises ``UnicodeEncodeError`` for an argument Redis could not be sent.
+        """
+        steps = tuple(plan(message, self.layout, ttl=self.ttl, policy=self.policy))
+        for step in steps:
+            if isinstance(step, ScriptCall):
+                for arg in step.args:
+                    arg.encode()
+        return Planned(message, steps)

@@ -26,8 +26,8 @@ from typing import Any
 from loguru import logger
 
 from cache_pipeline import metrics
-from cache_pipeline.errors import SchemaVersionMismatch, StoreUnavailable
-from cache_pipeline.health import HealthState
+from cache_pipeline.errors import SchemaVersionMismatch, StoreError, StoreUnavailable
+from cache_pipeline.health import HealthState, Reason
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
 from cache_pipeline.store import RedisClient, translate_errors
 
@@ -184,7 +184,7 @@ def refresh_health(guard: SchemaGuard, health: HealthState) -> SchemaCheck:
     try:
         check = guard.check()
     except SchemaVersionMismatch as exc:
-        health.pause(str(exc))
+        health.pause(Reason.SCHEMA_REFUSED, str(exc))
         raise
     health.set_detail(DETAIL, check.detail())
     return check
@@ -195,8 +195,9 @@ class SchemaWatch:
 
     ``allows_writes()`` checks at most every ``interval`` seconds (at once after
     ``recheck_soon()``, which the consumer calls when Redis comes back). A version
-    mismatch pauses consumption with the reason until a later check passes; an
-    unreachable Redis is left to the write path.
+    mismatch, or a marker Redis cannot read (a key of another type at its name),
+    pauses consumption with the reason until a later check passes; an unreachable
+    Redis is left to the write path.
     """
 
     def __init__(
@@ -230,15 +231,23 @@ class SchemaWatch:
         try:
             check = refresh_health(self.guard, self.health)
         except SchemaVersionMismatch as exc:
-            if self.mismatch is None:
-                logger.error("{}", exc)
-            self.mismatch = str(exc)
+            self._refuse(str(exc))
             return
         except StoreUnavailable:
             return
+        except StoreError as exc:
+            message = f"{self.guard.key} cannot be read, refusing to write until it can: {exc}"
+            self.health.pause(Reason.SCHEMA_REFUSED, message)
+            self._refuse(message)
+            return
         if self.mismatch is not None:
-            if self.health.paused_reason == self.mismatch:
-                self.health.resume()
+            self.health.resume(Reason.SCHEMA_REFUSED)
             self.mismatch = None
+            logger.warning("the schema marker allows writing again: consumption resumed")
         if check.status is SchemaStatus.DATA_LOST:
             logger.error("{}", check.detail())
+
+    def _refuse(self, message: str) -> None:
+        if self.mismatch is None:
+            logger.error("{}", message)
+        self.mismatch = message

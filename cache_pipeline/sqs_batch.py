@@ -1,4 +1,4 @@
-"""Batched SQS calls on received messages: delete, change visibility.
+"""Batched SQS calls on received messages through a boto3 client (the CLI's redrive).
 
 SQS takes at most ten entries per batch call. Each function returns the
 receipt handles SQS did not accept (the message then comes back after its
@@ -13,13 +13,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cache_pipeline.errors import TransientError
+from cache_pipeline.sqs_faults import from_boto3
 
 SQS_BATCH = 10
-
-
-class QueueUnavailable(TransientError):
-    """An SQS call failed (network, throttling, permissions); retried by redelivery."""
 
 
 def delete_batch(client: Any, queue_url: str, receipts: Sequence[str]) -> list[str]:
@@ -54,6 +50,6 @@ def _batched(
         try:
             reply = send(entries)
         except (BotoCoreError, ClientError) as exc:
-            raise QueueUnavailable(f"SQS call failed: {exc}") from None
+            raise from_boto3(exc, "batch call") from None
         refused.extend(chunk[int(failed["Id"])] for failed in reply.get("Failed", []))
     return refused

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from enum import StrEnum
 from typing import Any, TypeAlias
 
 import redis
@@ -20,15 +19,34 @@ from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.errors import StoreError, StoreUnavailable
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.messages import CacheInvalidated, Message
-from cache_pipeline.plan import InvalidateAll, ScriptCall, ScriptName, Step, plan
+from cache_pipeline.plan import (
+    BatchResult,
+    InvalidateAll,
+    Outcome,
+    Planned,
+    ScriptCall,
+    ScriptName,
+    Step,
+    plan,
+)
 from cache_pipeline.scope_writes import invalidate_call
 from cache_pipeline.scripts import script_source
+
+__all__ = [
+    "TRANSIENT_REPLIES",
+    "BatchResult",
+    "Outcome",
+    "RedisClient",
+    "Store",
+    "is_transient_reply",
+    "translate_errors",
+]
 
 RedisClient: TypeAlias = "redis.Redis | RedisCluster"
 # Error replies of a Redis that will take the write again once it recovers: out of memory
 # (noeviction), a read-only replica, a server still loading its data, a replica without
-# its master, a cluster slot moving; and BUSY (another client's script), which redis-py
-# leaves a plain ResponseError.
+# its master, a cluster slot moving, a script cache flushed again before the rerun; and
+# BUSY (another client's script), which redis-py leaves a plain ResponseError.
 TRANSIENT_REPLIES = (
     redis.exceptions.OutOfMemoryError,
     redis.exceptions.ReadOnlyError,
@@ -36,22 +54,12 @@ TRANSIENT_REPLIES = (
     redis.exceptions.MasterDownError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
+    redis.exceptions.NoScriptError,
 )
+PROBE_TTL_MS = 10_000  # the write probe's key expires on its own
 UNLINK_BATCH = 500  # keys per SCAN page and per UNLINK: each call stays well under a millisecond
 
 _SCRIPTS: tuple[ScriptName, ...] = ("v2_write_scope", "v2_write_usage", "v2_invalidate_scope")
-
-
-class Outcome(StrEnum):
-    """What applying one message did."""
-
-    WRITTEN = "written"
-    STALE = "stale"  # every key held a newer version (rule 1)
-    POLICY = "policy"  # skipped by CACHE_UPDATE_POLICY or missing entitlements (rule 2)
-    INVALIDATED = "invalidated"
-
-
-BatchResult: TypeAlias = "list[Outcome | StoreError]"
 
 
 class Store:
@@ -78,32 +86,40 @@ class Store:
 
     def apply(self, message: Message, *, policy: CacheUpdatePolicy | None = None) -> Outcome:
         """Apply one message in one round trip (two or more only for ``{"all": true}``)."""
+        return self._apply_steps(Planned(message, tuple(self.plan(message, policy))))
+
+    def _apply_steps(self, planned: Planned) -> Outcome:
         results: list[Any] = []
-        for step in self.plan(message, policy):
+        for step in planned.steps:
             if isinstance(step, InvalidateAll):
                 results.append(self.invalidate_environment())
             else:
                 results.append(self.run(step))
-        return _outcome(message, results)
+        return _outcome(planned.message, results)
 
     def apply_batch(self, messages: Sequence[Message]) -> BatchResult:
-        """Apply messages in order with one pipelined round trip.
+        """Plan and apply messages in order with one pipelined round trip (``apply_planned``)."""
+        return self.apply_planned([Planned(m, tuple(self.plan(m))) for m in messages])
+
+    def apply_planned(self, planned: Sequence[Planned]) -> BatchResult:
+        """Apply planned messages in order with one pipelined round trip.
 
         An ``{"all": true}`` invalidation splits the batch around it. Returns one
-        entry per message: its outcome, or the ``StoreError`` Redis answered for it.
-        Raises ``StoreUnavailable`` when Redis cannot be reached (nothing is known
-        to be written; every write is idempotent, so the batch can be retried).
+        entry per message: its outcome, or the ``StoreError`` Redis answered for it
+        alone (a key of another type at one of its names). Raises
+        ``StoreUnavailable`` when Redis cannot be reached or cannot take writes now
+        (nothing is known to be written; every write is idempotent, so the batch
+        can be retried).
         """
         results: BatchResult = []
-        pending: list[tuple[Message, list[Step]]] = []
-        for message in messages:
-            steps = self.plan(message)
-            if any(isinstance(step, InvalidateAll) for step in steps):
+        pending: list[Planned] = []
+        for item in planned:
+            if any(isinstance(step, InvalidateAll) for step in item.steps):
                 results.extend(self._run_pipelined(pending))
                 pending = []
-                results.append(self.apply(message))
+                results.append(self._apply_steps(item))
             else:
-                pending.append((message, steps))
+                pending.append(item)
         results.extend(self._run_pipelined(pending))
         return results
 
@@ -147,38 +163,54 @@ class Store:
         with translate_errors():
             return bool(self.client.ping())
 
-    def _run_pipelined(self, pending: list[tuple[Message, list[Step]]]) -> BatchResult:
+    def probe_write(self) -> None:
+        """Write the environment's probe key (it expires on its own).
+
+        A PING is answered by a Redis out of memory, a read-only replica or one
+        whose script is BUSY; a write is not. Raises ``StoreUnavailable`` while
+        Redis cannot take writes, ``StoreError`` when it refuses this one.
+        """
+        with translate_errors():
+            self.client.set(self.layout.write_probe, "1", px=PROBE_TTL_MS)
+
+    def _run_pipelined(self, pending: list[Planned]) -> BatchResult:
         if not pending:
             return []
-        calls = [step for _, steps in pending for step in steps if isinstance(step, ScriptCall)]
+        calls = [s for item in pending for s in item.steps if isinstance(s, ScriptCall)]
         with translate_errors():
             replies = self._execute(calls)
         results: BatchResult = []
         position = 0
-        for message, steps in pending:
-            own = replies[position : position + len(steps)]
-            position += len(steps)
+        for item in pending:
+            own = replies[position : position + len(item.steps)]
+            position += len(item.steps)
             failure = next((r for r in own if isinstance(r, Exception)), None)
             if failure is not None:
                 results.append(StoreError(f"Redis refused the write: {failure}"))
             else:
-                results.append(_outcome(message, own))
+                results.append(_outcome(item.message, own))
         return results
 
     def _execute(self, calls: list[ScriptCall]) -> list[Any]:
-        """EVALSHA every call in one pipeline; reload and rerun any NOSCRIPT."""
-        replies = self._pipeline(calls)
+        """EVALSHA every call in one pipeline; reload and rerun any NOSCRIPT once."""
+        replies = self._pipeline(calls, first=True)
         missing = [
             i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
         ]
         if missing:
             for name in {calls[i].script for i in missing}:
                 self.client.script_load(self._scripts[name].script)
-            for i, reply in zip(missing, self._pipeline([calls[i] for i in missing]), strict=True):
+            rerun = self._pipeline([calls[i] for i in missing], first=False)
+            for i, reply in zip(missing, rerun, strict=True):
                 replies[i] = reply
         return replies
 
-    def _pipeline(self, calls: list[ScriptCall]) -> list[Any]:
+    def _pipeline(self, calls: list[ScriptCall], *, first: bool) -> list[Any]:
+        """The replies of one pipelined round trip; raises when Redis cannot take writes now.
+
+        A NOSCRIPT is expected on the first run (SCRIPT FLUSH, a restart, a failover);
+        on the rerun it means the script cache was flushed again: wait and retry.
+        """
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
             sha = self._scripts[call.script].sha
@@ -187,6 +219,8 @@ class Store:
         for reply in replies:
             if isinstance(reply, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
                 raise reply
+            if first and isinstance(reply, redis.exceptions.NoScriptError):
+                continue
             if is_transient_reply(reply):
                 raise StoreUnavailable(f"Redis cannot take writes now: {_named(reply)}")
         return replies
@@ -232,7 +266,7 @@ def translate_errors() -> Iterator[None]:
         redis.exceptions.ReadOnlyError,
         OSError,
     ) as exc:
-        raise StoreUnavailable(f"Redis is unavailable: {exc}") from None
+        raise StoreUnavailable(f"Redis is unavailable: {_named(exc)}") from None
     except redis.exceptions.ResponseError as exc:
         if is_transient_reply(exc):
             raise StoreUnavailable(f"Redis cannot take writes now: {_named(exc)}") from None

@@ -1,7 +1,11 @@
-"""The Celery app: kombu's SQS transport on one predefined queue, nothing else.
+"""The Celery app: the four per-type tasks, kombu's SQS transport on one predefined queue.
 
-No queue is listed or created (``predefined_queues``), and everything that would
-need one more queue is off: remote control (pidbox), events, heartbeats,
+The worker's own Celery consumer is given no queue (the queue carries raw JSON
+and is read by ``tasks.consumer``), so the broker connection matters to
+producers: ``app.send_task(name, args=[message], queue=<queue name>)`` puts a
+Celery message on the same queue, which the worker runs through the same task.
+No queue is listed or created (``predefined_queues``), and everything that
+would need one more queue is off: remote control (pidbox), events, heartbeats,
 gossip, mingle and the result backend. Credentials come from boto3's default
 chain; only the region and an optional endpoint (LocalStack, moto) are set.
 """
@@ -14,16 +18,13 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 from cache_pipeline.config import Settings
-from cache_pipeline.writer import Writer
-
-LONG_POLL_SECONDS = 5  # ReceiveMessage wait; also bounds how long a shutdown waits for a receive
-TRANSPORT = "tasks.transport:Transport"
+from cache_pipeline.plan import Planner
 
 
 class PipelineApp(Celery):
-    """A Celery app that knows the writer its tasks use in this process."""
+    """A Celery app that knows the planner its tasks use in this process."""
 
-    writer: Writer | None = None
+    planner: Planner | None = None
     runtime: Any = None  # tasks.worker.Runtime, set by the worker before it starts
 
 
@@ -43,26 +44,11 @@ def broker_url(settings: Settings) -> str:
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
-    """kombu SQS transport options for the queue of QUEUE_URL (and the DLQ, for sends)."""
+    """kombu SQS transport options for the queue of QUEUE_URL."""
     assert settings.queue_url is not None
-    queues = {queue_name(settings.queue_url): {"url": settings.queue_url}}
-    if settings.dead_letter_queue_url:
-        queues[queue_name(settings.dead_letter_queue_url)] = {"url": settings.dead_letter_queue_url}
     options: dict[str, Any] = {
         "region": settings.aws_region,
-        "predefined_queues": queues,
-        "wait_time_seconds": LONG_POLL_SECONDS,
-        "polling_interval": 0,
-        "visibility_timeout": settings.visibility_timeout,
-        # every receive asks for SentTimestamp (beside kombu's ApproximateReceiveCount):
-        # the apply lag is measured from it
-        "fetch_message_attributes": ["SentTimestamp"],
-        "client-config": {
-            "connect_timeout": 5,
-            "read_timeout": LONG_POLL_SECONDS + 10,
-            "parameter_validation": False,  # we build every request ourselves
-            "max_pool_connections": 4,  # receive, delete, DLQ send of one consumer
-        },
+        "predefined_queues": {queue_name(settings.queue_url): {"url": settings.queue_url}},
     }
     if settings.sqs_endpoint_url:
         options["is_secure"] = urlsplit(settings.sqs_endpoint_url).scheme == "https"

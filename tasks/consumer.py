@@ -1,18 +1,21 @@
-"""The raw-queue consumer: receive a batch with kombu, route it through the tasks, settle it.
+"""The raw-queue consumer: the I/O around ``cache_pipeline.batch``, in one thread.
 
-One ``QueueConsumer`` runs in its own thread with its own kombu connection on
-the SQS transport of ``tasks.transport``. Each turn of its loop:
+Each turn of a ``QueueConsumer``'s loop:
 
-1. one ReceiveMessage (long poll, up to BATCH_SIZE messages, the prefetch limit);
-2. each body is parsed once and routed by ``type`` to its Celery task (a
-   Celery-protocol message by its ``task`` header), called in this thread; the
-   tasks stage their writes;
-3. one ``Store.apply_batch`` round trip writes every staged message;
-4. one DeleteMessageBatch for what was written or correctly skipped, sent by a
-   deleter thread while the consumer already receives the next batch; poison
-   goes to the DLQ (or stays for the queue's redrive policy); when Redis was
-   unreachable nothing is deleted, the batch is made visible again soon and
-   the consumer waits on the ``RedisGate`` before it receives again.
+1. one receive from its ``QueueClient`` (long poll, up to BATCH_SIZE messages);
+2. ``batch.prepare``: every message routed to its Celery task, which the
+   ``tasks.handlers.TaskRunner`` runs: its planned writes, or why it is poison;
+3. one ``Store.apply_planned``: every planned write in one Redis round trip;
+4. ``batch.settle``: park poison (DLQ), delete what was applied (one
+   DeleteMessageBatch, sent by a deleter thread while the next receive is
+   already out), leave what must wait for the redrive policy, release what
+   must come back soon.
+
+When Redis cannot take writes the batch goes back (visible again after
+RETRY_VISIBILITY_SECONDS) and the consumer waits on the ``RedisGate`` until a
+probe write succeeds. A failed receive or delete backs off with jitter. Every
+turn beats the consumer's heartbeat (/livez); failures open failure runs in the
+health state (/readyz). Nothing a message or a dependency does ends the loop.
 """
 
 from __future__ import annotations
@@ -20,42 +23,41 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal
 
-from kombu import Connection, Consumer, Queue
-from kombu.message import Message as KombuMessage
 from loguru import logger
 from redis.backoff import EqualJitterBackoff
 
 from cache_pipeline import metrics
 from cache_pipeline.backoff import RedisGate
-from cache_pipeline.delivery import (
-    Action,
+from cache_pipeline.batch import (
     Delivery,
-    decide,
+    Parse,
+    Run,
+    prepare,
+    record_results,
+    settle,
+    to_write,
+)
+from cache_pipeline.errors import QueueUnavailable, StoreError, StoreUnavailable
+from cache_pipeline.health import HealthState, Reason
+from cache_pipeline.outcomes import (
     record_applied,
+    record_dlq_refused,
+    record_held,
     record_poison,
     record_store_error,
     record_transient,
 )
-from cache_pipeline.dlq import park
-from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreUnavailable, unprocessable
+from cache_pipeline.queue import QueueClient, Received
 from cache_pipeline.schema import SchemaWatch
-from cache_pipeline.sqs_batch import QueueUnavailable
-from cache_pipeline.writer import Writer
+from cache_pipeline.store import Store
 from tasks.flood import FloodBrake
-from tasks.handlers import MessageTask
 
 RETRY_VISIBILITY_SECONDS = 2  # a batch Redis could not take is visible again this soon
+LONG_POLL_SECONDS = 5  # receive wait; also bounds how long a shutdown waits for a receive
 HALT_POLL = 1.0  # seconds between looks while consumption is halted
-DRAIN_TIMEOUT = 0.1  # below the long poll: drain_events returns after one empty receive
-RECEIVE_BACKOFF = EqualJitterBackoff(cap=10.0, base=0.5)
-
-
-def sent_at(sqs_message: dict[str, Any]) -> float | None:
-    """SQS's SentTimestamp (epoch ms, asked for by ``tasks.app``) in epoch seconds."""
-    sent = sqs_message.get("Attributes", {}).get("SentTimestamp")
-    return int(sent) / 1000 if isinstance(sent, str) and sent.isdigit() else None
+TURN_ERROR_PAUSE = 1.0  # after an unexpected error in a turn: no hot loop
+QUEUE_BACKOFF = EqualJitterBackoff(cap=10.0, base=0.5)
 
 
 class QueueConsumer:
@@ -63,63 +65,72 @@ class QueueConsumer:
 
     def __init__(
         self,
-        connection: Connection,
         *,
-        queue_name: str,
-        queue_url: str,
-        batch_size: int,
-        tasks: dict[str, MessageTask],
-        writer: Writer,
+        name: str,
+        queue: QueueClient,
+        store: Store,
+        parse: Parse,
+        run: Run,
         gate: RedisGate,
+        health: HealthState,
         stopping: threading.Event,
-        dead_letter: tuple[str, str] | None = None,
-        retry_visibility: int = RETRY_VISIBILITY_SECONDS,
+        batch_size: int,
         schema: SchemaWatch | None = None,
         flood: FloodBrake | None = None,
+        retry_visibility: int = RETRY_VISIBILITY_SECONDS,
+        wait_seconds: int = LONG_POLL_SECONDS,
     ) -> None:
-        self.connection = connection
-        self.queue_name = queue_name
-        self.queue_url = queue_url
-        self.tasks = tasks
-        self.tasks_by_name = {task.name: task for task in tasks.values()}
-        self.writer = writer
+        self.name = name
+        self.queue = queue
+        self.store = store
+        self.parse = parse
+        self.run_task = run
         self.gate = gate
+        self.health = health
         self.stopping = stopping
-        self.dead_letter = dead_letter  # (name, url) of the DLQ
-        self.retry_visibility = retry_visibility
+        self.batch_size = batch_size
         self.schema = schema
         self.flood = flood
-        self.channel: Any = connection.channel()
-        self.received: list[KombuMessage] = []
-        self._deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queue-deleter")
+        self.retry_visibility = retry_visibility
+        self.wait_seconds = wait_seconds
+        self._receive_failures = 0
+        self._delete_failures = 0
+        self._deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-deleter")
         self._deleting: Future[None] | None = None
-        self.consumer = Consumer(
-            self.channel,
-            queues=[Queue(queue_name, no_declare=True)],
-            on_message=self.received.append,
-            accept=["json"],
-            prefetch_count=batch_size,
-            auto_declare=False,
-        )
 
     def run(self) -> None:
         """Receive and settle batches until asked to stop; never raises."""
-        self.consumer.consume()
-        failures = 0
         try:
             while not self.stopping.is_set():
-                if not self._may_consume():
-                    self.stopping.wait(HALT_POLL)
-                    continue
-                turn = self._receive()
-                if turn == "messages":
-                    failures = 0
-                    self._handle_safely(self._take())
-                elif turn == "failed":
-                    failures += 1
-                    self.stopping.wait(RECEIVE_BACKOFF.compute(failures))
+                self.beat()
+                try:
+                    self._turn()
+                except Exception:  # a bug must not end consumption: the batch comes back
+                    metrics.RECEIVE_ERRORS.inc()
+                    logger.exception("a turn of the queue consumer failed; its messages come back")
+                    self.stopping.wait(TURN_ERROR_PAUSE)
         finally:
             self.close()
+
+    def beat(self) -> None:
+        self.health.beat(self.name)
+
+    def close(self) -> None:
+        """Finish the delete in flight."""
+        try:
+            self._wait_for_delete()
+        finally:
+            self._deleter.shutdown()
+
+    def _turn(self) -> None:
+        if not self._may_consume():
+            self.stopping.wait(HALT_POLL)
+            return
+        if self._delete_failures:
+            self.stopping.wait(QUEUE_BACKOFF.compute(self._delete_failures))
+        batch = self._receive()
+        if batch:
+            self._handle(batch)
 
     def _may_consume(self) -> bool:
         """False during a poison flood, or while the schema marker forbids writing."""
@@ -127,175 +138,95 @@ class QueueConsumer:
             return False
         return self.schema is None or self.schema.allows_writes()
 
-    def close(self) -> None:
-        """Finish the delete in flight, then let go of the connection."""
+    def _receive(self) -> list[Received]:
         try:
-            self._wait_for_delete()
-            self._deleter.shutdown()
-            self.consumer.cancel()
-        finally:
-            self.connection.release()
-
-    def _receive(self) -> Literal["messages", "empty", "failed"]:
-        """One ReceiveMessage (a long poll)."""
-        try:
-            self.connection.drain_events(timeout=DRAIN_TIMEOUT)
-        except TimeoutError:
-            return "empty"
-        except Exception as exc:  # the consumer thread must outlive any receive failure
-            metrics.RECEIVE_ERRORS.inc()
-            logger.opt(exception=exc).warning("receiving from the queue failed: {}", exc)
-            return "failed"
-        return "messages" if self.received else "empty"
-
-    def _take(self) -> list[KombuMessage]:
-        batch = self.received[:]
-        self.received.clear()
+            batch = self.queue.receive(self.batch_size, self.wait_seconds)
+        except QueueUnavailable as exc:
+            self._receive_failures += 1
+            _queue_failed("receive", exc, self.health, Reason.QUEUE_RECEIVES_FAILING)
+            logger.warning("receiving from the queue failed ({}): {}", exc.fault.value, exc.detail)
+            self.stopping.wait(QUEUE_BACKOFF.compute(self._receive_failures))
+            return []
+        self._receive_failures = 0
+        self.health.succeeded(Reason.QUEUE_RECEIVES_FAILING)
         return batch
 
-    def _handle_safely(self, batch: list[KombuMessage]) -> None:
-        """Handle a batch; a bug outside per-message handling must not end the consumer."""
-        try:
-            self._handle(batch)
-        except Exception:
-            metrics.RECEIVE_ERRORS.inc()
-            logger.exception("handling a batch of {} failed; it comes back later", len(batch))
-
-    def _handle(self, batch: list[KombuMessage]) -> None:
-        now = time.perf_counter()
-        pairs = self._admit([(self._delivery(message, now), message) for message in batch])
-        staged_for: list[Delivery] = []
-        with self.writer.batch() as staged:
-            for delivery, message in pairs:
-                if delivery.invalid is None and self._route(delivery, message):
-                    staged_for.append(delivery)
-        unavailable = self._write(staged_for, staged.messages)
-        self._settle([delivery for delivery, _ in pairs])
-        if unavailable:
-            self.gate.wait()
+    def _handle(self, batch: list[Received]) -> None:
+        deliveries = prepare(
+            batch, parse=self.parse, run=self.run_task, received_at=time.perf_counter()
+        )
+        self._admit(deliveries)
+        written = self._write(deliveries)
+        settlement = settle(deliveries, has_dlq=self.queue.has_dead_letter)
+        parked = self._park(settlement.park)
+        self._delete(settlement.delete, parked)
+        self._leave(settlement.leave)
+        self._release(settlement.release)
+        if not written:
+            self.gate.wait(self.beat)
             if self.schema is not None:
                 self.schema.recheck_soon()  # Redis may be back empty
 
-    def _admit(
-        self, pairs: list[tuple[Delivery, KombuMessage]]
-    ) -> list[tuple[Delivery, KombuMessage]]:
-        """Count each message in the flood window; hand invalid ones back once it trips."""
+    def _admit(self, deliveries: list[Delivery]) -> None:
+        """Count each message in the flood window; hold invalid ones back once it trips."""
         if self.flood is None:
-            return pairs
-        admitted, held = [], []
-        for delivery, message in pairs:
-            if self.flood.admit(invalid=delivery.invalid is not None):
-                admitted.append((delivery, message))
-            else:
-                held.append(delivery.receipt)
-        if held:
-            try:
-                self.channel.release_many(
-                    self.queue_name, self.queue_url, held, self.retry_visibility
-                )
-            except QueueUnavailable as exc:
-                metrics.RECEIVE_ERRORS.inc()
-                logger.warning("{} held message(s) come back later: {}", len(held), exc)
-        return admitted
+            return
+        for delivery in deliveries:
+            if not self.flood.admit(invalid=delivery.invalid is not None):
+                delivery.held = True
 
-    def _delivery(self, message: KombuMessage, now: float) -> Delivery:
-        sqs_message = message.delivery_info["sqs_message"]
-        delivery = Delivery(
-            receipt=sqs_message["ReceiptHandle"],
-            body=sqs_message["Body"],
-            sqs_id=sqs_message.get("MessageId", ""),
-            received_at=now,
-            sent_at=sent_at(sqs_message),
-        )
-        if not message.headers.get("task"):
-            try:
-                delivery.message = self.writer.parse(delivery.body)
-            except InvalidMessage as exc:
-                delivery.invalid = exc
-            except Exception as exc:  # one message never fails its batch
-                delivery.invalid = unprocessable(exc)
-        return delivery
-
-    def _route(self, delivery: Delivery, message: KombuMessage) -> bool:
-        """Call the task of the message in this thread; True when it staged a write."""
+    def _write(self, deliveries: list[Delivery]) -> bool:
+        """Apply the planned writes in one round trip; False when Redis could not take them."""
+        planned = to_write(deliveries)
+        if not planned:
+            return True
+        started = time.perf_counter()
         try:
-            if delivery.message is not None:
-                self.tasks[delivery.message.type].run(delivery.message)
-            else:
-                task, payload = self._celery_call(message)
-                task.run(payload)
-        except InvalidMessage as exc:
-            delivery.invalid = exc
+            results = self.store.apply_planned(planned)
+        except StoreUnavailable as exc:
+            metrics.WRITE_ERRORS.inc()
+            metrics.REDIS_UP.set(0)
+            self.gate.failed(exc)
+            logger.warning(
+                "Redis unavailable, {} message(s) go back to the queue: {}", len(planned), exc
+            )
             return False
-        except Exception as exc:  # one message never fails its batch
-            message_id = delivery.message.id if delivery.message is not None else None
-            delivery.invalid = unprocessable(exc, message_id)
-            delivery.message = None
-            return False
+        metrics.WRITE_DURATION.observe(time.perf_counter() - started)
+        metrics.REDIS_UP.set(1)
+        self.gate.succeeded()
+        refused = sum(1 for result in results if isinstance(result, StoreError))
+        if refused:
+            metrics.WRITE_ERRORS.inc(refused)
+        record_results(deliveries, results)
         return True
 
-    def _celery_call(self, message: KombuMessage) -> tuple[MessageTask, Any]:
-        """The task and its one argument from a Celery-protocol (v2) message."""
-        name = message.headers["task"]
-        task = self.tasks_by_name.get(name)
-        if task is None:
-            raise InvalidMessage(InvalidReason.UNKNOWN_TYPE, f"no task named {name!r}")
-        try:
-            args, kwargs, _embed = message.decode()
-        except Exception as exc:
-            raise InvalidMessage(InvalidReason.NOT_JSON, f"Celery message: {exc}") from None
-        if len(args) != 1 or kwargs:
-            raise InvalidMessage(
-                InvalidReason.INVALID_FIELD, f"task {name} takes exactly one message argument"
-            )
-        return task, args[0]
-
-    def _write(self, staged_for: list[Delivery], messages: list[Any]) -> bool:
-        """Write the staged messages in one round trip; True when Redis was unreachable."""
-        try:
-            results = self.writer.flush(messages)
-        except StoreUnavailable as exc:
-            logger.warning(
-                "Redis unavailable, {} message(s) go back to the queue: {}", len(messages), exc
-            )
-            return True
-        for delivery, message, result in zip(staged_for, messages, results, strict=True):
-            delivery.message = message
-            delivery.result = result
-        return False
-
-    def _settle(self, deliveries: list[Delivery]) -> None:
-        by_action: dict[Action, list[Delivery]] = {action: [] for action in Action}
-        for delivery in deliveries:
-            by_action[decide(delivery, has_dlq=self.dead_letter is not None)].append(delivery)
-        parked = self._park(by_action[Action.PARK])
-        self._delete(by_action[Action.DELETE], parked)
-        self._release(by_action[Action.RETRY])
-        self._leave(by_action[Action.LEAVE], by_action[Action.PARK], parked)
-
     def _park(self, poison: list[Delivery]) -> list[Delivery]:
-        """Send poison to the DLQ; return the ones it took."""
-        if not poison or self.dead_letter is None:
+        """Send poison to the DLQ; return the ones it took (the others are logged and counted)."""
+        if not poison:
             return []
-        name, url = self.dead_letter
         try:
-            sent = park(self.channel.sqs(queue=name), url, [d.poison() for d in poison])
+            refusals = self.queue.park([delivery.poison() for delivery in poison])
         except QueueUnavailable as exc:
-            metrics.RECEIVE_ERRORS.inc()
-            logger.warning("{} poison message(s) stay on the queue: {}", len(poison), exc)
+            _queue_failed("park", exc)
+            for delivery in poison:
+                record_dlq_refused(delivery, str(exc))
             return []
-        return [delivery for delivery, ok in zip(poison, sent, strict=True) if ok]
+        parked = []
+        for delivery, why in zip(poison, refusals, strict=True):
+            if why is None:
+                parked.append(delivery)
+            else:
+                record_dlq_refused(delivery, why)
+        return parked
 
     def _delete(self, applied: list[Delivery], parked: list[Delivery]) -> None:
-        """Hand the batch's DeleteMessageBatch to the deleter thread and go on receiving.
+        """Hand the batch's deletes to the deleter thread and go on receiving.
 
         The write is done, so deleting can overlap the next receive; at most one
         delete is in flight per consumer, and ``close`` waits for it.
         """
-        done = applied + parked
-        if not done:
+        if not applied and not parked:
             return
-        self.channel.forget_many([d.receipt for d in done])
         self._wait_for_delete()
         self._deleting = self._deleter.submit(self._delete_now, applied, parked)
 
@@ -307,52 +238,68 @@ class QueueConsumer:
     def _delete_now(self, applied: list[Delivery], parked: list[Delivery]) -> None:
         done = applied + parked
         try:
-            refused = set(
-                self.channel.delete_many(self.queue_name, self.queue_url, [d.receipt for d in done])
-            )
+            refused = set(self.queue.delete([d.received.receipt for d in done]))
         except QueueUnavailable as exc:
-            metrics.RECEIVE_ERRORS.inc()
-            logger.warning("deleting {} message(s) failed, they will come back: {}", len(done), exc)
-            refused = {d.receipt for d in done}
+            self._delete_failures += 1
+            _queue_failed("delete", exc, self.health, Reason.QUEUE_DELETES_FAILING)
+            logger.warning(
+                "deleting {} message(s) failed ({}), they will come back: {}",
+                len(done),
+                exc.fault.value,
+                exc.detail,
+            )
+            return
         except Exception:  # a bug here must not kill the consumer: the messages come back
             logger.exception("deleting {} message(s) failed, they will come back", len(done))
             return
+        self._delete_failures = 0
+        self.health.succeeded(Reason.QUEUE_DELETES_FAILING)
         if refused:
             metrics.RECEIVE_ERRORS.inc()
         for delivery in applied:
-            if delivery.receipt not in refused:
+            if delivery.received.receipt not in refused:
                 record_applied(delivery)
         for delivery in parked:
-            if delivery.receipt not in refused:
+            if delivery.received.receipt not in refused:
                 record_poison(delivery, "dlq")
 
-    def _release(self, retry: list[Delivery]) -> None:
-        for delivery in retry:
-            record_transient(delivery)
-        if not retry:
-            return
-        receipts = [d.receipt for d in retry]
-        try:
-            self.channel.release_many(
-                self.queue_name, self.queue_url, receipts, self.retry_visibility
-            )
-        except QueueUnavailable as exc:
-            metrics.RECEIVE_ERRORS.inc()
-            logger.warning("could not hand {} message(s) back early: {}", len(retry), exc)
-
-    def _leave(self, left: list[Delivery], to_park: list[Delivery], parked: list[Delivery]) -> None:
-        not_parked = [d for d in to_park if d not in parked]
-        for delivery in not_parked:
-            metrics.DLQ_REFUSED.inc()
-            logger.bind(**delivery.log_fields()).error(
-                "the dead-letter queue refused this poison message; it stays for the redrive policy"
-            )
-            record_poison(delivery, "redrive")
+    def _leave(self, left: list[Delivery]) -> None:
+        """Poison without a DLQ, and writes Redis refused: back after the visibility timeout."""
         for delivery in left:
             if delivery.invalid is not None:
                 record_poison(delivery, "redrive")
             else:
                 record_store_error(delivery)
-        receipts = [d.receipt for d in left + not_parked]
-        if receipts:
-            self.channel.forget_many(receipts)
+
+    def _release(self, deliveries: list[Delivery]) -> None:
+        """Make messages visible again soon: not written (Redis), or held (poison flood)."""
+        if not deliveries:
+            return
+        for delivery in deliveries:
+            if delivery.held:
+                record_held(delivery)
+            else:
+                record_transient(delivery)
+        try:
+            self.queue.release([d.received.receipt for d in deliveries], self.retry_visibility)
+        except QueueUnavailable as exc:
+            _queue_failed("release", exc)
+            logger.warning(
+                "could not hand {} message(s) back early, they come back after the visibility"
+                " timeout: {}",
+                len(deliveries),
+                exc,
+            )
+
+
+def _queue_failed(
+    operation: str,
+    exc: QueueUnavailable,
+    health: HealthState | None = None,
+    reason: Reason | None = None,
+) -> None:
+    metrics.QUEUE_ERRORS.labels(operation, exc.fault.value).inc()
+    if operation in ("receive", "delete"):
+        metrics.RECEIVE_ERRORS.inc()
+    if health is not None and reason is not None:
+        health.failed(reason, str(exc))

@@ -13,7 +13,7 @@ import threading
 from loguru import logger
 
 from cache_pipeline import metrics
-from cache_pipeline.health import HealthState
+from cache_pipeline.health import HealthState, Reason
 from cache_pipeline.poison_guard import PoisonGuard
 
 
@@ -41,13 +41,12 @@ class FloodBrake:
                 if self._halted_for is None:
                     metrics.POISON_FLOOD_PAUSES.inc()
                     logger.error("{}", reason)
+                if self._halted_for != reason:
+                    self.health.pause(Reason.POISON_FLOOD, reason)
                 self._halted_for = reason
-                if self.health.paused_reason != reason:
-                    self.health.pause(reason)
                 return True
             if self._halted_for is not None:
-                if self.health.paused_reason == self._halted_for:
-                    self.health.resume()
+                self.health.resume(Reason.POISON_FLOOD)
                 self._halted_for = None
                 logger.warning("poison flood cool-down over: consumption resumed")
             return False

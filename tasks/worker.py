@@ -3,11 +3,13 @@
 Celery runs the process (signals, warm and soft shutdown, the task registry,
 the solo pool), but its own task consumer is given no queue: the queue carries
 raw JSON, which Celery's consumer would reject. Instead the ``QueueConsumers``
-bootstep starts WORKER_CONCURRENCY ``QueueConsumer`` threads on the queue, each
-with its own kombu SQS connection; they run the per-type tasks in this
-process. On SIGTERM the worker stops them: each finishes the batch it holds
-(written batches are deleted, anything not written is not), then the process
-exits 0.
+bootstep starts WORKER_CONCURRENCY ``QueueConsumer`` threads on the queue
+(``tasks.consumer``), sharing one ``SqsQueue``; each runs the per-type tasks
+(``tasks.handlers.TaskRunner``) in its own thread. On SIGTERM the worker stops them:
+each finishes the batch it holds (written batches are deleted, anything not
+written is not), then the process exits 0. Should every consumer thread end
+while the worker is not stopping, the worker shuts down with exit code 1 (and
+/livez says so meanwhile), so that its supervisor starts a new one.
 
 The HTTP surface (/livez, /readyz, /metrics) runs in a thread of this process,
 so /metrics counts every message this worker handles.
@@ -20,23 +22,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import bootsteps
-from kombu import Connection
+from celery.platforms import EX_FAILURE
+from celery.worker import state as worker_state
 from loguru import logger
 
 from cache_pipeline import metrics
 from cache_pipeline.backoff import RedisGate
+from cache_pipeline.batch import TASK_NAMES
 from cache_pipeline.config import Settings
+from cache_pipeline.errors import StoreError, StoreUnavailable
 from cache_pipeline.health import HealthState
-from cache_pipeline.keys import KeyLayout
+from cache_pipeline.plan import Planner
 from cache_pipeline.poison_guard import FloodBound, PoisonGuard
 from cache_pipeline.redis_client import connect
 from cache_pipeline.schema import SchemaGuard, SchemaWatch
+from cache_pipeline.sqs_queue import SqsQueue
 from cache_pipeline.store import RedisClient, Store
-from cache_pipeline.writer import Writer
-from tasks.app import TRANSPORT, PipelineApp, broker_url, create_app, queue_name, transport_options
+from tasks.app import PipelineApp, create_app, queue_name
 from tasks.consumer import QueueConsumer
 from tasks.flood import FloodBrake
-from tasks.handlers import tasks_by_type
+from tasks.handlers import TaskRunner
 
 STOP_TIMEOUT = 30.0  # seconds a consumer gets to finish its batch on shutdown
 
@@ -48,24 +53,49 @@ class Runtime:
     settings: Settings
     redis: RedisClient
     store: Store
-    writer: Writer
+    planner: Planner
+    queue: SqsQueue
     health: HealthState
     schema: SchemaWatch
     flood: FloodBrake
+    gate: RedisGate
     stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         client = connect(settings)
-        layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
+        planner = Planner.from_settings(settings)
         store = Store(
-            client, layout, ttl=settings.keys_ttl_in_secs, policy=settings.cache_update_policy
+            client,
+            planner.layout,
+            ttl=settings.keys_ttl_in_secs,
+            policy=settings.cache_update_policy,
         )
-        health = HealthState()
-        schema = SchemaWatch(SchemaGuard(client, layout), health)
-        writer = Writer(store, settings.environment_prefix, settings.max_future_skew_secs)
-        flood = FloodBrake(PoisonGuard(FloodBound.from_settings(settings)), health)
-        return cls(settings, client, store, writer, health, schema, flood)
+        health = HealthState(
+            window=settings.not_ready_after_secs, stall_after=settings.stalled_after_secs
+        )
+        stopping = threading.Event()
+        return cls(
+            settings=settings,
+            redis=client,
+            store=store,
+            planner=planner,
+            queue=SqsQueue.from_settings(settings),
+            health=health,
+            schema=SchemaWatch(SchemaGuard(client, planner.layout), health),
+            flood=FloodBrake(PoisonGuard(FloodBound.from_settings(settings)), health),
+            gate=RedisGate(store.probe_write, health, stopping),
+            stopping=stopping,
+        )
+
+    def ping_redis(self) -> None:
+        """One PING at startup, reported to health and metrics (a failure is not fatal)."""
+        try:
+            up = self.store.ping()
+        except (StoreUnavailable, StoreError):
+            up = False
+        self.health.set_redis(up)
+        metrics.REDIS_UP.set(1 if up else 0)
 
 
 class QueueConsumers(bootsteps.StartStopStep):
@@ -79,20 +109,25 @@ class QueueConsumers(bootsteps.StartStopStep):
 
     def start(self, parent: Any) -> None:
         runtime: Runtime = parent.app.runtime
-        consumers = [new_consumer(parent.app, runtime) for _ in range(concurrency(runtime))]
+        settings = runtime.settings
+        assert settings.queue_url is not None
+        runner = TaskRunner(parent.app, list(TASK_NAMES.values()))
+        count = settings.worker_concurrency
+        consumers = [new_consumer(runtime, runner, f"queue-consumer-{i}") for i in range(count)]
+        runtime.health.supervise()
         # Counted together before any thread runs: readiness never shows a partial set.
-        _count_consumer(runtime, len(consumers))
+        _count_consumers(runtime, len(consumers))
         for index, consumer in enumerate(consumers):
             thread = threading.Thread(
-                target=_run_consumer, args=(consumer, runtime), name=f"queue-consumer-{index}"
+                target=_run_consumer, args=(consumer, runtime), name=consumer.name, daemon=True
             )
             try:
                 thread.start()
             except RuntimeError:  # no thread left: the ones not started are not live
-                _count_consumer(runtime, index - len(consumers))
+                _count_consumers(runtime, index - len(consumers))
                 raise
             self.threads.append(thread)
-        logger.info("consuming {} with {} consumer(s)", runtime.settings.queue_url, len(consumers))
+        logger.info("consuming {} with {} consumer(s)", settings.queue_url, len(consumers))
 
     def stop(self, parent: Any) -> None:
         runtime: Runtime = parent.app.runtime
@@ -102,35 +137,24 @@ class QueueConsumers(bootsteps.StartStopStep):
         self.threads = [thread for thread in self.threads if thread.is_alive()]
         if self.threads:
             logger.error("{} consumer(s) did not stop in time", len(self.threads))
+        runtime.queue.close()
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)
 
 
-def concurrency(runtime: Runtime) -> int:
-    return runtime.settings.worker_concurrency
-
-
-def new_consumer(app: PipelineApp, runtime: Runtime) -> QueueConsumer:
-    """A consumer with its own kombu connection on the batching SQS transport."""
-    settings = runtime.settings
-    assert settings.queue_url is not None
-    connection = Connection(
-        broker_url(settings), transport=TRANSPORT, transport_options=transport_options(settings)
-    )
-    dead_letter = None
-    if settings.dead_letter_queue_url:
-        dead_letter = (queue_name(settings.dead_letter_queue_url), settings.dead_letter_queue_url)
+def new_consumer(runtime: Runtime, runner: TaskRunner, name: str) -> QueueConsumer:
+    """A consumer of the runtime's queue, running the tasks through ``runner``."""
     return QueueConsumer(
-        connection,
-        queue_name=queue_name(settings.queue_url),
-        queue_url=settings.queue_url,
-        batch_size=settings.batch_size,
-        tasks=tasks_by_type(app),
-        writer=runtime.writer,
-        gate=RedisGate(runtime.store.ping, runtime.health, runtime.stopping),
+        name=name,
+        queue=runtime.queue,
+        store=runtime.store,
+        parse=runtime.planner.parse,
+        run=runner,
+        gate=runtime.gate,
+        health=runtime.health,
         stopping=runtime.stopping,
-        dead_letter=dead_letter,
+        batch_size=runtime.settings.batch_size,
         schema=runtime.schema,
         flood=runtime.flood,
     )
@@ -140,27 +164,33 @@ def _run_consumer(consumer: QueueConsumer, runtime: Runtime) -> None:
     """Run one consumer (already counted as live) and uncount it when it ends."""
     try:
         consumer.run()
-    except Exception:
-        logger.exception("a queue consumer stopped on an unexpected error")
+    except BaseException:
+        logger.exception("queue consumer {} stopped on an unexpected error", consumer.name)
+        raise
     finally:
-        _count_consumer(runtime, -1)
+        runtime.health.forget(consumer.name)
+        left = _count_consumers(runtime, -1)
+        if left == 0 and not runtime.stopping.is_set():
+            logger.error("every queue consumer has stopped: the worker exits with code 1")
+            worker_state.should_stop = EX_FAILURE  # type: ignore[assignment]  # Celery acts on it
 
 
 _consumer_lock = threading.Lock()
 
 
-def _count_consumer(runtime: Runtime, delta: int) -> None:
+def _count_consumers(runtime: Runtime, delta: int) -> int:
     with _consumer_lock:
         count = runtime.health.consumers + delta
         runtime.health.set_consumers(count)
         metrics.CONSUMERS.set(count)
+        return count
 
 
 def build_worker(settings: Settings, runtime: Runtime) -> Any:
     """The Celery worker for ``settings``, with the consumer bootstep added."""
-    app = create_app(settings)
+    app: PipelineApp = create_app(settings)
     app.runtime = runtime
-    app.writer = runtime.writer
+    app.planner = runtime.planner
     app.steps["worker"].add(QueueConsumers)
     assert settings.queue_url is not None
     return app.Worker(
@@ -187,7 +217,7 @@ def run_worker(settings: Settings) -> int:
     runtime = Runtime.build(settings)
     http = serve_in_thread(settings, runtime.health, runtime.redis)
     try:
-        RedisGate(runtime.store.ping, runtime.health, runtime.stopping).probe()
+        runtime.ping_redis()
         worker = build_worker(settings, runtime)
         worker.start()
         return int(worker.exitcode or 0)

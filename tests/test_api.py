@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.server import ServerHandle, serve_in_thread
 from cache_pipeline.config import Settings, load_settings
-from cache_pipeline.health import HealthState
+from cache_pipeline.health import HealthState, Reason
 from cache_pipeline.metrics import BASELINE_TYPES, HTTP_REQUEST_DURATION_NAME, HTTP_REQUESTS_NAME
 from cache_pipeline.redis_client import connect
 from tests.support.servers import RedisServer, free_port, wait_until
@@ -91,12 +91,21 @@ def test_readyz_up_when_consuming_and_redis_answers(surface: Surface) -> None:
 
 
 def test_readyz_down_without_consumers(surface: Surface) -> None:
-    assert surface.readyz() == (503, {"status": "DOWN", "consumers": 0, "redis": "CONNECTED"})
+    assert surface.readyz() == (
+        503,
+        {
+            "status": "DOWN",
+            "consumers": 0,
+            "redis": "CONNECTED",
+            "reason": "no_consumers",
+            "message": "no queue consumer runs in this process",
+        },
+    )
 
 
 def test_readyz_down_with_reason_while_paused(surface: Surface) -> None:
     surface.health.set_consumers(1)
-    surface.health.pause("redis schema mismatch")
+    surface.health.pause(Reason.SCHEMA_REFUSED, "redis schema mismatch")
     surface.health.set_detail("schema", "expected 1, found 2")
     status, body = surface.readyz()
     assert status == 503
@@ -104,10 +113,11 @@ def test_readyz_down_with_reason_while_paused(surface: Surface) -> None:
         "status": "DOWN",
         "consumers": 1,
         "redis": "CONNECTED",
-        "reason": "redis schema mismatch",
+        "reason": "schema_refused",
+        "message": "redis schema mismatch",
         "details": {"schema": "expected 1, found 2"},
     }
-    surface.health.resume()
+    surface.health.resume(Reason.SCHEMA_REFUSED)
     surface.health.set_detail("schema", None)
     wait_until(lambda: surface.readyz()[0] == 200, what="/readyz UP after resume")
 
@@ -117,7 +127,13 @@ def test_readyz_follows_redis_down_and_back(surface: Surface) -> None:
     wait_until(lambda: surface.readyz()[0] == 200, what="/readyz UP")
 
     surface.redis_server.stop()
-    down = {"status": "DOWN", "consumers": 2, "redis": "DISCONNECTED"}
+    down = {
+        "status": "DOWN",
+        "consumers": 2,
+        "redis": "DISCONNECTED",
+        "reason": "redis_unreachable",
+        "message": "Redis does not answer a PING",
+    }
     wait_until(lambda: surface.readyz() == (503, down), what="/readyz DOWN with Redis stopped")
     assert surface.health.redis_connected is False
 

@@ -24,8 +24,8 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from cache_pipeline.cli import cli
 from cache_pipeline.config import Settings, load_settings
+from cli.main import cli
 from tests.support.servers import AWS_TEST_ENV, SqsServer
 from tests.support.status_server import status_server
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from docker.utils.build import exclude_paths  # type: ignore[import-untyped]
 
-from cache_pipeline.cli import cli
+from cli.main import cli
 from tests.support.dockerfile import Stage, exec_form, parse
 from tests.support.status_server import status_server
 
@@ -95,7 +95,7 @@ def test_final_stage_runs_the_worker_as_a_numeric_non_root_user(stages: list[Sta
 
 def test_entry_point_and_commands_exist() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert pyproject["project"]["scripts"]["cache-pipeline"] == "cache_pipeline.cli:main"
+    assert pyproject["project"]["scripts"]["cache-pipeline"] == "cli.main:main"
     assert {"worker", "edge-stub"} <= set(cli.commands), sorted(cli.commands)
 
 

@@ -459,7 +459,7 @@ def test_a_bad_file_stops_startup_with_one_line(tmp_path: Path) -> None:
         data = tmp_path / "edge.json"
         data.write_text(text)
         done = subprocess.run(
-            [sys.executable, "-m", "cache_pipeline.cli", "edge-stub", "--file", str(data)],
+            [sys.executable, "-m", "cli", "edge-stub", "--file", str(data)],
             capture_output=True,
             text=True,
             timeout=60,

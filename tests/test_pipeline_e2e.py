@@ -9,18 +9,18 @@ import sys
 from typing import Any
 
 import redis
-from celery import Celery
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
 from tasks.handlers import TASK_NAMES
 from tests.support import factory
-from tests.support.servers import AWS_TEST_ENV, SqsServer, wait_until
+from tests.support.servers import SqsServer, wait_until
 from tests.support.worker import (
     Workers,
     expected_state,
     queue_depth,
     send,
+    send_task,
     wait_for_state,
 )
 
@@ -96,43 +96,12 @@ def test_sns_wrapped_messages_are_unwrapped(
     wait_for_state(redis_client, prefix, expected_state(prefix, [body], CacheUpdatePolicy.UPSERT))
 
 
-def _send_task(sqs_server: SqsServer, queue_url: str, task: str, args: Any) -> None:
-    """Send one Celery-protocol (v2) message; ``args`` that Celery itself refuses go raw."""
-    name = queue_url.rsplit("/", 1)[-1]
-    producer = Celery("producer", set_as_current=False)
-    producer.conf.update(
-        broker_url="sqs://" + sqs_server.endpoint.split("://", 1)[1],
-        broker_transport_options={
-            "region": "us-east-1",
-            "is_secure": False,
-            "predefined_queues": {name: {"url": queue_url}},
-        },
-    )
-    env = dict(os.environ)
-    os.environ.update(AWS_TEST_ENV)
-    try:
-        if isinstance(args, list):
-            producer.send_task(task, args=args, queue=name)
-        else:
-            with producer.connection_for_write() as connection:
-                connection.Producer().publish(
-                    [args, {}, {}],
-                    routing_key=name,
-                    headers={"task": task, "id": "raw-celery-message", "lang": "py"},
-                    serializer="json",
-                )
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
-        producer.close()
-
-
 def test_a_celery_send_task_message_runs_the_same_task(
     workers: Workers, sqs_server: SqsServer, queue_url: str, redis_client: redis.Redis, prefix: str
 ) -> None:
     body = factory.entitlements("cus-celery", 100, features={"seats": 2})
     workers.start()
-    _send_task(sqs_server, queue_url, TASK_NAMES["entitlements.updated"], [body])
+    send_task(sqs_server, queue_url, TASK_NAMES["entitlements.updated"], [body])
     wait_for_state(redis_client, prefix, expected_state(prefix, [body], CacheUpdatePolicy.UPSERT))
     worker = workers.started[0]
     wait_until(lambda: worker.counter(PROCESSED, type="entitlements.updated") == 1)
@@ -155,7 +124,7 @@ def test_a_message_that_breaks_its_handling_is_poison_and_the_consumer_goes_on(
 ) -> None:
     """A Celery message whose args are not a list raised TypeError in the consumer thread."""
     worker = workers.start()
-    _send_task(sqs_server, queue_url, TASK_NAMES["entitlements.updated"], 5)
+    send_task(sqs_server, queue_url, TASK_NAMES["entitlements.updated"], 5)
     wait_until(lambda: worker.counter(FAILED, reason="unprocessable") >= 1, timeout=20)
     body = factory.entitlements("cus-after", 100, features={"seats": 2})
     send(sqs_server.client(), queue_url, [body])
@@ -167,7 +136,7 @@ def test_a_message_that_breaks_its_handling_is_poison_and_the_consumer_goes_on(
 def test_missing_queue_url_stops_startup_with_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if k != "QUEUE_URL"}
     result = subprocess.run(
-        [sys.executable, "-m", "cache_pipeline.cli", "worker"],
+        [sys.executable, "-m", "cli", "worker"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -80,7 +80,7 @@ def test_redis_stopped_mid_stream_pauses_then_resumes_without_loss(
     wait_until(lambda: processed(worker) >= len(seeded) + 10, what="part of the stream applied")
     own_redis.stop()
     send(client, queue_url, messages[60:])
-    wait_until(lambda: worker.readyz().get("reason") == "redis unavailable", what="worker paused")
+    wait_until(lambda: worker.readyz().get("reason") == "redis_unreachable", what="worker paused")
     assert worker.readyz()["status"] == "DOWN"
     assert worker.counter("persistent_cache_messages_failed_total", reason="transient") > 0
     assert queue_depth(client, queue_url) > 0  # nothing deleted while Redis was away

@@ -10,19 +10,23 @@ import redis
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
+from tasks.handlers import TASK_NAMES
 from tests.support import factory
 from tests.support.servers import SqsServer, wait_until
 from tests.support.worker import (
+    WorkerProcess,
     Workers,
     create_queue,
     expected_state,
     queue_depth,
     send,
+    send_task,
     wait_for_state,
 )
 
 FAILED = "persistent_cache_messages_failed_total"
 PARKED = "persistent_cache_messages_parked_total"
+REFUSED = "persistent_cache_dlq_refused_total"
 
 
 def poison_bodies(prefix: str) -> dict[str, list[str]]:
@@ -149,3 +153,85 @@ def test_a_write_redis_refuses_does_not_block_the_others(
         redis_client, prefix, expected | expected_state(prefix, [broken], CacheUpdatePolicy.UPSERT)
     )
     assert expected_broken_list == ["not a string key"]
+
+
+def killer_bodies(sqs_server: SqsServer, queue_url: str) -> None:
+    """The three bodies that used to end the consumer thread: each on its own receive."""
+    usage = factory.usage("cus-1", 600, "seats", 1)
+    huge = json.dumps(usage).replace('"currentUsage": 1', '"currentUsage": 1e400')
+    nested = json.dumps(usage)[:-1] + ', "deep": ' + "[" * 1000 + "]" * 1000 + "}"
+    send(sqs_server.client(), queue_url, [huge, nested])
+    send_task(sqs_server, queue_url, TASK_NAMES["usage.updated"], 5)  # args=5: TypeError
+
+
+def test_bodies_that_ended_the_consumer_are_poison_and_a_restarted_worker_stays_up(
+    workers: Workers,
+    queue_url: str,
+    sqs_server: SqsServer,
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    first = workers.start()
+    killer_bodies(sqs_server, queue_url)
+    valid = [factory.entitlements("cus-1", 100, features={"seats": 1})]
+    send(sqs_server.client(), queue_url, valid)
+    wait_for_state(redis_client, prefix, expected_state(prefix, valid, CacheUpdatePolicy.UPSERT))
+
+    def counted(worker: WorkerProcess) -> bool:
+        return (
+            worker.counter(FAILED, reason="not_json") >= 2
+            and worker.counter(FAILED, reason="unprocessable") >= 1
+        )
+
+    wait_until(lambda: counted(first), timeout=30, what="the three counted as poison")
+    assert "TypeError" in first.output()
+    first.kill()  # the poison stays on the queue (no DLQ): a new worker meets it again
+    second = workers.start()
+    wait_until(lambda: counted(second), timeout=30, what="met again by the new worker")
+    more = [factory.usage("cus-1", 200, "seats", 4)]
+    send(sqs_server.client(), queue_url, more)
+    expected = expected_state(prefix, valid + more, CacheUpdatePolicy.UPSERT)
+    wait_for_state(redis_client, prefix, expected)
+    assert second.process is not None
+    assert second.process.poll() is None
+    assert second.http.get("/livez").status_code == 200
+    assert second.readyz()["status"] == "UP"
+    assert queue_depth(sqs_server.client(), queue_url) == 3  # left for the redrive policy
+
+
+def test_ids_sqs_refuses_in_attributes_are_parked_with_sanitised_attributes(
+    workers: Workers, queue_url: str, dlq_url: str, sqs_server: SqsServer
+) -> None:
+    body = factory.usage("cus-1", 100, "seats", 1, id="a\u0001b\uffffc")
+    del body["data"]["featureId"]
+    worker = workers.start(DEAD_LETTER_QUEUE_URL=dlq_url)
+    send(sqs_server.client(), queue_url, [body])
+    (parked,) = dlq_messages(sqs_server, dlq_url, 1)
+    assert json.loads(parked["Body"]) == body
+    attributes = {k: v["StringValue"] for k, v in parked["MessageAttributes"].items()}
+    assert attributes["reason"] == "invalid_field"
+    assert attributes["messageId"] == "a\ufffdb\ufffdc"
+    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="deleted")
+    assert worker.counter(PARKED, destination="dlq") == 1
+    assert worker.counter(REFUSED) == 0
+
+
+def test_poison_the_dead_letter_queue_refuses_stays_with_an_error_and_a_count(
+    workers: Workers, queue_url: str, sqs_server: SqsServer
+) -> None:
+    small_dlq = create_queue(sqs_server.client(), MaximumMessageSize="1024")
+    poison = json.dumps(factory.usage("cus-1", 100, "seats", 1) | {"type": "x" * 2000})
+    worker = workers.start(DEAD_LETTER_QUEUE_URL=small_dlq)
+    send(sqs_server.client(), queue_url, [poison])
+    wait_until(lambda: worker.counter(REFUSED) >= 1, timeout=20, what="refusal counted")
+    assert worker.counter(PARKED, destination="redrive") >= 1
+    assert queue_depth(sqs_server.client(), small_dlq) == 0
+    assert queue_depth(sqs_server.client(), queue_url) == 1  # left for the redrive policy
+    refusals = [
+        json.loads(line)
+        for line in worker.output().splitlines()
+        if line.startswith("{") and "dead-letter queue refused" in line
+    ]
+    assert refusals
+    assert refusals[0]["level"] == "error"
+    assert refusals[0]["reason"] == "unknown_type"

@@ -198,9 +198,10 @@ def test_a_flood_stops_the_worker_instead_of_filling_the_dlq(
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "DOWN"
-    assert body["reason"].startswith("poison flood:")
-    assert "POISON_FLOOD_RATIO=0.5" in body["reason"]
-    assert "restart the worker" in body["reason"]
+    assert body["reason"] == "poison_flood"
+    assert body["message"].startswith("poison flood:")
+    assert "POISON_FLOOD_RATIO=0.5" in body["message"]
+    assert "restart the worker" in body["message"]
 
     parked = worker.counter("persistent_cache_messages_parked_total", destination="dlq")
     processed = sum(

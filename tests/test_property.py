@@ -40,12 +40,12 @@ from hypothesis import strategies as st
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout, timestamp_key
 from cache_pipeline.messages import CacheInvalidated, Message
-from cache_pipeline.reference import ReferenceCache
-from cache_pipeline.snapshot import read_state
 from cache_pipeline.store import Outcome, Store
 from tests.support import factory
 from tests.support.factory import parsed
+from tests.support.reference import ReferenceCache
 from tests.support.servers import RedisServer
+from tests.support.snapshot import read_state
 
 Scope = tuple[str, str | None]
 SCOPES: list[Scope] = [("cus-1", None), ("cus-2", None), ("cus-1", "site:1")]

@@ -23,11 +23,11 @@ from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
 from cache_pipeline.resync import ScriptRunner
 from cache_pipeline.schema import Marker, SchemaGuard, SchemaStatus
 from cache_pipeline.scope_writes import ScriptCall, invalidate_call, snapshot_call
-from cache_pipeline.snapshot import read_state
 from tests.support.cluster import RedisClusterServer
 from tests.support.edge import STUB_API_KEY, EdgeStub, feature, metered
 from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer, free_port
+from tests.support.snapshot import read_state
 from tests.support.stigg_sdk import run_stigg_sdk
 
 PREFIX = "resync-env"
@@ -102,7 +102,7 @@ def run_resync(
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "cache_pipeline.cli", "resync", *args],
+        [sys.executable, "-m", "cli", "resync", *args],
         input=stdin,
         capture_output=True,
         text=True,

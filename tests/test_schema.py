@@ -25,10 +25,10 @@ from cache_pipeline.schema import (
     SchemaWatch,
     refresh_health,
 )
-from cache_pipeline.snapshot import read_state
 from cache_pipeline.store import Store
 from tests.support.factory import entitlements, invalidation, parsed
 from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.snapshot import read_state
 from tests.support.worker import (
     Workers,
     create_queue,
@@ -121,7 +121,7 @@ def test_a_different_version_refuses_to_write_and_says_why(
     assert "refusing to write" in message
     body = health.as_dict()
     assert body["status"] == "DOWN"
-    assert body["reason"] == message
+    assert (body["reason"], body["message"]) == ("schema_refused", message)
     redis_client.delete(layout.schema_marker)
 
 
@@ -201,8 +201,9 @@ def test_the_worker_refuses_another_schema_version_and_says_why(
     ready = worker.http.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["status"] == "DOWN"
-    assert "refusing to write" in ready.json()["reason"]
-    assert "version '0'" in ready.json()["reason"]
+    assert ready.json()["reason"] == "schema_refused"
+    assert "refusing to write" in ready.json()["message"]
+    assert "version '0'" in ready.json()["message"]
     assert "refusing to write" in worker.output()
     assert queue_depth(sqs_server.client(), queue_url) == len(bodies)
     assert read_state(own_client, layout) == {}

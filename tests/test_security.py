@@ -18,11 +18,11 @@ from cache_pipeline.config import CacheUpdatePolicy, load_settings
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.resync import run_resync
 from cache_pipeline.scopes import ScopeRef
-from cache_pipeline.snapshot import read_state
 from tests.support import factory
 from tests.support.dockerfile import parse
 from tests.support.edge import STUB_API_KEY, EdgeStub, feature
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port, wait_until
+from tests.support.snapshot import read_state
 from tests.support.worker import (
     Workers,
     create_queue,
@@ -98,7 +98,7 @@ def test_secrets_never_reach_logs_metrics_or_probes(
     assert leaks(output, secrets) == []  # ...without a secret in any line
     assert leaks(probes, secrets) == []
     config = subprocess.run(
-        [sys.executable, "-m", "cache_pipeline.cli", "check-config"],
+        [sys.executable, "-m", "cli", "check-config"],
         capture_output=True,
         text=True,
         timeout=60,

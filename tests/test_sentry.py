@@ -17,7 +17,12 @@ from typing import Any
 import pytest
 
 from cache_pipeline import __version__
-from tests.support.servers import AWS_TEST_ENV, free_port
+from tasks.handlers import TASK_NAMES
+from tests.support import factory
+from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port, wait_until
+from tests.support.worker import WorkerProcess, send_task, worker_env
+
+FAILED = "persistent_cache_messages_failed_total"
 
 TASK_CHILD = textwrap.dedent(
     """
@@ -219,3 +224,38 @@ def test_error_log_lines_reach_sentry_once(sentry: Envelopes) -> None:
     crumbs = [crumb["message"] for crumb in caught["breadcrumbs"]["values"]]
     assert "an info line is a breadcrumb only" in crumbs
     assert "so is a warning from a library" in crumbs
+
+
+def test_an_error_inside_a_task_of_the_real_worker_reaches_the_log_and_sentry_with_its_name(
+    sentry: Envelopes,
+    sqs_server: SqsServer,
+    queue_url: str,
+    redis_server: RedisServer,
+    prefix: str,
+) -> None:
+    """One line at error naming the task, and one Sentry event scoped as a Celery task."""
+    env = worker_env(queue_url, sqs_server, redis_server, prefix)
+    worker = WorkerProcess({**env, "SENTRY_DSN": sentry.dsn, "DISABLE_SENTRY": "0"})
+    try:
+        worker.start()
+        body = factory.entitlements("cus-1", 100, features={"seats": 1})
+        task = TASK_NAMES["entitlements.updated"]
+        send_task(sqs_server, queue_url, task, [body, "one argument too many"])
+        wait_until(lambda: sentry.events(), timeout=30, what="an event")
+        wait_until(
+            lambda: worker.counter(FAILED, reason="unprocessable") == 1, what="poison counted"
+        )
+        (event,) = sentry.events()
+        (error,) = event["exception"]["values"]
+        assert error["type"] == "TypeError"
+        assert event["transaction"] == task
+        assert event["extra"]["celery-job"]["task_name"] == task
+        assert event["tags"]["celery_task_id"]
+        lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+        (logged,) = [line for line in lines if line.get("task") == task]
+        assert logged["level"] == "error"
+        assert logged["err"]["type"] == "TypeError"
+        assert logged["task_id"] == event["tags"]["celery_task_id"]
+    finally:
+        worker.kill()
+        worker.stop()

@@ -22,11 +22,11 @@ from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreError, Sto
 from cache_pipeline.keys import KeyLayout, timestamp_key
 from cache_pipeline.messages import Message
 from cache_pipeline.redis_client import connect
-from cache_pipeline.snapshot import read_state
 from cache_pipeline.store import UNLINK_BATCH, Outcome, RedisClient, Store
 from tests.support import factory
 from tests.support.factory import parsed
 from tests.support.servers import RedisServer, free_port
+from tests.support.snapshot import read_state
 
 UPSERT = CacheUpdatePolicy.UPSERT
 IF_EXISTS = CacheUpdatePolicy.UPDATE_IF_EXISTS

@@ -16,10 +16,10 @@ from cache_pipeline.config import CacheUpdatePolicy, Settings
 from cache_pipeline.errors import StoreError, StoreUnavailable
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.redis_client import connect
-from cache_pipeline.snapshot import read_state
 from cache_pipeline.store import Outcome, Store
 from tests.support import factory
 from tests.support.factory import parsed
+from tests.support.snapshot import read_state
 from tests.support.tls import (
     PASSWORD,
     READONLY_PASSWORD,

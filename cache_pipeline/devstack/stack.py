@@ -46,7 +46,7 @@ DEFAULTS = {
     "BATCH_SIZE": "10",
 }
 STOP_GRACE = {"worker": 40.0}  # seconds; every other part gets 5
-CLI = [sys.executable, "-m", "cache_pipeline.cli"]
+CLI = [sys.executable, "-m", "cli"]
 
 
 def missing_prerequisites(need_redis_server: bool) -> list[str]:

@@ -46,7 +46,7 @@ class EdgeStub:
         args = [
             sys.executable,
             "-m",
-            "cache_pipeline.cli",
+            "cli",
             "edge-stub",
             "--file",
             str(self.file),

@@ -90,7 +90,8 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="redis-test-"))
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> RedisServer:
+    def start(self, *, wait: bool = True) -> RedisServer:
+        """Start redis-server; with ``wait``, return once it answers (not while it loads)."""
         args = [
             self.binary,
             "--port",
@@ -108,7 +109,8 @@ class RedisServer:
             *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_until(self._ready, timeout=10, what=f"redis-server on port {self.port}")
+        if wait:
+            wait_until(self._ready, timeout=10, what=f"redis-server on port {self.port}")
         return self
 
     def _ready(self) -> bool:

@@ -1,6 +1,6 @@
 """The real worker as a process of its own, and the queues and checks its tests share.
 
-``WorkerProcess`` runs ``python -m cache_pipeline.cli worker`` with settings in
+``WorkerProcess`` runs ``python -m cli worker`` with settings in
 its environment, waits until its consumers run (read from its own /readyz),
 reads its /metrics, and stops it with SIGTERM or SIGKILL. Its output goes to a
 file that failures print.
@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.reference import ReferenceCache
-from cache_pipeline.snapshot import read_state
 from tests.support import factory
 from tests.support.factory import parsed
+from tests.support.reference import ReferenceCache
 from tests.support.servers import (
     AWS_TEST_ENV,
     RedisServer,
@@ -38,6 +38,7 @@ from tests.support.servers import (
     kill_process,
     wait_until,
 )
+from tests.support.snapshot import read_state
 
 if TYPE_CHECKING:
     import redis
@@ -71,7 +72,7 @@ class WorkerProcess:
     def start(self, *, wait: bool = True) -> WorkerProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cache_pipeline.cli", "worker"],
+                [sys.executable, "-m", "cli", "worker"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
@@ -251,3 +252,34 @@ def stream(
     for message in rng.sample(messages, int(count * duplicates)):
         messages.insert(rng.randrange(len(messages)), message)
     return messages
+
+
+def send_task(sqs_server: SqsServer, queue_url: str, task: str, args: Any) -> None:
+    """Send one Celery-protocol (v2) message; ``args`` that Celery itself refuses go raw."""
+    name = queue_url.rsplit("/", 1)[-1]
+    producer = Celery("producer", set_as_current=False)
+    producer.conf.update(
+        broker_url="sqs://" + sqs_server.endpoint.split("://", 1)[1],
+        broker_transport_options={
+            "region": "us-east-1",
+            "is_secure": False,
+            "predefined_queues": {name: {"url": queue_url}},
+        },
+    )
+    env = dict(os.environ)
+    os.environ.update(AWS_TEST_ENV)
+    try:
+        if isinstance(args, list):
+            producer.send_task(task, args=args, queue=name)
+        else:
+            with producer.connection_for_write() as connection:
+                connection.Producer().publish(
+                    [args, {}, {}],
+                    routing_key=name,
+                    headers={"task": task, "id": "raw-celery-message", "lang": "py"},
+                    serializer="json",
+                )
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        producer.close()

@@ -3,7 +3,7 @@
 Tests and benchmarks apply the same messages to this model and to Redis and
 compare the final states. ``snapshot()`` returns ``{key: value}`` with JSON values
 decoded and ``#timestamp`` values as integers, the same shape ``read_state`` (in
-``cache_pipeline.snapshot``) returns from Redis. TTLs are not modelled; the
+``tests.support.snapshot``) returns from Redis. TTLs are not modelled; the
 mapping of an Edge entry to Stigg's cache value is ``cache_pipeline.stigg_map``'s
 (checked on its own against the values Stigg's SDK wrote).
 

@@ -1,8 +1,10 @@
 """The ``cache-pipeline`` command line.
 
-Each command builds the settings itself (no module-level globals) and imports
-the part it runs lazily, so ``cache_pipeline`` stays free of Celery and FastAPI
-at import time. A bad setting prints one line and exits with code 2.
+The top layer: it uses ``api`` (the HTTP surface), ``tasks`` (the Celery worker)
+and the core ``cache_pipeline``; nothing imports it. Each command builds the
+settings itself (no module-level globals) and imports the part it runs lazily,
+so a command that needs neither Celery nor FastAPI never loads them. A bad
+setting prints one line and exits with code 2.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""DirectSqs: the worker's receive and delete calls sent without botocore's per-call machinery.
+"""The signed SQS calls: what goes over the wire, what comes back, and what errors become.
 
-Against the suite's moto server: the replies are what boto3 answers, errors are
-boto3's own exceptions, and what goes over the wire carries a valid SigV4
+Against the suite's moto server the replies are what boto3 answers and every
+error answer becomes ``QueueUnavailable`` with the same fault through either
+path; against a recording server, what goes over the wire carries a valid SigV4
 signature of exactly the bytes sent, over one keep-alive connection (verified
-TLS for https).
+TLS for https). The boto3 fallback is chosen only when a proxy applies, and
+counted.
 """
 
 from __future__ import annotations
@@ -24,101 +26,144 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from botocore.exceptions import BotoCoreError, ClientError
 
-from tasks.direct_sqs import DirectSqs
-from tasks.keepalive import KeepAlive
-from tests.support.servers import AWS_TEST_CLIENT_ARGS, SqsServer, free_port
+from cache_pipeline import metrics
+from cache_pipeline.config import load_settings
+from cache_pipeline.errors import QueueFault, QueueUnavailable
+from cache_pipeline.http_keepalive import KeepAlive
+from cache_pipeline.sqs_wire import Boto3Calls, SignedCalls, SqsCalls, sqs_calls
+from tests.support.servers import AWS_TEST_CLIENT_ARGS, AWS_TEST_ENV, SqsServer, free_port
 
 BODIES = ['{"id":"a","n":1}', "héllo wörld ✓ 𝄞", "<xml>&amp;</xml>", "x" * 5000]
+NO_CREDENTIALS = {
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+    "AWS_CONFIG_FILE": "/nonexistent/config",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default chain finds the test credentials in the environment."""
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 def _client(endpoint: str, **config: Any) -> Any:
     return boto3.client(  # type: ignore[call-overload]
-        "sqs",
-        endpoint_url=endpoint,
-        config=Config(parameter_validation=False, **config),
-        **AWS_TEST_CLIENT_ARGS,
+        "sqs", endpoint_url=endpoint, config=Config(**config), **AWS_TEST_CLIENT_ARGS
     )
 
 
 @pytest.fixture
 def queue(sqs_server: SqsServer) -> Iterator[tuple[Any, str]]:
     client = _client(sqs_server.endpoint)
-    url = client.create_queue(QueueName=f"direct-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    url = client.create_queue(QueueName=f"wire-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     yield client, url
     client.delete_queue(QueueUrl=url)
     client.close()
 
 
-@pytest.fixture
-def direct(queue: tuple[Any, str]) -> Iterator[DirectSqs]:
-    direct = DirectSqs(queue[0])
-    yield direct
-    direct.close()
+@pytest.fixture(params=["signed", "boto3"])
+def calls(request: pytest.FixtureRequest, sqs_server: SqsServer) -> Iterator[SqsCalls]:
+    made: SqsCalls
+    if request.param == "signed":
+        made = SignedCalls(sqs_server.endpoint, "us-east-1")
+    else:
+        made = Boto3Calls(_client(sqs_server.endpoint), "test")
+    yield made
+    made.close()
 
 
-def test_receive_and_delete_answer_as_boto3_does(queue: tuple[Any, str], direct: DirectSqs) -> None:
+def test_receive_and_delete_answer_as_boto3_does(queue: tuple[Any, str], calls: SqsCalls) -> None:
     client, url = queue
     for body in BODIES:
         client.send_message(QueueUrl=url, MessageBody=body)
     received: list[dict[str, Any]] = []
     while len(received) < len(BODIES):
-        reply = direct.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=1,
-            VisibilityTimeout=30,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        reply = calls.call(
+            "ReceiveMessage",
+            {
+                "QueueUrl": url,
+                "MaxNumberOfMessages": 10,
+                "WaitTimeSeconds": 1,
+                "VisibilityTimeout": 30,
+                "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+            },
         )
         received += reply.get("Messages", [])
     assert sorted(m["Body"] for m in received) == sorted(BODIES)
     assert all(m["Attributes"]["ApproximateReceiveCount"] == "1" for m in received)
-    assert all(m["MessageId"] and m["ReceiptHandle"] for m in received)
+    now = int(time.time() * 1000)
+    assert all(now - 60_000 < int(m["Attributes"]["SentTimestamp"]) <= now for m in received)
     entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(received)]
-    deleted = direct.delete_message_batch(QueueUrl=url, Entries=entries)
+    deleted = calls.call("DeleteMessageBatch", {"QueueUrl": url, "Entries": entries})
     assert sorted(e["Id"] for e in deleted["Successful"]) == sorted(e["Id"] for e in entries)
     assert not deleted.get("Failed")
-    empty = direct.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-    assert not empty.get("Messages")
     attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == "0"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
 
 
-def test_a_refused_entry_is_reported_not_raised(queue: tuple[Any, str], direct: DirectSqs) -> None:
-    _, url = queue
-    reply = direct.delete_message_batch(
-        QueueUrl=url, Entries=[{"Id": "0", "ReceiptHandle": "not-a-receipt"}]
-    )
-    assert [entry["Id"] for entry in reply["Failed"]] == ["0"]
-
-
-def test_an_error_answer_raises_what_boto3_raises(
-    queue: tuple[Any, str], direct: DirectSqs
+def test_a_missing_queue_is_the_same_fault_through_either_path(
+    queue: tuple[Any, str], calls: SqsCalls
 ) -> None:
-    client, url = queue
+    _, url = queue
     missing = url.rsplit("/", 1)[0] + "/no-such-queue-" + uuid.uuid4().hex[:8]
-    with pytest.raises(ClientError) as from_boto3:
-        client.receive_message(QueueUrl=missing, WaitTimeSeconds=0)
-    with pytest.raises(ClientError) as from_direct:
-        direct.receive_message(QueueUrl=missing, WaitTimeSeconds=0)
-    assert from_direct.value.response["Error"] == from_boto3.value.response["Error"]
+    with pytest.raises(QueueUnavailable) as caught:
+        calls.call("ReceiveMessage", {"QueueUrl": missing, "WaitTimeSeconds": 0})
+    assert caught.value.fault is QueueFault.MISSING_QUEUE
+    assert "QueueDoesNotExist" in caught.value.detail or "NonExistentQueue" in caught.value.detail
 
 
-def test_an_unreachable_endpoint_raises_a_botocore_error() -> None:
-    client = _client(
-        f"http://127.0.0.1:{free_port()}", connect_timeout=1, retries={"max_attempts": 1}
-    )
-    direct = DirectSqs(client)
-    try:
-        with pytest.raises(BotoCoreError):
-            direct.delete_message_batch(
-                QueueUrl="http://127.0.0.1/1/q", Entries=[{"Id": "0", "ReceiptHandle": "r"}]
-            )
-    finally:
-        direct.close()
-        client.close()
+def test_an_unreachable_endpoint_is_a_fault_not_a_crash() -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    for calls in (
+        SignedCalls(endpoint, "us-east-1"),
+        Boto3Calls(_client(endpoint, connect_timeout=1, retries={"max_attempts": 1}), "test"),
+    ):
+        with pytest.raises(QueueUnavailable) as caught:
+            calls.call("DeleteMessageBatch", {"QueueUrl": endpoint + "/1/q", "Entries": []})
+        assert caught.value.fault is QueueFault.UNREACHABLE
+        calls.close()
+
+
+def test_no_credentials_anywhere_is_a_credentials_fault(
+    sqs_server: SqsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in NO_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    calls = SignedCalls(sqs_server.endpoint, "us-east-1")
+    with pytest.raises(QueueUnavailable) as caught:
+        calls.call("ReceiveMessage", {"QueueUrl": sqs_server.endpoint + "/1/q"})
+    assert caught.value.fault is QueueFault.CREDENTIALS
+    for name, value in AWS_TEST_ENV.items():  # the credentials appear: the next call has them
+        monkeypatch.setenv(name, value)
+    with pytest.raises(QueueUnavailable) as missing:
+        calls.call("ReceiveMessage", {"QueueUrl": sqs_server.endpoint + "/1/no-such-queue"})
+    assert missing.value.fault is QueueFault.MISSING_QUEUE
+    calls.close()
+
+
+def test_a_proxy_sends_the_calls_through_boto3_and_counts_them(
+    sqs_server: SqsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(queue_url="http://x/1/q", sqs_endpoint_url=sqs_server.endpoint)
+    direct = sqs_calls(settings)
+    assert isinstance(direct, SignedCalls)
+    direct.close()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("NO_PROXY", "")
+    fallback = sqs_calls(settings)
+    assert isinstance(fallback, Boto3Calls)
+    counter = metrics.SQS_FALLBACK.labels("proxy")
+    before = counter._value.get()
+    with pytest.raises(QueueUnavailable):
+        fallback.call("ReceiveMessage", {"QueueUrl": settings.queue_url, "WaitTimeSeconds": 0})
+    assert counter._value.get() == before + 1
+    fallback.close()
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -158,16 +203,14 @@ def recorder() -> Iterator[tuple[str, type[_Recorder]]]:
 
 
 def _receive_from(endpoint: str, calls: int) -> list[dict[str, Any]]:
-    client = _client(endpoint)
-    direct = DirectSqs(client)
+    signed = SignedCalls(endpoint, "us-east-1")
     try:
         return [
-            direct.receive_message(QueueUrl=f"{endpoint}/1/q", WaitTimeSeconds=0)
+            signed.call("ReceiveMessage", {"QueueUrl": f"{endpoint}/1/q", "WaitTimeSeconds": 0})
             for _ in range(calls)
         ]
     finally:
-        direct.close()
-        client.close()
+        signed.close()
 
 
 def test_the_request_on_the_wire_carries_a_valid_signature_of_its_bytes(
@@ -242,26 +285,3 @@ def _expected_signature(endpoint: str, headers: dict[str, str], body: bytes) -> 
         f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders={';'.join(signed)}, "
         f"Signature={signature}"
     )
-
-
-def test_sent_timestamp_comes_back_directly_and_through_the_fallback(
-    queue: tuple[Any, str], direct: DirectSqs
-) -> None:
-    """The consumer's receive asks for SentTimestamp (the apply lag is measured from it)."""
-    client, url = queue
-    before = int(time.time() * 1000)
-    client.send_message_batch(
-        QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(2)]
-    )
-    params = {
-        "QueueUrl": url,
-        "MaxNumberOfMessages": 1,
-        "WaitTimeSeconds": 1,
-        "MessageSystemAttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
-    }
-    fallback = DirectSqs(client)
-    fallback._http = None  # what happens on a botocore without the internals DirectSqs uses
-    for receiver in (direct, fallback):
-        (message,) = receiver.receive_message(**params)["Messages"]
-        sent = int(message["Attributes"]["SentTimestamp"])
-        assert before - 5000 <= sent <= int(time.time() * 1000) + 5000

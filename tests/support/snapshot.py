@@ -12,8 +12,8 @@ from cache_pipeline.store import RedisClient
 def read_state(client: RedisClient, layout: KeyLayout) -> dict[str, Any]:
     """``{key: decoded JSON}`` for value keys and ``{key#timestamp: int}`` for versions.
 
-    Internal keys (the per-customer index, its invalidation time and the schema
-    marker) are left out.
+    Internal keys (the per-customer index, its invalidation time, the schema
+    marker and the write probe) are left out.
     """
     state: dict[str, Any] = {}
     keys = sorted(client.scan_iter(match=layout.environment_pattern, count=1000))
@@ -32,5 +32,5 @@ def _internal(key: str, layout: KeyLayout) -> bool:
     return (
         is_private(key)
         or is_private(key.removesuffix(TIMESTAMP_SUFFIX))
-        or (key == layout.schema_marker)
+        or key in (layout.schema_marker, layout.write_probe)
     )

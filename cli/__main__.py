@@ -1,0 +1,5 @@
+"""``python -m cli``: the same as the ``cache-pipeline`` console script."""
+
+from cli.main import main
+
+main()

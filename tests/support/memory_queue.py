@@ -1,0 +1,150 @@
+"""An in-memory ``QueueClient``: a queue, its visibility timeouts and a dead-letter queue.
+
+It behaves as ``SqsQueue`` does against a real SQS server (the contract suite,
+``tests/test_queue_contract.py``, runs against both), so the consumer's settle
+logic can be tested without starting processes. Faults are set by hand:
+``fail`` makes an operation raise ``QueueUnavailable`` until cleared, and a
+dead-letter queue with ``dlq_max_bytes`` refuses what does not fit (attributes
+counted, as SQS counts them).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cache_pipeline.dlq import REASON, attributes
+from cache_pipeline.errors import QueueFault, QueueUnavailable
+from cache_pipeline.queue import Poison, Received
+
+
+@dataclass
+class Stored:
+    """A message in the queue."""
+
+    body: str
+    message_id: str
+    sent_at: float
+    visible_at: float = 0.0
+    receipt: str | None = None
+    receive_count: int = 0
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+class MemoryQueue:
+    """A ``QueueClient`` whose queue lives in this process."""
+
+    def __init__(
+        self,
+        *,
+        visibility_timeout: int = 30,
+        dead_letter: bool = True,
+        dlq_max_bytes: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.visibility_timeout = visibility_timeout
+        self.messages: list[Stored] = []
+        self.dead_letter: list[Stored] | None = [] if dead_letter else None
+        self.dlq_max_bytes = dlq_max_bytes
+        self.failing: dict[str, QueueFault] = {}
+        self.calls: list[str] = []
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # -- the test's side -------------------------------------------------------------------
+
+    def send(self, *bodies: str) -> None:
+        with self._lock:
+            for body in bodies:
+                number = next(self._ids)
+                self.messages.append(Stored(body, f"m-{number}", sent_at=time.time()))
+
+    def fail(self, operation: str, fault: QueueFault | None) -> None:
+        """Make ``operation`` (receive, delete, release, park) raise, or stop raising (None)."""
+        if fault is None:
+            self.failing.pop(operation, None)
+        else:
+            self.failing[operation] = fault
+
+    def bodies(self) -> list[str]:
+        """Every message still in the queue, visible or not."""
+        return [m.body for m in self.messages]
+
+    def parked(self) -> list[Stored]:
+        return list(self.dead_letter or [])
+
+    # -- QueueClient -----------------------------------------------------------------------
+
+    @property
+    def has_dead_letter(self) -> bool:
+        return self.dead_letter is not None
+
+    def receive(self, max_messages: int, wait_seconds: int) -> list[Received]:
+        self._call("receive")
+        with self._lock:
+            now = self._clock()
+            visible = [m for m in self.messages if m.visible_at <= now][:max_messages]
+            for message in visible:
+                message.receipt = f"{message.message_id}/{next(self._ids)}"
+                message.visible_at = now + self.visibility_timeout
+                message.receive_count += 1
+            return [
+                Received(m.receipt, m.body, m.message_id, m.sent_at, m.receive_count)
+                for m in visible
+                if m.receipt is not None
+            ]
+
+    def delete(self, receipts: Sequence[str]) -> list[str]:
+        self._call("delete")
+        with self._lock:
+            held = {m.receipt: m for m in self.messages if m.receipt is not None}
+            refused = [r for r in receipts if r not in held]
+            gone = {id(held[r]) for r in receipts if r in held}
+            self.messages = [m for m in self.messages if id(m) not in gone]
+            return refused
+
+    def release(self, receipts: Sequence[str], after_seconds: int) -> list[str]:
+        self._call("release")
+        with self._lock:
+            held = {m.receipt: m for m in self.messages if m.receipt is not None}
+            for receipt in receipts:
+                if receipt in held:
+                    held[receipt].visible_at = self._clock() + after_seconds
+            return [r for r in receipts if r not in held]
+
+    def park(self, poison: Sequence[Poison]) -> list[str | None]:
+        self._call("park")
+        if self.dead_letter is None:
+            return ["no dead-letter queue is configured"] * len(poison)
+        return [self._park_one(item) for item in poison]
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    def _park_one(self, item: Poison) -> str | None:
+        full = {k: v["StringValue"] for k, v in attributes(item).items()}
+        for attrs in (full, {REASON: full[REASON]}):
+            if self._fits(item.body, attrs):
+                assert self.dead_letter is not None
+                self.dead_letter.append(
+                    Stored(item.body, item.sqs_message_id, time.time(), attributes=attrs)
+                )
+                return None
+        return f"InvalidParameterValue: the message is longer than {self.dlq_max_bytes} bytes"
+
+    def _fits(self, body: str, attrs: dict[str, Any]) -> bool:
+        if self.dlq_max_bytes is None:
+            return True
+        size = len(body.encode()) + sum(len(k) + len(str(v).encode()) for k, v in attrs.items())
+        return size <= self.dlq_max_bytes
+
+    def _call(self, operation: str) -> None:
+        self.calls.append(operation)
+        fault = self.failing.get(operation)
+        if fault is not None:
+            raise QueueUnavailable(fault, f"{operation}: injected by the test")
