@@ -100,14 +100,14 @@ class ScriptRunner:
         if not calls:
             return []
         with translate_errors():
-            replies = self._pipeline(calls)
+            replies = self._pipeline(calls, first=True)
             missing = [
                 i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
             ]
             for name in {calls[i].script for i in missing}:
                 self.client.script_load(self.scripts[name].script)
             if missing:
-                again = self._pipeline([calls[i] for i in missing])
+                again = self._pipeline([calls[i] for i in missing], first=False)
                 for i, reply in zip(missing, again, strict=True):
                     replies[i] = reply
         return replies
@@ -117,7 +117,8 @@ class ScriptRunner:
             self.scripts[name] = self.client.register_script(script_source(name))
         return self.scripts[name]
 
-    def _pipeline(self, calls: Sequence[ScriptCall]) -> list[Any]:
+    def _pipeline(self, calls: Sequence[ScriptCall], *, first: bool) -> list[Any]:
+        """One pipelined round trip; a NOSCRIPT is expected on the first run only."""
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
             sha = self._script(call.script).sha
@@ -126,6 +127,8 @@ class ScriptRunner:
         for reply in replies:
             if isinstance(reply, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
                 raise reply
+            if first and isinstance(reply, redis.exceptions.NoScriptError):
+                continue
             if is_transient_reply(reply):
                 raise StoreUnavailable(f"Redis cannot take writes now: {reply}")
         return replies
