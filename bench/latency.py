@@ -23,7 +23,7 @@ from bench.workload import Workload, body, latency_probe
 from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
 
 SENDERS = 2
-GRACE_SECONDS = 15.0  # how long to wait for the last probes after the last send
+GRACE_SECONDS = 15.0  # after the last send, wait while a probe was seen this recently
 
 
 @dataclass
@@ -109,18 +109,23 @@ def measure_latency(
     rate: float,
     count: int,
     on_tick: Callable[[], object] = lambda: None,
+    senders: int = SENDERS,
 ) -> tuple[LatencyResult, list[dict[str, Any]]]:
-    """Offer ``count`` probes at ``rate`` per second; return latencies and the probes."""
+    """Offer ``count`` probes at ``rate`` per second; return latencies and the probes.
+
+    Each of the ``senders`` threads sends every ``senders``-th probe, one SendMessage
+    at a time: they must be enough to keep up with ``rate`` when a send takes long.
+    """
     probes = [latency_probe(workload, i) for i in range(count)]
     sent_at: dict[int, float] = {}
     start = time.monotonic() + 0.2
     threads = [
         threading.Thread(
             target=_send,
-            args=(endpoint, queue_url, probes, environment, rate, start, k, sent_at),
+            args=(endpoint, queue_url, probes, environment, rate, start, k, senders, sent_at),
             daemon=True,
         )
-        for k in range(SENDERS)
+        for k in range(senders)
     ]
     for thread in threads:
         thread.start()
@@ -129,8 +134,15 @@ def measure_latency(
         on_tick()
         time.sleep(0.05)
     send_seconds = max(sent_at.values(), default=start) - start
-    deadline = time.monotonic() + GRACE_SECONDS
-    while len(_seen(watcher, keys)) < count and time.monotonic() < deadline:
+    # A consumer slower than the offered rate is still working off a backlog: wait as
+    # long as probes keep arriving, and GRACE_SECONDS after the last one.
+    seen_count, deadline = -1, 0.0
+    while (now := time.monotonic()) < deadline or seen_count < 0:
+        seen_count, last = len(_seen(watcher, keys)), seen_count
+        if seen_count >= count:
+            break
+        if seen_count != last:
+            deadline = now + GRACE_SECONDS
         on_tick()
         time.sleep(0.05)
     seen = _seen(watcher, keys)
@@ -161,11 +173,12 @@ def _send(
     rate: float,
     start: float,
     offset: int,
+    step: int,
     sent_at: dict[int, float],
 ) -> None:
     client = sqs_client(endpoint)
     try:
-        for i in range(offset, len(probes), SENDERS):
+        for i in range(offset, len(probes), step):
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
