@@ -330,6 +330,7 @@ def run_latency_mode(
                 subject_redis=RedisTarget(*proxies.redis.address),
                 proxy_pids=proxies.pids,
                 latency_senders=latency_mode.probe_senders(rate, sqs_delay_ms),
+                latency_within_capacity=True,
             )
             queues = Queues(endpoint)
             try:

@@ -118,14 +118,15 @@ def measure_latency(
     """
     probes = [latency_probe(workload, i) for i in range(count)]
     sent_at: dict[int, float] = {}
+    clients = [sqs_client(endpoint) for _ in range(senders)]  # made before the clock starts
     start = time.monotonic() + 0.2
     threads = [
         threading.Thread(
             target=_send,
-            args=(endpoint, queue_url, probes, environment, rate, start, k, senders, sent_at),
+            args=(client, queue_url, probes, environment, rate, start, k, senders, sent_at),
             daemon=True,
         )
-        for k in range(senders)
+        for k, client in enumerate(clients)
     ]
     for thread in threads:
         thread.start()
@@ -166,7 +167,7 @@ def _probe_key(layout: KeyLayout, probe: dict[str, Any]) -> str:
 
 
 def _send(
-    endpoint: str,
+    client: Any,
     queue_url: str,
     probes: list[dict[str, Any]],
     environment: str,
@@ -176,7 +177,6 @@ def _send(
     step: int,
     sent_at: dict[int, float],
 ) -> None:
-    client = sqs_client(endpoint)
     try:
         for i in range(offset, len(probes), step):
             delay = start + i / rate - time.monotonic()

@@ -69,6 +69,9 @@ class Settings:
     subject_redis: RedisTarget | None = None
     bare_receive: int = 10  # MaxNumberOfMessages of the bare loop
     latency_senders: int = 2  # threads sending the latency probes, one call at a time each
+    # Skip the latency probes when the steady rate is below the offered rate (they would
+    # only queue, and p99 would measure the backlog, not the latency).
+    latency_within_capacity: bool = False
     proxy_pids: tuple[int, ...] = ()  # delay proxies, whose CPU the run reports
 
     @property
@@ -93,6 +96,7 @@ class Result:
     high_water_mark: int = 0
     check: Check | None = None
     latency: LatencyResult | None = None
+    latency_skipped: str | None = None  # why no latency was measured, when it was asked for
     processed_metric: float | None = None  # persistent_cache_messages_processed_total
     write_batches: float | None = None  # persistent_cache_write_duration_seconds_count
     exit_codes: list[int | None] = field(default_factory=list)
@@ -114,6 +118,7 @@ class Result:
             "peak_rss_mb": round(max(self.peak_rss, self.high_water_mark) / 2**20, 1),
             "check": self.check.as_dict() if self.check else None,
             "latency": self.latency.as_dict() if self.latency else None,
+            "latency_skipped": self.latency_skipped,
             "processed_metric": self.processed_metric,
             "write_batches": self.write_batches,
             "messages_per_batch": round(self.processed_metric / self.write_batches, 2)
@@ -198,7 +203,13 @@ def _run(
             result.processed_metric, result.write_batches = _worker_counts(consumers)
         probes: list[dict[str, Any]] = []
         if subject in LATENCY_SUBJECTS and settings.latency_seconds > 0:
-            result.latency, probes = _latency(settings, workload, queue_url, layout, group)
+            steady = result.progress.steady_rate
+            if settings.latency_within_capacity and steady < settings.rate:
+                result.latency_skipped = (
+                    f"steady {steady:.0f}/s is below the offered {settings.rate:g}/s"
+                )
+            else:
+                result.latency, probes = _latency(settings, workload, queue_url, layout, group)
         group.sample_rss()
         result.peak_rss, result.high_water_mark = group.peak_rss, group.high_water_mark()
     except StalledError as exc:
