@@ -79,8 +79,8 @@ def _run_all(settings: Settings, workload: Workload, names: list[str], rounds: i
     "--messages",
     type=click.IntRange(min=10),
     envvar="BENCH_MESSAGES",
-    help=f"stream messages per subject  [default: 20000; {latency_mode.MESSAGES} per run"
-    " in --latency-mode]",
+    help="stream messages per subject  [default: 20000; in --latency-mode at most"
+    f" {latency_mode.MESSAGES} per run, see --cell-seconds]",
 )
 @click.option(
     "--subjects",
@@ -156,6 +156,14 @@ def _run_all(settings: Settings, workload: Workload, names: list[str], rounds: i
     help="latency mode: BATCH_SIZE values (the bare loop's messages per receive)",
 )
 @click.option(
+    "--cell-seconds",
+    type=click.FloatRange(min=0),
+    default=latency_mode.CELL_SECONDS,
+    show_default=True,
+    help="latency mode: size each run's stream for about this many seconds at its"
+    f" latency-bound rate, between {latency_mode.FLOOR_MESSAGES} and -n messages (0: -n)",
+)
+@click.option(
     "--concurrencies",
     default=latency_mode.CONCURRENCIES,
     show_default=True,
@@ -177,6 +185,7 @@ def main(
     sqs_delay_ms: float,
     redis_delay_ms: float,
     batch_sizes: str,
+    cell_seconds: float,
     concurrencies: str,
 ) -> None:
     """End-to-end benchmark of the worker against SQS_ENDPOINT_URL and a real Redis."""
@@ -196,6 +205,7 @@ def main(
             redis_delay_ms=redis_delay_ms,
             sizes=latency_mode.parse_batch_sizes(batch_sizes),
             levels=latency_mode.parse_concurrencies(concurrencies),
+            cell_seconds=cell_seconds,
         )
         return
     messages = messages or 20000
@@ -280,6 +290,7 @@ def run_latency_mode(
     redis_delay_ms: float,
     sizes: list[int],
     levels: list[int | None],
+    cell_seconds: float,
 ) -> None:
     """The matrix under production latency; same exit codes as the loopback run."""
     names = _names(subjects, latency_mode.SUBJECTS)
@@ -287,10 +298,14 @@ def run_latency_mode(
         click.echo("bench: `cache-pipeline worker` does not exist yet", err=True)
         sys.exit(3)
     matrix = latency_mode.cells(names, sizes, levels)
+    streams = {
+        cell: cell.messages(cell_seconds, messages, sqs_delay_ms, redis_delay_ms) for cell in matrix
+    }
     header: dict[str, Any] = {
         "mode": "latency",
         "version": _version(),
         "messages": messages,
+        "cell_seconds": cell_seconds,
         "cores": os.cpu_count(),
         "load_start": _load(),
         "subjects": names,
@@ -302,10 +317,9 @@ def run_latency_mode(
     }
     click.echo(
         f"bench: code {header['version']}, load average at start {header['load_start']}"
-        f" on {header['cores']} cores; latency mode, {len(matrix)} runs per round"
+        f" on {header['cores']} cores; latency mode, {len(matrix)} runs per round,"
+        f" {sum(streams.values())} messages in all"
     )
-    workload = generate(messages, seed=seed)
-    click.echo(f"bench: workload {workload.counts}, {len(workload.seeds)} seeded customers")
     logs = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
     checks: list[latency_mode.RoundTrip] = []
@@ -337,7 +351,7 @@ def run_latency_mode(
                 checks = latency_mode.self_check(settings, proxies, queues)
                 for check in checks:
                     click.echo(f"bench: {check.line()}")
-                results = latency_mode.run_matrix(settings, workload, matrix, rounds, queues, _load)
+                results = latency_mode.run_matrix(settings, streams, seed, rounds, queues, _load)
             finally:
                 queues.close()
     except ServiceError as exc:

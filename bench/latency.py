@@ -35,6 +35,7 @@ class LatencyResult:
     seen: int
     send_seconds: float
     latencies: list[float] = field(default_factory=list)
+    sends: list[float] = field(default_factory=list)  # how long each SendMessage took
 
     @property
     def achieved_rate(self) -> float:
@@ -58,7 +59,16 @@ class LatencyResult:
             "p90_ms": round(self.percentile(0.90) * 1000, 2),
             "p99_ms": round(self.percentile(0.99) * 1000, 2),
             "max_ms": round(max(self.latencies, default=float("nan")) * 1000, 2),
+            "send_p50_ms": round(_quantile(self.sends, 0.50) * 1000, 2),
+            "send_p99_ms": round(_quantile(self.sends, 0.99) * 1000, 2),
         }
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class ProbeWatcher:
@@ -118,12 +128,14 @@ def measure_latency(
     """
     probes = [latency_probe(workload, i) for i in range(count)]
     sent_at: dict[int, float] = {}
+    sends: list[float] = []
     clients = [sqs_client(endpoint) for _ in range(senders)]  # made before the clock starts
     start = time.monotonic() + 0.2
     threads = [
         threading.Thread(
             target=_send,
-            args=(client, queue_url, probes, environment, rate, start, k, senders, sent_at),
+            args=(client, queue_url, probes, environment, rate, start),
+            kwargs={"share": (k, senders), "sent_at": sent_at, "sends": sends},
             daemon=True,
         )
         for k, client in enumerate(clients)
@@ -153,6 +165,7 @@ def measure_latency(
         seen=len(seen),
         send_seconds=send_seconds,
         latencies=sorted(seen[i] - sent_at[i] for i in seen if i in sent_at),
+        sends=sends,
     )
     return result, probes
 
@@ -173,10 +186,11 @@ def _send(
     environment: str,
     rate: float,
     start: float,
-    offset: int,
-    step: int,
+    share: tuple[int, int],
     sent_at: dict[int, float],
+    sends: list[float],
 ) -> None:
+    offset, step = share  # this thread sends probes offset, offset + step, ...
     try:
         for i in range(offset, len(probes), step):
             delay = start + i / rate - time.monotonic()
@@ -184,5 +198,6 @@ def _send(
                 time.sleep(delay)
             sent_at[i] = time.monotonic()
             client.send_message(QueueUrl=queue_url, MessageBody=body(probes[i], environment))
+            sends.append(time.monotonic() - sent_at[i])
     finally:
         client.close()

@@ -144,6 +144,12 @@ def test_latency_mode_cells_and_options() -> None:
         "BATCH_SIZE": "1",
         "WORKER_CONCURRENCY": "4",
     }
+    # Each run's stream: about --cell-seconds at its latency-bound rate, within bounds.
+    slow, fast = latency_mode.Cell("bare", 1, None), latency_mode.Cell("worker", 10, 16)
+    assert slow.messages(10, 5000, 10, 0.25) == 1000  # the floor: the bound is ~16/s
+    assert fast.messages(10, 5000, 10, 0.25) == 5000  # the cap: the bound is ~5,000/s
+    assert slow.messages(10, 300, 10, 0.25) == 300  # never more than -n
+    assert latency_mode.Cell("worker", 10, None).messages(0, 4321, 10, 0.25) == 4321
     for bad in ("0", "11", "x", ""):
         with pytest.raises(click.BadParameter):
             latency_mode.parse_batch_sizes(bad)
@@ -202,7 +208,7 @@ def test_latency_mode_end_to_end(
     report = json.loads(figures.read_text())
     assert report["mode"] == "latency"
     assert [c["what"] for c in report["self_check"]] == ["Redis PING", "SQS GetQueueAttributes"]
-    assert all(c["added_ms"] >= 0.9 * c["expected_ms"] for c in report["self_check"])
+    assert all(c["ok"] for c in report["self_check"])  # the proxies added the delays
     assert report["proxies"]["sqs"]["connections"] > 0
     assert report["proxies"]["redis"]["connections"] > 0
     results = report["results"]
