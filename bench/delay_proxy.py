@@ -48,13 +48,13 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-READ_SIZE = 256 * 1024
 HIGH_WATER = 16 * 2**20  # bytes queued in one delay line before its source is paused
 STARTUP_SECONDS = 30.0
 PR_SET_TIMERSLACK = 29
@@ -113,90 +113,171 @@ class Counters:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
-class _DelayLine:
-    """One direction of one connection: chunks leave at arrival + delay, in order."""
+class _Line:
+    """One direction of one connection: chunks leave at arrival + delay, in arrival order.
+
+    No task per chunk: arrivals go into a deque, and one timer at a time (the oldest
+    chunk's due time) writes every chunk that is due, so a burst costs one wake-up.
+    """
 
     def __init__(
-        self,
-        source: asyncio.StreamReader,
-        sink: asyncio.StreamWriter,
-        delay: float,
-        counters: Counters,
-        direction: str,
+        self, loop: asyncio.AbstractEventLoop, delay: float, counters: Counters, up: bool
     ) -> None:
-        self.source = source
-        self.sink = sink
+        self.loop = loop
         self.delay = delay
         self.counters = counters
-        self.direction = direction
-        self.loop = asyncio.get_running_loop()
+        self.up = up
+        self.source: asyncio.Transport | None = None  # paused while the line is too full
+        self.sink: asyncio.Transport | None = None
         self.queue: deque[tuple[float, bytes]] = deque()  # (due, chunk); b"" is EOF
         self.queued = 0
-        self.ready = asyncio.Event()  # the queue has something
-        self.room = asyncio.Event()  # the queue is under HIGH_WATER
-        self.room.set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.ended = False  # the EOF went out
+        self.full = False  # paused for HIGH_WATER
+        self.blocked = False  # paused because the sink's buffer is full
+        self.on_end: Callable[[], None] = lambda: None
 
-    async def run(self) -> None:
-        """Forward until the source ends and its EOF has gone down the line."""
-        writer = asyncio.create_task(self._write())
-        try:
-            await self._read()
-            await writer
-        finally:
-            if not writer.done():
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+    def push(self, chunk: bytes) -> None:
+        due = self.loop.time() + self.delay
+        self.queue.append((due, chunk))
+        self.queued += len(chunk)
+        if self.timer is None and self.sink is not None:
+            self.timer = self.loop.call_at(due, self.flush)
+        if self.queued > HIGH_WATER and not self.full:
+            self.full = True
+            self.counters.paused += 1
+            self._pause(True)
 
-    async def _read(self) -> None:
-        while True:
-            try:
-                chunk = await self.source.read(READ_SIZE)
-            except OSError:
-                chunk = b""  # a reset source ends the line like an EOF
-            self.queue.append((self.loop.time() + self.delay, chunk))
-            self.ready.set()
-            if not chunk:
-                return
-            self.queued += len(chunk)
-            if self.queued > HIGH_WATER:
-                self.counters.paused += 1
-                self.room.clear()
-                await self.room.wait()
+    def connected(self, sink: asyncio.Transport) -> None:
+        """The sink exists (the target answered the connect): start delivering."""
+        self.sink = sink
+        if self.queue and self.timer is None:
+            self.timer = self.loop.call_at(self.queue[0][0], self.flush)
 
-    async def _write(self) -> None:
+    def flush(self) -> None:
+        self.timer = None
+        sink = self.sink
+        if sink is None or sink.is_closing():
+            self.queue.clear()
+            return
+        now = self.loop.time()
         counters = self.counters
-        while True:
-            if not self.queue:
-                self.ready.clear()
-                await self.ready.wait()
-            due, chunk = self.queue[0]
-            wait = due - self.loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self.queue.popleft()
-            late = (self.loop.time() - due) * 1000
-            counters.max_late_ms = max(counters.max_late_ms, late)
+        out: list[bytes] = []
+        eof = False
+        while self.queue and self.queue[0][0] <= now:
+            due, chunk = self.queue.popleft()
+            late = (now - due) * 1000
+            if late > counters.max_late_ms:
+                counters.max_late_ms = late
             if late > 1.0:
                 counters.late_over_1ms += 1
-            if self.sink.is_closing():
-                return  # the other side is gone: nothing more can be delivered
             if not chunk:
-                if self.sink.can_write_eof():
-                    with contextlib.suppress(OSError):
-                        self.sink.write_eof()
-                return
-            if self.direction == "up":
-                counters.chunks_up += 1
-                counters.bytes_up += len(chunk)
+                eof = True
+                break
+            out.append(chunk)
+        if out:
+            data = b"".join(out)
+            self.queued -= len(data)
+            if self.up:
+                counters.chunks_up += len(out)
+                counters.bytes_up += len(data)
             else:
-                counters.chunks_down += 1
-                counters.bytes_down += len(chunk)
-            self.sink.write(chunk)
-            self.queued -= len(chunk)
-            if self.queued <= HIGH_WATER:
-                self.room.set()
-            await self.sink.drain()
+                counters.chunks_down += len(out)
+                counters.bytes_down += len(data)
+            sink.write(data)
+        if eof:
+            self.ended = True
+            if sink.can_write_eof():
+                sink.write_eof()
+            self.on_end()
+            return
+        if self.full and self.queued <= HIGH_WATER:
+            self.full = False
+            self._pause(False)
+        if self.queue:
+            self.timer = self.loop.call_at(self.queue[0][0], self.flush)
+
+    def sink_blocked(self, blocked: bool) -> None:
+        """The sink's write buffer went over (or back under) its high-water mark."""
+        self.blocked = blocked
+        self._pause(blocked)
+
+    def _pause(self, pause: bool) -> None:
+        source = self.source
+        if source is None or source.is_closing():
+            return
+        if pause:
+            source.pause_reading()
+        elif not self.full and not self.blocked:
+            source.resume_reading()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.queue.clear()
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a proxied connection: what it reads goes into ``outgoing``."""
+
+    def __init__(self, connection: _Connection, outgoing: _Line, incoming: _Line) -> None:
+        self.connection = connection
+        self.outgoing = outgoing  # reads from this socket, after the delay to the other
+        self.incoming = incoming  # writes into this socket
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.outgoing.source = transport
+        self.incoming.connected(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.outgoing.push(data)
+
+    def eof_received(self) -> bool:
+        self.outgoing.push(b"")
+        return True  # stay open: the other direction may still be talking (half-close)
+
+    def pause_writing(self) -> None:
+        self.incoming.sink_blocked(True)
+
+    def resume_writing(self) -> None:
+        self.incoming.sink_blocked(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connection.close()
+
+
+class _Connection:
+    """A client connection and its connection to the target, joined by two delay lines."""
+
+    def __init__(self, proxy: DelayProxy, loop: asyncio.AbstractEventLoop) -> None:
+        self.proxy = proxy
+        self.up = _Line(loop, proxy.delay_up, proxy.counters, up=True)
+        self.down = _Line(loop, proxy.delay_down, proxy.counters, up=False)
+        self.up.on_end = self.down.on_end = self._maybe_done
+        self.client = _Side(self, outgoing=self.up, incoming=self.down)
+        self.target = _Side(self, outgoing=self.down, incoming=self.up)
+        self.closed = False
+
+    def _maybe_done(self) -> None:
+        if self.up.ended and self.down.ended:
+            self.close()
+
+    def close(self) -> None:
+        """Close both sockets (after both EOFs, on a reset, or when the proxy closes)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.up.cancel()
+        self.down.cancel()
+        for side in (self.client, self.target):
+            if side.transport is not None:
+                side.transport.close()
+        self.proxy._connections.discard(self)
+        self.proxy.counters.active -= 1
 
 
 class DelayProxy:
@@ -221,79 +302,57 @@ class DelayProxy:
         self.delay_down = delay_up if delay_down is None else delay_down
         self.listen = listen
         self.counters = Counters()
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
         self.address: Address = listen
-
-    async def start(self) -> Address:
-        """Start listening; return the bound (host, port)."""
-        self._server = await asyncio.start_server(self._serve, *self.listen, limit=READ_SIZE)
-        host, port = self._server.sockets[0].getsockname()[:2]
-        self.address = (str(host), int(port))
-        return self.address
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._connecting: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
         return self.address[1]
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:  # so close() can end it
-            self._connections.add(task)
-            task.add_done_callback(self._connections.discard)
-        counters = self.counters
-        counters.connections += 1
-        counters.active += 1
-        upstream: asyncio.StreamWriter | None = None
+    async def start(self) -> Address:
+        """Start listening; return the bound (host, port)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._accepted, *self.listen)
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self.address = (str(host), int(port))
+        return self.address
+
+    def _accepted(self) -> _Side:
+        """A client connected: connect to the target; what the client sends meanwhile
+        waits in the line (its delay counts from arrival, as for every chunk)."""
+        loop = asyncio.get_running_loop()
+        connection = _Connection(self, loop)
+        self._connections.add(connection)
+        self.counters.connections += 1
+        self.counters.active += 1
+        task = loop.create_task(self._connect(connection))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+        return connection.client
+
+    async def _connect(self, connection: _Connection) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            try:
-                target_reader, upstream = await asyncio.open_connection(
-                    *self.target, limit=READ_SIZE
-                )
-            except OSError:
-                counters.failed_connects += 1
-                return
-            lines = [
-                asyncio.create_task(
-                    _DelayLine(reader, upstream, self.delay_up, counters, "up").run()
-                ),
-                asyncio.create_task(
-                    _DelayLine(target_reader, writer, self.delay_down, counters, "down").run()
-                ),
-            ]
-            try:
-                # Both directions end (EOF each way), or one fails (a reset peer) and the
-                # connection goes: the finally closes both sides.
-                await asyncio.wait(lines, return_when=asyncio.FIRST_EXCEPTION)
-            finally:
-                for line in lines:
-                    line.cancel()
-                await asyncio.gather(*lines, return_exceptions=True)
-        except asyncio.CancelledError:
-            # close() ends the connection. Returning normally (not cancelled) keeps
-            # asyncio's stream callback (3.11) from logging the cancellation as an error.
-            pass
-        finally:
-            counters.active -= 1
-            for side in (writer, upstream):
-                if side is not None:
-                    side.close()
-            for side in (writer, upstream):
-                if side is not None:
-                    with contextlib.suppress(OSError, asyncio.CancelledError):
-                        await side.wait_closed()
+            await loop.create_connection(lambda: connection.target, *self.target)
+        except OSError:
+            self.counters.failed_connects += 1
+            connection.close()
 
     async def close(self) -> None:
-        """Stop accepting, end every connection, wait until all are closed."""
+        """Stop accepting, close every connection, wait until the listener is closed."""
         if self._server is not None:
             self._server.close()
-        tasks = list(self._connections)
-        for task in tasks:
+        for task in list(self._connecting):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._connecting, return_exceptions=True)
+        for connection in list(self._connections):
+            connection.close()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        await asyncio.sleep(0)  # let the transports finish closing
 
 
 class ThreadedProxy:
