@@ -50,6 +50,7 @@ SERVICE_SECONDS = 0.01  # LocalStack's own time per call, for the estimate only
 RATE = 100.0  # probes per second: the per-instance rate Stigg publishes
 LATENCY_SECONDS = 10.0
 SUBJECTS = ("bare", "bare-lua", "worker")
+NEAR_CAPACITY = 1.25  # a steady rate under this x the offered rate: latency marked '*'
 CHECK_PINGS = 400
 CHECK_SQS_CALLS = 30
 CHECK_TOLERANCE = 0.9  # the added round trip must be at least this share of 2 x the delay
@@ -354,7 +355,8 @@ def render(
         f"p50/p99: send-to-readable of {header.get('probes', 0)} probes offered at {rate:g}/s "
         "after the steady phase (sends through the SQS proxy; 'send p50': the SendMessage"
         " call alone); 'over': the run's steady rate is below the offered rate, so no latency"
-        " was measured (the probes would only queue). 'LS cores': cores LocalStack kept busy,"
+        f" was measured (the probes would only queue); '*': steady rate under {NEAR_CAPACITY:g} x"
+        " the offered rate, near capacity, so the probes partly queue. 'LS cores': cores LocalStack kept busy,"
         " 'others': cores used by other processes of the machine, both over the steady phase"
     )
     lines += _proxy_lines(proxies)
@@ -394,7 +396,8 @@ def _row(result: Result) -> str:
         p99 = "over"
     elif result.latency and result.latency.latencies:
         d = result.latency.as_dict()
-        p50, p99 = f"{d['p50_ms']:.1f}", f"{d['p99_ms']:.1f}"
+        near = "*" if p.steady_rate < NEAR_CAPACITY * result.latency.offered_rate else ""
+        p50, p99 = f"{d['p50_ms']:.1f}", f"{d['p99_ms']:.1f}{near}"
         sent, send = f"{d['achieved_rate']:.0f}", f"{d['send_p50_ms']:.1f}"
     return (
         f"{head}{p.steady_rate:>9.0f}{p.cpu_per_1000('subject'):>9.3f}"
