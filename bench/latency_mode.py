@@ -356,7 +356,8 @@ def render(
         "after the steady phase (sends through the SQS proxy; 'send p50': the SendMessage"
         " call alone); 'over': the run's steady rate is below the offered rate, so no latency"
         f" was measured (the probes would only queue); '*': steady rate under {NEAR_CAPACITY:g} x"
-        " the offered rate, near capacity, so the probes partly queue. 'LS cores': cores LocalStack kept busy,"
+        " the offered rate, near capacity, so the probes partly queue. 'LS cores': cores"
+        " LocalStack kept busy,"
         " 'others': cores used by other processes of the machine, both over the steady phase"
     )
     lines += _proxy_lines(proxies)
