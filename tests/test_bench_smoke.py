@@ -19,7 +19,7 @@ import click
 import pytest
 import redis
 
-from bench import latency_mode
+from bench import latency_mode, sqs_ceiling
 from bench.check import check_redis, parsed, seed
 from bench.consumers import worker_available
 from bench.run import Settings, run_subject
@@ -220,3 +220,12 @@ def test_latency_mode_end_to_end(
         if result["subject"] == "worker":
             assert result["concurrency_default"]
             assert result["latency"]["seen"] == result["latency"]["sent"] == 20
+
+
+def test_sqs_ceiling_empties_the_queue(sqs_server: SqsServer) -> None:
+    queues = Queues(sqs_server.endpoint)
+    try:
+        line = sqs_ceiling.measure(sqs_server.endpoint, queues, 2, 10, 60)
+    finally:
+        queues.close()
+    assert "receive 10, 2 consumers: 60 messages in" in line
