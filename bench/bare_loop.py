@@ -1,15 +1,15 @@
 """The ceiling: a bare boto3 consumer loop, run as its own process.
 
-Receive up to ten messages with long polling, write them to Redis in one
-pipeline, delete them with one DeleteMessageBatch; repeat until ``--expect``
-messages are done, then idle until SIGTERM. ``--writes set`` does one plain SET
-per message (no version check: the ceiling the worker is compared with);
-``--writes lua`` parses each
-body and runs the store's atomic Lua writes (``Store.apply_batch``), the same
-Redis work the worker does, without the framework around it.
+Receive up to ten messages (``--receive``) with long polling, write them to
+Redis in one pipeline, delete them with one DeleteMessageBatch, one call at a
+time; repeat until ``--expect`` messages are done, then idle until SIGTERM.
+``--writes set`` does one plain SET per message (no version check: the ceiling
+the worker is compared with); ``--writes lua`` parses each body and runs the
+store's atomic Lua writes (``Store.apply_batch``), the same Redis work the
+worker does, without the framework around it.
 
     python -m bench.bare_loop --endpoint URL --queue-url URL --redis-port N \
-        --prefix P --expect N [--writes set|lua]
+        --prefix P --expect N [--writes set|lua] [--receive 1..10]
 """
 
 from __future__ import annotations
@@ -63,10 +63,10 @@ class LuaWriter:
                 raise result
 
 
-def receive_batch(client: Any, queue_url: str) -> list[MessageTypeDef]:
-    """One ReceiveMessage: up to ten messages, long polling."""
+def receive_batch(client: Any, queue_url: str, most: int = 10) -> list[MessageTypeDef]:
+    """One ReceiveMessage: up to ``most`` messages, long polling."""
     reply = client.receive_message(
-        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=WAIT_SECONDS
+        QueueUrl=queue_url, MaxNumberOfMessages=most, WaitTimeSeconds=WAIT_SECONDS
     )
     messages: list[MessageTypeDef] = reply.get("Messages", [])
     return messages
@@ -78,12 +78,14 @@ def delete_batch(client: Any, queue_url: str, messages: list[MessageTypeDef]) ->
     client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
 
 
-def consume(client: Any, queue_url: str, writer: SetWriter | LuaWriter, expect: int) -> int:
+def consume(
+    client: Any, queue_url: str, writer: SetWriter | LuaWriter, expect: int, most: int = 10
+) -> int:
     """Run the loop until ``expect`` messages are written and deleted."""
     done = idle = batches = 0
     ids: set[str] = set()
     while len(ids) < expect and idle < IDLE_RECEIVES:
-        messages = receive_batch(client, queue_url)
+        messages = receive_batch(client, queue_url, most)
         if not messages:
             idle += 1
             continue
@@ -105,6 +107,13 @@ def consume(client: Any, queue_url: str, writer: SetWriter | LuaWriter, expect: 
 @click.option("--prefix", required=True, help="ENVIRONMENT_PREFIX of the keys")
 @click.option("--expect", type=int, required=True, help="messages to consume")
 @click.option("--writes", type=click.Choice(["set", "lua"]), default="set", show_default=True)
+@click.option(
+    "--receive",
+    type=click.IntRange(1, 10),
+    default=10,
+    show_default=True,
+    help="MaxNumberOfMessages of each receive",
+)
 def main(
     endpoint: str,
     queue_url: str,
@@ -113,6 +122,7 @@ def main(
     prefix: str,
     expect: int,
     writes: str,
+    receive: int,
 ) -> None:
     """Consume ``--expect`` messages with the bare loop, then idle until SIGTERM
     (so the bench can read its CPU time and memory after the last write)."""
@@ -121,7 +131,7 @@ def main(
     client = redis.Redis(host=redis_host, port=redis_port, decode_responses=True)
     writer = SetWriter(client, prefix) if writes == "set" else LuaWriter(client, prefix)
     try:
-        done = consume(sqs, queue_url, writer, expect)
+        done = consume(sqs, queue_url, writer, expect, receive)
     finally:
         client.close()
         sqs.close()

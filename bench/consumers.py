@@ -116,8 +116,9 @@ def start_bare(
     prefix: str,
     expect: int,
     writes: str,
+    receive: int = 10,
 ) -> Consumer:
-    """The bench's bare boto3 loop in its own process."""
+    """The bench's bare boto3 loop in its own process (``receive``: messages per receive)."""
     log = log_dir / f"{name}.log"
     args = [
         sys.executable,
@@ -137,6 +138,8 @@ def start_bare(
         str(expect),
         "--writes",
         writes,
+        "--receive",
+        str(receive),
     ]
     env = {**os.environ, **aws_environment()}
     with log.open("wb") as out:

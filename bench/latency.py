@@ -23,7 +23,7 @@ from bench.workload import Workload, body, latency_probe
 from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
 
 SENDERS = 2
-GRACE_SECONDS = 15.0  # how long to wait for the last probes after the last send
+GRACE_SECONDS = 15.0  # after the last send, wait while a probe was seen this recently
 
 
 @dataclass
@@ -35,6 +35,7 @@ class LatencyResult:
     seen: int
     send_seconds: float
     latencies: list[float] = field(default_factory=list)
+    sends: list[float] = field(default_factory=list)  # how long each SendMessage took
 
     @property
     def achieved_rate(self) -> float:
@@ -58,7 +59,16 @@ class LatencyResult:
             "p90_ms": round(self.percentile(0.90) * 1000, 2),
             "p99_ms": round(self.percentile(0.99) * 1000, 2),
             "max_ms": round(max(self.latencies, default=float("nan")) * 1000, 2),
+            "send_p50_ms": round(_quantile(self.sends, 0.50) * 1000, 2),
+            "send_p99_ms": round(_quantile(self.sends, 0.99) * 1000, 2),
         }
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class ProbeWatcher:
@@ -109,18 +119,26 @@ def measure_latency(
     rate: float,
     count: int,
     on_tick: Callable[[], object] = lambda: None,
+    senders: int = SENDERS,
 ) -> tuple[LatencyResult, list[dict[str, Any]]]:
-    """Offer ``count`` probes at ``rate`` per second; return latencies and the probes."""
+    """Offer ``count`` probes at ``rate`` per second; return latencies and the probes.
+
+    Each of the ``senders`` threads sends every ``senders``-th probe, one SendMessage
+    at a time: they must be enough to keep up with ``rate`` when a send takes long.
+    """
     probes = [latency_probe(workload, i) for i in range(count)]
     sent_at: dict[int, float] = {}
+    sends: list[float] = []
+    clients = [sqs_client(endpoint) for _ in range(senders)]  # made before the clock starts
     start = time.monotonic() + 0.2
     threads = [
         threading.Thread(
             target=_send,
-            args=(endpoint, queue_url, probes, environment, rate, start, k, sent_at),
+            args=(client, queue_url, probes, environment, rate, start),
+            kwargs={"share": (k, senders), "sent_at": sent_at, "sends": sends},
             daemon=True,
         )
-        for k in range(SENDERS)
+        for k, client in enumerate(clients)
     ]
     for thread in threads:
         thread.start()
@@ -129,8 +147,15 @@ def measure_latency(
         on_tick()
         time.sleep(0.05)
     send_seconds = max(sent_at.values(), default=start) - start
-    deadline = time.monotonic() + GRACE_SECONDS
-    while len(_seen(watcher, keys)) < count and time.monotonic() < deadline:
+    # A consumer slower than the offered rate is still working off a backlog: wait as
+    # long as probes keep arriving, and GRACE_SECONDS after the last one.
+    seen_count, deadline = -1, 0.0
+    while (now := time.monotonic()) < deadline or seen_count < 0:
+        seen_count, last = len(_seen(watcher, keys)), seen_count
+        if seen_count >= count:
+            break
+        if seen_count != last:
+            deadline = now + GRACE_SECONDS
         on_tick()
         time.sleep(0.05)
     seen = _seen(watcher, keys)
@@ -140,6 +165,7 @@ def measure_latency(
         seen=len(seen),
         send_seconds=send_seconds,
         latencies=sorted(seen[i] - sent_at[i] for i in seen if i in sent_at),
+        sends=sends,
     )
     return result, probes
 
@@ -154,22 +180,24 @@ def _probe_key(layout: KeyLayout, probe: dict[str, Any]) -> str:
 
 
 def _send(
-    endpoint: str,
+    client: Any,
     queue_url: str,
     probes: list[dict[str, Any]],
     environment: str,
     rate: float,
     start: float,
-    offset: int,
+    share: tuple[int, int],
     sent_at: dict[int, float],
+    sends: list[float],
 ) -> None:
-    client = sqs_client(endpoint)
+    offset, step = share  # this thread sends probes offset, offset + step, ...
     try:
-        for i in range(offset, len(probes), SENDERS):
+        for i in range(offset, len(probes), step):
             delay = start + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             sent_at[i] = time.monotonic()
             client.send_message(QueueUrl=queue_url, MessageBody=body(probes[i], environment))
+            sends.append(time.monotonic() - sent_at[i])
     finally:
         client.close()

@@ -39,7 +39,7 @@ from bench.monitor import (
     WriteCounter,
     watch,
 )
-from bench.services import Queues, RedisTarget
+from bench.services import Queues, RedisTarget, on_endpoint
 from bench.workload import Workload, bodies
 from cache_pipeline.keys import KeyLayout
 
@@ -63,6 +63,24 @@ class Settings:
     processes: int = 2
     worker_env: dict[str, str] = field(default_factory=dict)
     profile_dir: Path | None = None  # py-spy profiles of the steady phase, when set
+    # Latency mode: what the subjects (consumers and latency probes) talk to, when it is
+    # not ``endpoint``/``redis`` (those stay direct for filling, counting and checking).
+    subject_endpoint: str | None = None
+    subject_redis: RedisTarget | None = None
+    bare_receive: int = 10  # MaxNumberOfMessages of the bare loop
+    latency_senders: int = 2  # threads sending the latency probes, one call at a time each
+    # Skip the latency probes when the steady rate is below the offered rate (they would
+    # only queue, and p99 would measure the backlog, not the latency).
+    latency_within_capacity: bool = False
+    proxy_pids: tuple[int, ...] = ()  # delay proxies, whose CPU the run reports
+
+    @property
+    def consumer_endpoint(self) -> str:
+        return self.subject_endpoint or self.endpoint
+
+    @property
+    def consumer_redis(self) -> RedisTarget:
+        return self.subject_redis or self.redis
 
 
 @dataclass
@@ -72,11 +90,13 @@ class Result:
     subject: str
     round: int
     messages: int
+    cell: dict[str, Any] = field(default_factory=dict)  # latency mode: BATCH_SIZE, ...
     progress: Progress | None = None
     peak_rss: int = 0
     high_water_mark: int = 0
     check: Check | None = None
     latency: LatencyResult | None = None
+    latency_skipped: str | None = None  # why no latency was measured, when it was asked for
     processed_metric: float | None = None  # persistent_cache_messages_processed_total
     write_batches: float | None = None  # persistent_cache_write_duration_seconds_count
     exit_codes: list[int | None] = field(default_factory=list)
@@ -92,11 +112,13 @@ class Result:
             "subject": self.subject,
             "round": self.round,
             "messages": self.messages,
+            **self.cell,
             "ok": self.ok,
             "error": self.error,
             "peak_rss_mb": round(max(self.peak_rss, self.high_water_mark) / 2**20, 1),
             "check": self.check.as_dict() if self.check else None,
             "latency": self.latency.as_dict() if self.latency else None,
+            "latency_skipped": self.latency_skipped,
             "processed_metric": self.processed_metric,
             "write_batches": self.write_batches,
             "messages_per_batch": round(self.processed_metric / self.write_batches, 2)
@@ -119,12 +141,23 @@ class Result:
 
 
 def run_subject(
-    subject: str, settings: Settings, workload: Workload, queues: Queues, round_no: int
+    subject: str,
+    settings: Settings,
+    workload: Workload,
+    queues: Queues,
+    round_no: int,
+    *,
+    tag: str = "",
+    cell: dict[str, Any] | None = None,
 ) -> Result:
-    """Run one subject on its own prefix and queue; never raises for a failed run."""
-    prefix = f"bench-{settings.run_id}-{subject}-{round_no}"
+    """Run one subject on its own prefix and queue; never raises for a failed run.
+
+    ``tag`` tells apart the prefixes (and queues) of several runs of one subject in a
+    round; ``cell`` is copied into the result (the latency matrix's settings).
+    """
+    prefix = f"bench-{settings.run_id}-{subject}{'-' + tag if tag else ''}-{round_no}"
     client = settings.redis.client()
-    result = Result(subject, round_no, len(workload.stream))
+    result = Result(subject, round_no, len(workload.stream), dict(cell or {}))
     try:
         _run(subject, settings, workload, queues, prefix, client, result)
     except (StalledError, RuntimeError, OSError) as exc:
@@ -166,13 +199,19 @@ def _run(
         )
         result.profile = profiler.stop()
         queues.wait_empty(queue_url)  # every message deleted, not only written
+        if not bare:  # the stream's batches, before the probes (mostly one per receive)
+            result.processed_metric, result.write_batches = _worker_counts(consumers)
         probes: list[dict[str, Any]] = []
         if subject in LATENCY_SUBJECTS and settings.latency_seconds > 0:
-            result.latency, probes = _latency(settings, workload, queue_url, layout, group)
+            steady = result.progress.steady_rate
+            if settings.latency_within_capacity and steady < settings.rate:
+                result.latency_skipped = (
+                    f"steady {steady:.0f}/s is below the offered {settings.rate:g}/s"
+                )
+            else:
+                result.latency, probes = _latency(settings, workload, queue_url, layout, group)
         group.sample_rss()
         result.peak_rss, result.high_water_mark = group.peak_rss, group.high_water_mark()
-        if not bare:
-            result.processed_metric, result.write_batches = _worker_counts(consumers)
     except StalledError as exc:
         raise StalledError(f"{exc}\n{consumers[0].name} log:\n{consumers[0].tail()}") from None
     finally:
@@ -206,17 +245,26 @@ class Profiler:
 def _start(
     subject: str, settings: Settings, queue_url: str, prefix: str, expect: int
 ) -> list[Consumer]:
+    endpoint = settings.consumer_endpoint
     common: dict[str, Any] = {
         "log_dir": settings.log_dir,
-        "endpoint": settings.endpoint,
-        "queue_url": queue_url,
-        "redis_host": settings.redis.host,
-        "redis_port": settings.redis.port,
+        "endpoint": endpoint,
+        "queue_url": on_endpoint(queue_url, endpoint),
+        "redis_host": settings.consumer_redis.host,
+        "redis_port": settings.consumer_redis.port,
         "prefix": prefix,
     }
     if subject.startswith("bare"):
         writes = "set" if subject == "bare" else "lua"
-        return [start_bare(f"{prefix}", expect=expect, writes=writes, **common)]
+        return [
+            start_bare(
+                f"{prefix}",
+                expect=expect,
+                writes=writes,
+                receive=settings.bare_receive,
+                **common,
+            )
+        ]
     if subject == "worker":
         return [start_worker(prefix, extra_env=settings.worker_env, **common)]
     env = {**settings.worker_env, "WORKER_CONCURRENCY": str(settings.concurrency)}
@@ -235,9 +283,10 @@ def _latency(
     watcher_client = settings.redis.client()
     watcher = ProbeWatcher(watcher_client, layout).start()
     try:
+        endpoint = settings.consumer_endpoint  # the probes' sends cross the SQS delay too
         return measure_latency(
-            endpoint=settings.endpoint,
-            queue_url=queue_url,
+            endpoint=endpoint,
+            queue_url=on_endpoint(queue_url, endpoint),
             workload=workload,
             watcher=watcher,
             layout=layout,
@@ -245,6 +294,7 @@ def _latency(
             rate=settings.rate,
             count=_probes(settings),
             on_tick=group.sample_rss,
+            senders=settings.latency_senders,
         )
     finally:
         watcher.close()
@@ -267,6 +317,8 @@ def _others(settings: Settings) -> dict[str, CpuSource]:
     redis_pid = _redis_pid(settings.redis)
     if redis_pid:
         others["redis"] = ProcessWatch(redis_pid)
+    if settings.proxy_pids:
+        others["proxies"] = ProcessWatch(*settings.proxy_pids, children=False)
     return others
 
 

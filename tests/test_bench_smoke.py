@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
+import click
+import pytest
 import redis
 
+from bench import latency_mode, sqs_ceiling
 from bench.check import check_redis, parsed, seed
 from bench.consumers import worker_available
 from bench.run import Settings, run_subject
@@ -117,3 +123,109 @@ def test_one_small_run_end_to_end(
     if subject == "worker":
         assert result.latency is not None
         assert result.latency.seen == result.latency.sent == 50
+
+
+def test_latency_mode_cells_and_options() -> None:
+    sizes = latency_mode.parse_batch_sizes("1,10")
+    levels = latency_mode.parse_concurrencies("default,4")
+    matrix = latency_mode.cells(["bare", "worker"], sizes, levels)
+    assert [(c.subject, c.batch_size, c.concurrency) for c in matrix] == [
+        ("bare", 1, None),
+        ("worker", 1, None),
+        ("worker", 1, 4),
+        ("bare", 10, None),
+        ("worker", 10, None),
+        ("worker", 10, 4),
+    ]
+    assert matrix[1].apply(Settings("e", RedisTarget("h", 1), "r", Path())).worker_env == {
+        "BATCH_SIZE": "1"
+    }  # 'default' leaves WORKER_CONCURRENCY to the worker
+    assert matrix[2].apply(Settings("e", RedisTarget("h", 1), "r", Path())).worker_env == {
+        "BATCH_SIZE": "1",
+        "WORKER_CONCURRENCY": "4",
+    }
+    # Each run's stream: about --cell-seconds at its latency-bound rate, within bounds.
+    slow, fast = latency_mode.Cell("bare", 1, None), latency_mode.Cell("worker", 10, 16)
+    assert slow.messages(10, 5000, 10, 0.25) == 1000  # the floor: the bound is ~16/s
+    assert fast.messages(10, 5000, 10, 0.25) == 5000  # the cap: the bound is ~5,000/s
+    assert slow.messages(10, 300, 10, 0.25) == 300  # never more than -n
+    assert latency_mode.Cell("worker", 10, None).messages(0, 4321, 10, 0.25) == 4321
+    for bad in ("0", "11", "x", ""):
+        with pytest.raises(click.BadParameter):
+            latency_mode.parse_batch_sizes(bad)
+    for bad in ("0", "65", "many", ""):
+        with pytest.raises(click.BadParameter):
+            latency_mode.parse_concurrencies(bad)
+
+
+def test_latency_mode_end_to_end(
+    redis_server: RedisServer, sqs_server: SqsServer, tmp_path: Path
+) -> None:
+    """`python -m bench --latency-mode`, narrowed and small: proxies, self-check, matrix, report."""
+    subjects = "bare,worker" if worker_available() else "bare,bare-lua"
+    figures = tmp_path / "figures.json"
+    env = {
+        **os.environ,
+        "SQS_ENDPOINT_URL": sqs_server.endpoint,
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(redis_server.port),
+    }
+    reply = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--latency-mode",
+            "-n",
+            "120",
+            "--subjects",
+            subjects,
+            "--batch-sizes",
+            "10",
+            "--concurrencies",
+            "default",
+            "--sqs-delay-ms",
+            "2",
+            "--latency-seconds",
+            "1",
+            "--rate",
+            "20",
+            "--json",
+            str(figures),
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=240,
+        check=False,
+    )
+    assert reply.returncode == 0, reply.stdout[-3000:] + reply.stderr[-3000:]
+    assert "self-check Redis PING" in reply.stdout
+    assert "target BATCH_SIZE=10" in reply.stdout or "bare-lua" in subjects
+    report = json.loads(figures.read_text())
+    assert report["mode"] == "latency"
+    assert [c["what"] for c in report["self_check"]] == ["Redis PING", "SQS GetQueueAttributes"]
+    assert all(c["ok"] for c in report["self_check"])  # the proxies added the delays
+    assert report["proxies"]["sqs"]["connections"] > 0
+    assert report["proxies"]["redis"]["connections"] > 0
+    results = report["results"]
+    assert [r["subject"] for r in results] == subjects.split(",")
+    assert all(r["ok"] and r["batch_size"] == 10 for r in results)
+    for result in results:
+        if result["subject"] != "bare":
+            assert result["check"]["ok"]
+        if result["subject"] == "worker":
+            assert result["concurrency_default"]
+            assert result["latency"]["seen"] == result["latency"]["sent"] == 20
+
+
+def test_sqs_ceiling_empties_the_queue(sqs_server: SqsServer) -> None:
+    queues = Queues(sqs_server.endpoint)
+    try:
+        line = sqs_ceiling.measure(sqs_server.endpoint, queues, 2, 10, 60)
+    finally:
+        queues.close()
+    assert "receive 10, 2 consumers: 60 messages in" in line
