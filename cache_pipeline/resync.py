@@ -21,15 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import redis
-from redis.commands.core import Script
 
 from cache_pipeline.config import Settings
 from cache_pipeline.dates import edge_version
 from cache_pipeline.errors import (
     CachePipelineError,
     StoreError,
-    StoreUnavailable,
     UpstreamError,
     UpstreamNotFound,
     UpstreamRefused,
@@ -39,9 +36,8 @@ from cache_pipeline.redis_client import connect
 from cache_pipeline.schema import SchemaGuard
 from cache_pipeline.scope_writes import ScriptCall, snapshot_call
 from cache_pipeline.scopes import ScopeRef, scope_from_json
-from cache_pipeline.scripts import script_source
 from cache_pipeline.stigg_map import entry_problem
-from cache_pipeline.store import RedisClient, is_transient_reply, translate_errors
+from cache_pipeline.store import RedisClient, ScriptRunner
 from cache_pipeline.upstream import EdgeAnswer, EdgeClient, EdgeOptions
 
 WRITE_BATCH = 100  # scopes fetched, then written in one pipelined round trip
@@ -80,58 +76,6 @@ class Fetched:
     answer: EdgeAnswer | None = None
     missing: bool = False
     failure: str | None = None
-
-
-class ScriptRunner:
-    """Runs ``ScriptCall`` batches in one pipeline (EVALSHA; reloaded after SCRIPT FLUSH).
-
-    Each script (``cache_pipeline.scripts.script_source``) is registered on its first call.
-    """
-
-    def __init__(self, client: RedisClient) -> None:
-        self.client = client
-        self.scripts: dict[str, Script] = {}
-
-    def run_calls(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Each call's reply, or the error Redis answered for it.
-
-        Raises ``StoreUnavailable`` when Redis cannot be reached or cannot take writes.
-        """
-        if not calls:
-            return []
-        with translate_errors():
-            replies = self._pipeline(calls, first=True)
-            missing = [
-                i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
-            ]
-            for name in {calls[i].script for i in missing}:
-                self.client.script_load(self.scripts[name].script)
-            if missing:
-                again = self._pipeline([calls[i] for i in missing], first=False)
-                for i, reply in zip(missing, again, strict=True):
-                    replies[i] = reply
-        return replies
-
-    def _script(self, name: str) -> Script:
-        if name not in self.scripts:
-            self.scripts[name] = self.client.register_script(script_source(name))
-        return self.scripts[name]
-
-    def _pipeline(self, calls: Sequence[ScriptCall], *, first: bool) -> list[Any]:
-        """One pipelined round trip; a NOSCRIPT is expected on the first run only."""
-        pipe = self.client.pipeline(transaction=False)
-        for call in calls:
-            sha = self._script(call.script).sha
-            pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
-        replies: list[Any] = pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-                raise reply
-            if first and isinstance(reply, redis.exceptions.NoScriptError):
-                continue
-            if is_transient_reply(reply):
-                raise StoreUnavailable(f"Redis cannot take writes now: {reply}")
-        return replies
 
 
 def edge_options(settings: Settings) -> EdgeOptions:

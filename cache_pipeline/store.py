@@ -37,6 +37,7 @@ __all__ = [
     "BatchResult",
     "Outcome",
     "RedisClient",
+    "ScriptRunner",
     "Store",
     "is_transient_reply",
     "translate_errors",
@@ -77,9 +78,7 @@ class Store:
         self.layout = layout
         self.ttl = ttl
         self.policy = policy
-        self._scripts: dict[str, Script] = {
-            name: client.register_script(script_source(name)) for name in _SCRIPTS
-        }
+        self._runner = ScriptRunner(client, _SCRIPTS)
 
     def plan(self, message: Message, policy: CacheUpdatePolicy | None = None) -> list[Step]:
         return plan(message, self.layout, ttl=self.ttl, policy=policy or self.policy)
@@ -156,7 +155,7 @@ class Store:
     def run(self, call: ScriptCall) -> Any:
         """Run one planned script call in its own round trip; its reply."""
         with translate_errors():
-            return self._scripts[call.script](keys=call.keys, args=call.args)
+            return self._runner.script(call.script)(keys=call.keys, args=call.args)
 
     def ping(self) -> bool:
         """True when Redis answers."""
@@ -177,8 +176,7 @@ class Store:
         if not pending:
             return []
         calls = [s for item in pending for s in item.steps if isinstance(s, ScriptCall)]
-        with translate_errors():
-            replies = self._execute(calls)
+        replies = self._runner.run_calls(calls)
         results: BatchResult = []
         position = 0
         for item in pending:
@@ -191,21 +189,48 @@ class Store:
                 results.append(_outcome(item.message, own))
         return results
 
-    def _execute(self, calls: list[ScriptCall]) -> list[Any]:
-        """EVALSHA every call in one pipeline; reload and rerun any NOSCRIPT once."""
-        replies = self._pipeline(calls, first=True)
-        missing = [
-            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
-        ]
-        if missing:
-            for name in {calls[i].script for i in missing}:
-                self.client.script_load(self._scripts[name].script)
-            rerun = self._pipeline([calls[i] for i in missing], first=False)
-            for i, reply in zip(missing, rerun, strict=True):
-                replies[i] = reply
+
+class ScriptRunner:
+    """Runs ``ScriptCall`` batches in one pipelined round trip (EVALSHA).
+
+    A script (``cache_pipeline.scripts.script_source``) is registered on its first call,
+    or up front when named in ``preload``; after SCRIPT FLUSH the missing scripts are
+    loaded and only their calls run again. The store and resync share it.
+    """
+
+    def __init__(self, client: RedisClient, preload: Sequence[str] = ()) -> None:
+        self.client = client
+        self.scripts: dict[str, Script] = {}
+        for name in preload:
+            self.script(name)
+
+    def script(self, name: str) -> Script:
+        """The registered script of that name."""
+        if name not in self.scripts:
+            self.scripts[name] = self.client.register_script(script_source(name))
+        return self.scripts[name]
+
+    def run_calls(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Each call's reply, or the error Redis answered for it.
+
+        Raises ``StoreUnavailable`` when Redis cannot be reached or cannot take writes now.
+        """
+        if not calls:
+            return []
+        with translate_errors():
+            replies = self._pipeline(calls, first=True)
+            missing = [
+                i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+            ]
+            if missing:
+                for name in {calls[i].script for i in missing}:
+                    self.client.script_load(self.scripts[name].script)
+                rerun = self._pipeline([calls[i] for i in missing], first=False)
+                for i, reply in zip(missing, rerun, strict=True):
+                    replies[i] = reply
         return replies
 
-    def _pipeline(self, calls: list[ScriptCall], *, first: bool) -> list[Any]:
+    def _pipeline(self, calls: Sequence[ScriptCall], *, first: bool) -> list[Any]:
         """The replies of one pipelined round trip; raises when Redis cannot take writes now.
 
         A NOSCRIPT is expected on the first run (SCRIPT FLUSH, a restart, a failover);
@@ -213,7 +238,7 @@ class Store:
         """
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
-            sha = self._scripts[call.script].sha
+            sha = self.script(call.script).sha
             pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
         replies: list[Any] = pipe.execute(raise_on_error=False)
         for reply in replies:

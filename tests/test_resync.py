@@ -20,9 +20,9 @@ import pytest
 import redis
 
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
-from cache_pipeline.resync import ScriptRunner
 from cache_pipeline.schema import Marker, SchemaGuard, SchemaStatus
 from cache_pipeline.scope_writes import ScriptCall, invalidate_call, snapshot_call
+from cache_pipeline.store import ScriptRunner
 from tests.support.cluster import RedisClusterServer
 from tests.support.edge import STUB_API_KEY, EdgeStub, feature, metered
 from tests.support.recording_edge import RecordingEdge
