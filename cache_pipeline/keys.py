@@ -97,12 +97,6 @@ class CustomerKeys:
     def credit(self, currency_id: str) -> str:
         return f"{self.entitlements}:credit_{currency_id}"
 
-    def usage_for(self, kind: str, entitlement_id: str) -> str:
-        """Contract v1 (until the pipeline switches): the usage key of an entry's kind."""
-        return (
-            self.credit(entitlement_id) if kind == "CREDIT" else self.feature_usage(entitlement_id)
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class KeyLayout:
@@ -131,8 +125,3 @@ class KeyLayout:
     def environment_pattern(self) -> str:
         """SCAN MATCH pattern for every key of the environment."""
         return self.prefix.translate(_GLOB_SPECIAL) + ":*"
-
-    @staticmethod
-    def entitlement_field(kind: str, entitlement_id: str) -> str:
-        """Contract v1 (until the pipeline switches): a map field name."""
-        return f"{kind}:{entitlement_id}"
