@@ -478,6 +478,7 @@ def test_atheris_finds_no_crash_in_a_bounded_run(tmp_path: Path) -> None:
             "tests.fuzz.fuzz_parser",
             "-runs=200000",
             "-max_len=2048",
+            f"-artifact_prefix={tmp_path}/",
             str(corpus),
         ],
         cwd=ROOT,

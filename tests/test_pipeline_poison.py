@@ -38,12 +38,14 @@ def poison_bodies(prefix: str) -> dict[str, list[str]]:
     wrong_type["timestamp"] = "yesterday"
     elsewhere = factory.usage("cus-1", 503, "seats", 1, environment=f"not-{prefix}")
     year_9999 = factory.usage("cus-1", 253402300799000, "seats", 9)
+    c1_control = factory.usage("cus\u0085x", 504, "seats", 1)  # NEL: ids hold no control character
     return {
         "not_json": ["{this is not json", "[1, 2]"],
         "unknown_type": [json.dumps(unknown)],
         "invalid_field": [json.dumps(missing), json.dumps(wrong_type)],
         "wrong_environment": [json.dumps(elsewhere)],
         "timestamp_in_future": [json.dumps(year_9999)],
+        "unsafe_id": [json.dumps(c1_control)],
     }
 
 
