@@ -1,0 +1,160 @@
+"""bench.sqs_server behaves as SQS does for what the bench and the worker use.
+
+It runs as its own process and is spoken to by boto3 (which checks the MD5 of
+bodies and attributes) and by the worker's own ``SqsQueue``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from cache_pipeline.sqs_queue import SqsQueue
+from cache_pipeline.sqs_wire import SignedCalls
+from tests.support.servers import AWS_TEST_ENV, free_port, wait_until
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.sqs_server", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        client = boto3.client("sqs", endpoint_url=url, region_name="us-east-1", **_keys())
+        wait_until(lambda: _answers(client), timeout=10, what="bench.sqs_server")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _keys() -> dict[str, Any]:
+    return {
+        "aws_access_key_id": AWS_TEST_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": AWS_TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+def _answers(client: Any) -> bool:
+    try:
+        client.list_queues()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture
+def sqs(endpoint: str) -> Any:
+    return boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", **_keys())
+
+
+def depth(sqs: Any, url: str) -> tuple[int, int]:
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return int(attributes[names[0]]), int(attributes[names[1]])
+
+
+def test_visibility_delete_and_release(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName="vis", Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    entries = [
+        {
+            "Id": str(i),
+            "MessageBody": f"body {i} ✓",
+            "MessageAttributes": {"reason": {"DataType": "String", "StringValue": "x"}},
+        }
+        for i in range(3)
+    ]
+    assert len(sqs.send_message_batch(QueueUrl=url, Entries=entries)["Successful"]) == 3
+    first = sqs.receive_message(
+        QueueUrl=url,
+        MaxNumberOfMessages=10,
+        MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+    )["Messages"]
+    assert sorted(m["Body"] for m in first) == ["body 0 ✓", "body 1 ✓", "body 2 ✓"]
+    assert first[0]["MessageAttributes"]["reason"]["StringValue"] == "x"
+    assert first[0]["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert depth(sqs, url) == (0, 3)
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+    sqs.delete_message_batch(
+        QueueUrl=url, Entries=[{"Id": "0", "ReceiptHandle": first[0]["ReceiptHandle"]}]
+    )
+    sqs.change_message_visibility_batch(
+        QueueUrl=url,
+        Entries=[{"Id": "0", "ReceiptHandle": first[1]["ReceiptHandle"], "VisibilityTimeout": 0}],
+    )
+    assert depth(sqs, url) == (1, 1)
+    again = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5, AttributeNames=["All"]
+    )["Messages"]
+    assert [m["Body"] for m in again] == [first[1]["Body"]]
+    assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+    started = time.monotonic()
+    late = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5)
+    assert time.monotonic() - started < 4  # the third came back after its 1 s timeout
+    assert [m["Body"] for m in late["Messages"]] == [first[2]["Body"]]
+
+
+def test_a_long_poll_wakes_when_a_message_arrives(sqs: Any) -> None:
+    url = sqs.create_queue(QueueName="poll")["QueueUrl"]
+    waiting = boto3.client(
+        "sqs", endpoint_url=sqs.meta.endpoint_url, region_name="us-east-1", **_keys()
+    )
+    sender = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import boto3, sys, time; time.sleep(0.5);"
+            " boto3.client('sqs', endpoint_url=sys.argv[1], region_name='us-east-1')"
+            ".send_message(QueueUrl=sys.argv[2], MessageBody='late')",
+            sqs.meta.endpoint_url,
+            url,
+        ],
+        env={**AWS_TEST_ENV, "PATH": "/usr/bin:/bin"},
+    )
+    started = time.monotonic()
+    reply = waiting.receive_message(QueueUrl=url, WaitTimeSeconds=10)
+    assert [m["Body"] for m in reply["Messages"]] == ["late"]
+    assert time.monotonic() - started < 5
+    sender.wait(10)
+
+
+def test_errors_are_sqs_errors(sqs: Any, endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(sqs.exceptions.QueueDoesNotExist):
+        sqs.get_queue_url(QueueName="nowhere")
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    queue = SqsQueue(SignedCalls(endpoint, "us-east-1"), f"{endpoint}/000000000000/nowhere")
+    with pytest.raises(Exception, match="QueueDoesNotExist"):
+        queue.receive(1, 0)
+    queue.close()
+
+
+def test_the_worker_s_queue_client_drains_it(
+    sqs: Any, endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    url = sqs.create_queue(QueueName="drain")["QueueUrl"]
+    for start in range(0, 50, 10):
+        entries = [{"Id": str(i), "MessageBody": f"m{start + i}"} for i in range(10)]
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    queue = SqsQueue(SignedCalls(endpoint, "us-east-1"), url)
+    seen: list[str] = []
+    while len(seen) < 50:
+        batch = queue.receive(10, 1)
+        assert batch
+        assert queue.delete([m.receipt for m in batch]) == []
+        seen += [m.body for m in batch]
+    queue.close()
+    assert sorted(seen) == sorted(f"m{i}" for i in range(50))
+    assert depth(sqs, url) == (0, 0)
