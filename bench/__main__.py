@@ -313,7 +313,9 @@ def run_latency_mode(
         "redis_delay_ms": redis_delay_ms,
         "rate": rate,
         "probes": round(rate * latency_seconds),
-        "worker_default_concurrency": latency_mode.default_concurrency(),
+        "worker_default_concurrency": {
+            str(size): latency_mode.default_concurrency(size) for size in sizes
+        },
     }
     click.echo(
         f"bench: code {header['version']}, load average at start {header['load_start']}"

@@ -68,11 +68,11 @@ def probe_senders(rate: float, sqs_delay_ms: float) -> int:
     return max(2, math.ceil(rate * (2 * sqs_delay_ms / 1000 + 0.15)) + 2)
 
 
-def default_concurrency() -> int:
-    """WORKER_CONCURRENCY when the variable is unset (the worker's settings model)."""
+def default_concurrency(batch_size: int) -> int:
+    """The worker's consumers when WORKER_CONCURRENCY is unset (its settings model)."""
     from cache_pipeline.config import Settings as WorkerSettings
 
-    return int(WorkerSettings.model_fields["worker_concurrency"].default)
+    return WorkerSettings(batch_size=batch_size).consumers
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Cell:
     def as_dict(self) -> dict[str, Any]:
         figures: dict[str, Any] = {"batch_size": self.batch_size}
         if self.subject == "worker":
-            figures["concurrency"] = self.concurrency or default_concurrency()
+            figures["concurrency"] = self.concurrency or default_concurrency(self.batch_size)
             figures["concurrency_default"] = self.concurrency is None
         return figures
 
@@ -103,7 +103,7 @@ class Cell:
         sqs = 2 * sqs_delay_ms / 1000 + SERVICE_SECONDS
         redis = 2 * redis_delay_ms / 1000
         if self.subject == "worker":
-            consumers = self.concurrency or default_concurrency()
+            consumers = self.concurrency or default_concurrency(self.batch_size)
             return self.batch_size * consumers / (sqs + redis)
         return self.batch_size / (2 * sqs + redis)
 

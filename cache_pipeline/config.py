@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cache_pipeline.errors import ConfigError
 
 NO_EXPIRY = -1
+# WORKER_CONCURRENCY unset: consumers = max(AUTO_MIN_CONSUMERS, AUTO_RECEIVES // BATCH_SIZE)
+AUTO_RECEIVES = 16
+AUTO_MIN_CONSUMERS = 8
+SQS_READ_TIMEOUT_SECS = 20  # cache_pipeline.sqs_wire.READ_TIMEOUT: above SQS's longest long poll
 
 
 class CacheUpdatePolicy(StrEnum):
@@ -102,8 +106,9 @@ class Settings(BaseSettings):
         int, Field(ge=1, le=43200, json_schema_extra=_allowed("seconds, 1..43200"))
     ] = 30
     worker_concurrency: Annotated[
-        int, Field(ge=1, le=64, json_schema_extra=_allowed("an integer 1..64"))
-    ] = 1
+        int | None,
+        Field(ge=1, le=64, json_schema_extra=_allowed("an integer 1..64, or unset")),
+    ] = None
     poison_flood_ratio: Annotated[
         float, Field(ge=0, le=1, json_schema_extra=_allowed("a share 0..1 (0 turns the guard off)"))
     ] = 0.5
@@ -136,11 +141,44 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "queue_url", "dead_letter_queue_url", "redis_username", "redis_tls_ca_file", mode="before"
+        "queue_url",
+        "dead_letter_queue_url",
+        "redis_username",
+        "redis_tls_ca_file",
+        "worker_concurrency",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @property
+    def consumers(self) -> int:
+        """Consumer threads (receives in flight) per worker process.
+
+        WORKER_CONCURRENCY when set; else enough receives in flight to keep a
+        process busy when each SQS round trip costs tens of milliseconds:
+        ``AUTO_RECEIVES // BATCH_SIZE`` messages' worth, at least ``AUTO_MIN``.
+        """
+        if self.worker_concurrency is not None:
+            return self.worker_concurrency
+        return max(AUTO_MIN_CONSUMERS, AUTO_RECEIVES // self.batch_size)
+
+    def liveness_warning(self) -> str | None:
+        """Why STALLED_AFTER_SECS may fail /livez on a slow but working dependency, if it may.
+
+        A consumer can legitimately sit in one call for 2 x REDIS_TIMEOUT_SECS (a
+        write and its retry) plus the SQS read timeout (20 s).
+        """
+        floor = 2 * self.redis_timeout_secs + SQS_READ_TIMEOUT_SECS
+        if self.stalled_after_secs > floor:
+            return None
+        return (
+            f"STALLED_AFTER_SECS={self.stalled_after_secs} is not above 2 x REDIS_TIMEOUT_SECS"
+            f" + {SQS_READ_TIMEOUT_SECS} s ({floor:g} s), the longest call a consumer can"
+            " legitimately be in: /livez may fail, and the pod be restarted, while Redis or"
+            " SQS answers slowly"
+        )
 
     @property
     def ttl(self) -> int | None:

@@ -42,7 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from loguru import logger
 
 from cache_pipeline import metrics
-from cache_pipeline.config import Settings
+from cache_pipeline.config import SQS_READ_TIMEOUT_SECS, Settings
 from cache_pipeline.errors import QueueFault, QueueUnavailable
 from cache_pipeline.http_keepalive import KeepAlive
 from cache_pipeline.sqs_faults import fault_of, from_boto3, short_code
@@ -51,7 +51,7 @@ CONTENT_TYPE = "application/x-amz-json-1.0"
 TARGET_PREFIX = "AmazonSQS."
 SIGNING_NAME = "sqs"
 CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 20.0  # above the longest long poll (20 s is SQS's maximum wait)
+READ_TIMEOUT = float(SQS_READ_TIMEOUT_SECS)  # above the longest long poll (20 s, SQS's maximum)
 
 
 class SqsCalls(Protocol):

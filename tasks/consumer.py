@@ -6,10 +6,11 @@ Each turn of a ``QueueConsumer``'s loop:
 2. ``batch.prepare``: every message routed to its Celery task, which the
    ``tasks.handlers.TaskRunner`` runs: its planned writes, or why it is poison;
 3. one ``Store.apply_planned``: every planned write in one Redis round trip;
-4. ``batch.settle``: park poison (DLQ), delete what was applied (one
-   DeleteMessageBatch, sent by a deleter thread while the next receive is
-   already out), leave what must wait for the redrive policy, release what
-   must come back soon.
+4. ``batch.settle``: park poison (DLQ), hand what was applied or parked to
+   the process's ``DeleteBatcher`` (below) (DeleteMessageBatch, ten at a
+   time across consumers, sent while this consumer is already receiving
+   again), leave what must wait for the redrive policy, release what must come
+   back soon.
 
 When Redis cannot take writes the batch goes back (visible again after
 RETRY_VISIBILITY_SECONDS) and the consumer waits on the ``RedisGate`` until a
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from dataclasses import dataclass
 
 from loguru import logger
 from redis.backoff import EqualJitterBackoff
@@ -74,6 +76,7 @@ class QueueConsumer:
         gate: RedisGate,
         health: HealthState,
         stopping: threading.Event,
+        deleter: DeleteBatcher,
         batch_size: int,
         schema: SchemaWatch | None = None,
         flood: FloodBrake | None = None,
@@ -88,46 +91,34 @@ class QueueConsumer:
         self.gate = gate
         self.health = health
         self.stopping = stopping
+        self.deleter = deleter
         self.batch_size = batch_size
         self.schema = schema
         self.flood = flood
         self.retry_visibility = retry_visibility
         self.wait_seconds = wait_seconds
         self._receive_failures = 0
-        self._delete_failures = 0
-        self._deleter = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-deleter")
-        self._deleting: Future[None] | None = None
 
     def run(self) -> None:
         """Receive and settle batches until asked to stop; never raises."""
-        try:
-            while not self.stopping.is_set():
-                self.beat()
-                try:
-                    self._turn()
-                except Exception:  # a bug must not end consumption: the batch comes back
-                    metrics.RECEIVE_ERRORS.inc()
-                    logger.exception("a turn of the queue consumer failed; its messages come back")
-                    self.stopping.wait(TURN_ERROR_PAUSE)
-        finally:
-            self.close()
+        while not self.stopping.is_set():
+            self.beat()
+            try:
+                self._turn()
+            except Exception:  # a bug must not end consumption: the batch comes back
+                metrics.RECEIVE_ERRORS.inc()
+                logger.exception("a turn of the queue consumer failed; its messages come back")
+                self.stopping.wait(TURN_ERROR_PAUSE)
 
     def beat(self) -> None:
         self.health.beat(self.name)
-
-    def close(self) -> None:
-        """Finish the delete in flight."""
-        try:
-            self._wait_for_delete()
-        finally:
-            self._deleter.shutdown()
 
     def _turn(self) -> None:
         if not self._may_consume():
             self.stopping.wait(HALT_POLL)
             return
-        if self._delete_failures:
-            self.stopping.wait(QUEUE_BACKOFF.compute(self._delete_failures))
+        if self.deleter.failures:
+            self.stopping.wait(QUEUE_BACKOFF.compute(self.deleter.failures))
         batch = self._receive()
         if batch:
             self._handle(batch)
@@ -159,7 +150,7 @@ class QueueConsumer:
         written = self._write(deliveries)
         settlement = settle(deliveries, has_dlq=self.queue.has_dead_letter)
         parked = self._park(settlement.park)
-        self._delete(settlement.delete, parked)
+        self.deleter.submit(settlement.delete, parked)
         self._leave(settlement.leave)
         self._release(settlement.release)
         if not written:
@@ -219,50 +210,6 @@ class QueueConsumer:
                 record_dlq_refused(delivery, why)
         return parked
 
-    def _delete(self, applied: list[Delivery], parked: list[Delivery]) -> None:
-        """Hand the batch's deletes to the deleter thread and go on receiving.
-
-        The write is done, so deleting can overlap the next receive; at most one
-        delete is in flight per consumer, and ``close`` waits for it.
-        """
-        if not applied and not parked:
-            return
-        self._wait_for_delete()
-        self._deleting = self._deleter.submit(self._delete_now, applied, parked)
-
-    def _wait_for_delete(self) -> None:
-        if self._deleting is not None:
-            self._deleting.result()
-            self._deleting = None
-
-    def _delete_now(self, applied: list[Delivery], parked: list[Delivery]) -> None:
-        done = applied + parked
-        try:
-            refused = set(self.queue.delete([d.received.receipt for d in done]))
-        except QueueUnavailable as exc:
-            self._delete_failures += 1
-            _queue_failed("delete", exc, self.health, Reason.QUEUE_DELETES_FAILING)
-            logger.warning(
-                "deleting {} message(s) failed ({}), they will come back: {}",
-                len(done),
-                exc.fault.value,
-                exc.detail,
-            )
-            return
-        except Exception:  # a bug here must not kill the consumer: the messages come back
-            logger.exception("deleting {} message(s) failed, they will come back", len(done))
-            return
-        self._delete_failures = 0
-        self.health.succeeded(Reason.QUEUE_DELETES_FAILING)
-        if refused:
-            metrics.RECEIVE_ERRORS.inc()
-        for delivery in applied:
-            if delivery.received.receipt not in refused:
-                record_applied(delivery)
-        for delivery in parked:
-            if delivery.received.receipt not in refused:
-                record_poison(delivery, "dlq")
-
     def _leave(self, left: list[Delivery]) -> None:
         """Poison without a DLQ, and writes Redis refused: back after the visibility timeout."""
         for delivery in left:
@@ -303,3 +250,128 @@ def _queue_failed(
         metrics.RECEIVE_ERRORS.inc()
     if health is not None and reason is not None:
         health.failed(reason, str(exc))
+
+
+DELETE_BATCH = 10  # SQS's most entries per DeleteMessageBatch
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A settled message waiting for its delete: applied, or parked in the DLQ."""
+
+    delivery: Delivery
+    parked: bool
+
+
+class DeleteBatcher:
+    """Sends the deletes of every consumer of a process, up to ten per call.
+
+    At BATCH_SIZE=1 every receive hands over one message; deleting each one on its
+    own would cost a request (and a round trip in a thread) per message. The
+    consumers hand what they settled to one ``DeleteBatcher`` instead and go on
+    receiving; its sender threads each take up to ten pending receipts and send
+    them in one call. Nothing lingers: a sender that is free sends what is pending
+    at once, so at low rates a message is deleted as soon as it was written, and at
+    high rates the deletes queue up while the senders are busy and leave in full
+    batches.
+
+    A failed call counts, logs and marks readiness like any queue failure; its
+    messages come back after their visibility timeout (their writes are done, so
+    applying them again changes nothing). ``failures`` tells the consumers to back
+    off while deletes keep failing. ``submit`` blocks while ``max_pending``
+    receipts wait, so a slow queue slows receiving rather than piling up receipts.
+    """
+
+    def __init__(
+        self,
+        queue: QueueClient,
+        health: HealthState,
+        *,
+        senders: int,
+        max_pending: int = 1000,
+        name: str = "deleter",
+    ) -> None:
+        self.queue = queue
+        self.health = health
+        self.max_pending = max_pending
+        self.failures = 0  # calls failed in a row
+        self._pending: deque[Done] = deque()
+        self._busy = 0
+        self._closing = False
+        self._cond = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._send_loop, name=f"{name}-{i}", daemon=True)
+            for i in range(senders)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, applied: list[Delivery], parked: list[Delivery]) -> None:
+        """Queue the deletes of one settled batch (waits while too many are pending)."""
+        if not applied and not parked:
+            return
+        with self._cond:
+            while len(self._pending) >= self.max_pending and not self._closing:
+                self._cond.wait(0.5)
+            self._pending.extend(Done(d, parked=False) for d in applied)
+            self._pending.extend(Done(d, parked=True) for d in parked)
+            self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until nothing is pending or being sent; False if that took too long."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send what is pending, then stop the senders."""
+        self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                size = min(DELETE_BATCH, len(self._pending))
+                chunk = [self._pending.popleft() for _ in range(size)]
+                self._busy += 1
+                self._cond.notify_all()
+            try:
+                self._send(chunk)
+            except Exception:  # a bug here must not end deleting: the messages come back
+                logger.exception("deleting {} message(s) failed, they will come back", len(chunk))
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+
+    def _send(self, chunk: list[Done]) -> None:
+        try:
+            refused = set(self.queue.delete([done.delivery.received.receipt for done in chunk]))
+        except QueueUnavailable as exc:
+            self.failures += 1
+            _queue_failed("delete", exc, self.health, Reason.QUEUE_DELETES_FAILING)
+            logger.warning(
+                "deleting {} message(s) failed ({}), they will come back: {}",
+                len(chunk),
+                exc.fault.value,
+                exc.detail,
+            )
+            return
+        self.failures = 0
+        self.health.succeeded(Reason.QUEUE_DELETES_FAILING)
+        if refused:
+            metrics.RECEIVE_ERRORS.inc()
+        for done in chunk:
+            if done.delivery.received.receipt in refused:
+                continue
+            if done.parked:
+                record_poison(done.delivery, "dlq")
+            else:
+                record_applied(done.delivery)

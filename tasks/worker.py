@@ -3,13 +3,16 @@
 Celery runs the process (signals, warm and soft shutdown, the task registry,
 the solo pool), but its own task consumer is given no queue: the queue carries
 raw JSON, which Celery's consumer would reject. Instead the ``QueueConsumers``
-bootstep starts WORKER_CONCURRENCY ``QueueConsumer`` threads on the queue
-(``tasks.consumer``), sharing one ``SqsQueue``; each runs the per-type tasks
-(``tasks.handlers.TaskRunner``) in its own thread. On SIGTERM the worker stops them:
+bootstep starts ``Settings.consumers`` ``QueueConsumer`` threads on the queue
+(``tasks.consumer``: WORKER_CONCURRENCY, or a number derived from BATCH_SIZE),
+sharing one ``SqsQueue`` and one ``DeleteBatcher``; each
+runs the per-type tasks (``tasks.handlers.TaskRunner``) in its own thread, so
+that many receives are in flight at once. On SIGTERM the worker stops them:
 each finishes the batch it holds (written batches are deleted, anything not
-written is not), then the process exits 0. Should every consumer thread end
-while the worker is not stopping, the worker shuts down with exit code 1 (and
-/livez says so meanwhile), so that its supervisor starts a new one.
+written is not), the pending deletes are sent, then the process exits 0.
+Should every consumer thread end while the worker is not stopping, the worker
+shuts down with exit code 1 (and /livez says so meanwhile), so that its
+supervisor starts a new one.
 
 The HTTP surface (/livez, /readyz, /metrics) runs in a thread of this process,
 so /metrics counts every message this worker handles.
@@ -39,7 +42,7 @@ from cache_pipeline.schema import SchemaGuard, SchemaWatch
 from cache_pipeline.sqs_queue import SqsQueue
 from cache_pipeline.store import RedisClient, Store
 from tasks.app import PipelineApp, create_app, queue_name
-from tasks.consumer import QueueConsumer
+from tasks.consumer import DeleteBatcher, QueueConsumer
 from tasks.flood import FloodBrake
 from tasks.handlers import TaskRunner
 
@@ -106,14 +109,20 @@ class QueueConsumers(bootsteps.StartStopStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.threads: list[threading.Thread] = []
+        self.deleter: DeleteBatcher | None = None
 
     def start(self, parent: Any) -> None:
         runtime: Runtime = parent.app.runtime
         settings = runtime.settings
         assert settings.queue_url is not None
         runner = TaskRunner(parent.app, list(TASK_NAMES.values()))
-        count = settings.worker_concurrency
-        consumers = [new_consumer(runtime, runner, f"queue-consumer-{i}") for i in range(count)]
+        count = settings.consumers
+        self.deleter = DeleteBatcher(
+            runtime.queue, runtime.health, senders=delete_senders(count), name="queue-deleter"
+        )
+        consumers = [
+            new_consumer(runtime, runner, self.deleter, f"queue-consumer-{i}") for i in range(count)
+        ]
         runtime.health.supervise()
         # Counted together before any thread runs: readiness never shows a partial set.
         _count_consumers(runtime, len(consumers))
@@ -137,13 +146,22 @@ class QueueConsumers(bootsteps.StartStopStep):
         self.threads = [thread for thread in self.threads if thread.is_alive()]
         if self.threads:
             logger.error("{} consumer(s) did not stop in time", len(self.threads))
+        if self.deleter is not None:
+            self.deleter.close(STOP_TIMEOUT)
         runtime.queue.close()
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)
 
 
-def new_consumer(runtime: Runtime, runner: TaskRunner, name: str) -> QueueConsumer:
+def delete_senders(consumers: int) -> int:
+    """Delete calls in flight for that many consumers: one per two, at least two."""
+    return max(2, (consumers + 1) // 2)
+
+
+def new_consumer(
+    runtime: Runtime, runner: TaskRunner, deleter: DeleteBatcher, name: str
+) -> QueueConsumer:
     """A consumer of the runtime's queue, running the tasks through ``runner``."""
     return QueueConsumer(
         name=name,
@@ -154,6 +172,7 @@ def new_consumer(runtime: Runtime, runner: TaskRunner, name: str) -> QueueConsum
         gate=runtime.gate,
         health=runtime.health,
         stopping=runtime.stopping,
+        deleter=deleter,
         batch_size=runtime.settings.batch_size,
         schema=runtime.schema,
         flood=runtime.flood,
@@ -214,6 +233,9 @@ def run_worker(settings: Settings) -> int:
 
     configure_logging(settings)
     configure_sentry(settings, celery=True, fastapi=True)
+    warning = settings.liveness_warning()
+    if warning:
+        logger.warning(warning)
     runtime = Runtime.build(settings)
     http = serve_in_thread(settings, runtime.health, runtime.redis)
     try:

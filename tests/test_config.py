@@ -41,7 +41,7 @@ VARIABLES: list[tuple[str, Any, str, Any]] = [
     ("REDIS_CLUSTER", False, "1", True),
     ("REDIS_TLS_CA_FILE", None, "/etc/ssl/ca.pem", "/etc/ssl/ca.pem"),
     ("VISIBILITY_TIMEOUT", 30, "120", 120),
-    ("WORKER_CONCURRENCY", 1, "4", 4),
+    ("WORKER_CONCURRENCY", None, "4", 4),
 ]
 
 BAD_VALUES = [
@@ -95,6 +95,30 @@ def test_variable_read_from_environment(
     else:
         assert value == expected
         assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "concurrency", "consumers"),
+    [("1", None, 16), ("2", None, 8), ("10", None, 8), ("1", "", 16), ("10", "3", 3)],
+)
+def test_consumers_follow_worker_concurrency_or_derive_from_the_batch_size(
+    monkeypatch: pytest.MonkeyPatch, batch_size: str, concurrency: str | None, consumers: int
+) -> None:
+    monkeypatch.setenv("BATCH_SIZE", batch_size)
+    if concurrency is not None:
+        monkeypatch.setenv("WORKER_CONCURRENCY", concurrency)
+    assert load_settings().consumers == consumers
+
+
+def test_a_stall_bound_under_the_longest_legitimate_call_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().liveness_warning() is None  # 120 s > 2 x 2 s + 20 s
+    monkeypatch.setenv("REDIS_TIMEOUT_SECS", "50")
+    warning = load_settings().liveness_warning()
+    assert warning is not None
+    assert warning.startswith("STALLED_AFTER_SECS=120 is not above")
+    assert "(120 s)" in warning
 
 
 @pytest.mark.parametrize(("name", "value", "allowed"), BAD_VALUES)

@@ -37,9 +37,11 @@ def test_a_consumer_stuck_beyond_the_bound_fails_livez_until_it_moves(
     )
     admin = own_redis.client()
     try:
-        flow = Flow(sqs_server, queue_url, admin, prefix, workers.start())
+        worker = workers.start()
+        flow = Flow(sqs_server, queue_url, admin, prefix, worker)
         flow.seed()
         assert flow.livez().json() == {"status": "UP"}
+        assert "STALLED_AFTER_SECS=10 is not above" in worker.output()  # warned at startup
         own_redis.pause()  # SIGSTOP: the next write waits on a socket that never answers
         try:
             flow.stream(30, seed_value=31)

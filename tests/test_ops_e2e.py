@@ -16,6 +16,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from cache_pipeline.config import Settings
 from cache_pipeline.metrics import BASELINE_TYPES, HITS_NAME, MISSES_NAME
 from tests.support.factory import credits, entitlements, envelope, invalidation, usage
 from tests.support.servers import RedisServer, SqsServer, wait_until
@@ -85,10 +86,10 @@ def start_worker(
 
 
 def test_probes_follow_redis(start_worker: Any, locked_redis: RedisServer) -> None:
-    worker, _, _ = start_worker()
+    worker, _, _ = start_worker(WORKER_CONCURRENCY="3")
     livez = worker.http.get("/livez")
     assert (livez.status_code, livez.json()) == (200, {"status": "UP"})
-    up = {"status": "UP", "consumers": 1, "redis": "CONNECTED"}
+    up = {"status": "UP", "consumers": 3, "redis": "CONNECTED"}
     wait_until(lambda: readyz(worker) == (200, up), what=f"/readyz UP\n{worker.output()}")
 
     locked_redis.stop()
@@ -97,7 +98,7 @@ def test_probes_follow_redis(start_worker: Any, locked_redis: RedisServer) -> No
     assert status == 503
     assert body["status"] == "DOWN"
     assert body["redis"] == "DISCONNECTED"
-    assert body["consumers"] == 1
+    assert body["consumers"] == 3
     assert worker.http.get("/livez").status_code == 200
     assert worker.counter("persistent_cache_redis_up") == 0
 
@@ -178,7 +179,8 @@ def test_metrics_count_every_message_by_type_and_reason(
     assert handled == len(bodies)
     assert samples[("persistent_cache_write_errors_total", ())] == 0
     assert samples[("persistent_cache_write_duration_seconds_count", ())] >= 1
-    assert samples[("persistent_cache_consumers", ())] == 1
+    default = Settings(batch_size=int(worker.env["BATCH_SIZE"]), worker_concurrency=None)
+    assert samples[("persistent_cache_consumers", ())] == default.consumers
 
     text = worker.http.get("/metrics").text
     for name, kind in BASELINE_TYPES.items():

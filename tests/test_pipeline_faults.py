@@ -95,8 +95,8 @@ def test_redis_stopped_mid_stream_pauses_then_resumes_without_loss(
 def start_mid_stream(
     workers: Workers, client: SQSClient, queue_url: str, *, seed_value: int
 ) -> tuple[WorkerProcess, list[dict[str, Any]]]:
-    """Queue seeds and a 150-message stream, start a worker, return once part is applied."""
-    seeded, messages = seed(CUSTOMERS), stream(CUSTOMERS, 150, seed_value=seed_value)
+    """Queue seeds and a 600-message stream, start a worker, return once part is applied."""
+    seeded, messages = seed(CUSTOMERS), stream(CUSTOMERS, 600, seed_value=seed_value)
     send(client, queue_url, seeded)
     send(client, queue_url, messages)
     first = workers.start()
