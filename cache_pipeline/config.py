@@ -18,7 +18,7 @@ from cache_pipeline.errors import ConfigError
 NO_EXPIRY = -1
 # WORKER_CONCURRENCY unset: consumers = max(AUTO_MIN_CONSUMERS, AUTO_RECEIVES // BATCH_SIZE)
 AUTO_RECEIVES = 16
-AUTO_MIN_CONSUMERS = 8
+AUTO_MIN_CONSUMERS = 12
 SQS_READ_TIMEOUT_SECS = 20  # cache_pipeline.sqs_wire.READ_TIMEOUT: above SQS's longest long poll
 
 

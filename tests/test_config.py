@@ -99,7 +99,7 @@ def test_variable_read_from_environment(
 
 @pytest.mark.parametrize(
     ("batch_size", "concurrency", "consumers"),
-    [("1", None, 16), ("2", None, 8), ("10", None, 8), ("1", "", 16), ("10", "3", 3)],
+    [("1", None, 16), ("2", None, 12), ("10", None, 12), ("1", "", 16), ("10", "3", 3)],
 )
 def test_consumers_follow_worker_concurrency_or_derive_from_the_batch_size(
     monkeypatch: pytest.MonkeyPatch, batch_size: str, concurrency: str | None, consumers: int
