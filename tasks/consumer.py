@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from loguru import logger
@@ -150,7 +151,7 @@ class QueueConsumer:
         written = self._write(deliveries)
         settlement = settle(deliveries, has_dlq=self.queue.has_dead_letter)
         parked = self._park(settlement.park)
-        self.deleter.submit(settlement.delete, parked)
+        self.deleter.submit(settlement.delete, parked, waiting=self.beat)
         self._leave(settlement.leave)
         self._release(settlement.release)
         if not written:
@@ -306,12 +307,24 @@ class DeleteBatcher:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, applied: list[Delivery], parked: list[Delivery]) -> None:
-        """Queue the deletes of one settled batch (waits while too many are pending)."""
+    def submit(
+        self,
+        applied: list[Delivery],
+        parked: list[Delivery],
+        waiting: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue the deletes of one settled batch.
+
+        Waits while ``max_pending`` receipts are pending, calling ``waiting`` every
+        half second meanwhile (a consumer beats its heartbeat: waiting for SQS is
+        not a stall).
+        """
         if not applied and not parked:
             return
         with self._cond:
             while len(self._pending) >= self.max_pending and not self._closing:
+                if waiting is not None:
+                    waiting()
                 self._cond.wait(0.5)
             self._pending.extend(Done(d, parked=False) for d in applied)
             self._pending.extend(Done(d, parked=True) for d in parked)

@@ -89,3 +89,35 @@ def test_close_sends_what_is_pending() -> None:
     deleter.submit(deliveries, [])
     deleter.close()
     assert queue.bodies() == []
+
+
+def test_a_full_backlog_makes_submit_wait_and_call_back_meanwhile() -> None:
+    queue = MemoryQueue()
+    deliveries = applied(queue, 12)
+    deleter = DeleteBatcher(queue, HealthState(), senders=1, max_pending=10)
+    gate, sending = threading.Event(), threading.Event()
+    original = queue.delete
+
+    def stuck_delete(receipts: Sequence[str]) -> list[str]:
+        sending.set()
+        gate.wait(10)  # SQS does not answer: the backlog stays full
+        return original(receipts)
+
+    queue.delete = stuck_delete  # type: ignore[method-assign]
+    deleter.submit(deliveries[:1], [])
+    assert sending.wait(5)  # the only sender took it and hangs
+    deleter.submit(deliveries[1:11], [])  # ten pending: the backlog is full
+    beats: list[float] = []
+    submitted = threading.Thread(
+        target=deleter.submit,
+        args=(deliveries[11:], []),
+        kwargs={"waiting": lambda: beats.append(1)},
+    )
+    submitted.start()
+    wait_until(lambda: len(beats) >= 2, timeout=5, what="the waiting consumer's beats")
+    assert submitted.is_alive()  # still waiting for room
+    gate.set()
+    submitted.join(10)
+    assert not submitted.is_alive()
+    deleter.close()
+    assert queue.bodies() == []
