@@ -11,6 +11,8 @@ authentication on. Throttling comes from ``SqsFaultProxy`` in front of the suite
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +226,30 @@ def test_a_queue_created_elsewhere_is_found_by_its_url(sqs_server: SqsServer) ->
     """The fixtures above name queues by URL; a sanity check of the helper they share."""
     url = create_queue(sqs_server.client())
     assert url.startswith(sqs_server.endpoint)
+
+
+def test_an_sqs_endpoint_that_stops_answering(
+    workers: list[Workers], redis_server: RedisServer, redis_client: redis.Redis, prefix: str
+) -> None:
+    """SIGSTOP on the SQS server: every call hangs until its read timeout. /readyz says so,
+    /livez does not (waiting is not a stall), and consumption resumes once it answers."""
+    own = SqsServer().start()
+    try:
+        queue_url = create_queue(own.client())
+        worker = start(workers, worker_env(queue_url, own, redis_server, prefix))
+        flow = Flow(own, queue_url, redis_client, prefix, worker)
+        flow.seed()
+        flow.check()
+        assert own.process is not None
+        os.kill(own.process.pid, signal.SIGSTOP)
+        try:
+            body = flow.down_for("queue_receives_failing", timeout=60)
+            assert "unreachable" in body["message"]
+            assert flow.livez().status_code == 200
+        finally:
+            os.kill(own.process.pid, signal.SIGCONT)
+        flow.stream(40, seed_value=26)
+        flow.check()
+        flow.up()
+    finally:
+        own.stop()
