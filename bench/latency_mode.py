@@ -72,7 +72,8 @@ def default_concurrency(batch_size: int) -> int:
     """The worker's consumers when WORKER_CONCURRENCY is unset (its settings model)."""
     from cache_pipeline.config import Settings as WorkerSettings
 
-    return WorkerSettings(batch_size=batch_size).consumers
+    # Built without reading the environment: WORKER_CONCURRENCY unset is what "default" means.
+    return WorkerSettings.model_construct(batch_size=batch_size, worker_concurrency=None).consumers
 
 
 @dataclass(frozen=True)

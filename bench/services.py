@@ -1,15 +1,19 @@
 """The services a run talks to: an SQS endpoint (LocalStack) and a redis-server.
 
-The SQS endpoint comes from SQS_ENDPOINT_URL; without it, LocalStack is started
-with ``../shared/tools/localstack-host`` when that script exists, otherwise the
-run stops with a message saying how to start it. Redis is REDIS_HOST/REDIS_PORT
-when REDIS_HOST is set, otherwise a redis-server of the bench's own on a free port.
+The SQS endpoint comes from SQS_ENDPOINT_URL; ``SQS_ENDPOINT_URL=bench`` starts
+``bench.sqs_server`` (in memory, fast) on a free port for the run; without it,
+LocalStack is started with ``../shared/tools/localstack-host`` when that script
+exists, otherwise the run stops with a message saying how to start it. Redis is
+REDIS_HOST/REDIS_PORT when REDIS_HOST is set, otherwise a redis-server of the
+bench's own on a free port.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from botocore.config import Config
 
-from tests.support.servers import RedisServer
+from tests.support.servers import RedisServer, free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 LOCALSTACK_SCRIPT = REPO.parent / "shared" / "tools" / "localstack-host"
 LOCALSTACK_ENDPOINT = "http://127.0.0.1:4566"
+BENCH_SQS = "bench"  # SQS_ENDPOINT_URL=bench: the bench's own in-memory endpoint
 AWS_DEFAULTS = {
     "AWS_ACCESS_KEY_ID": "test",
     "AWS_SECRET_ACCESS_KEY": "test",
@@ -52,6 +57,10 @@ def sqs_endpoint() -> Iterator[str]:
     """SQS_ENDPOINT_URL, or a LocalStack started here on 127.0.0.1:4566 (and stopped
     again on exit if this call started it)."""
     endpoint = os.environ.get("SQS_ENDPOINT_URL")
+    if endpoint == BENCH_SQS:
+        with bench_sqs_server() as url:
+            yield url
+        return
     if endpoint:
         yield endpoint
         return
@@ -70,6 +79,32 @@ def sqs_endpoint() -> Iterator[str]:
         yield LOCALSTACK_ENDPOINT
     finally:
         subprocess.run([str(LOCALSTACK_SCRIPT), "stop"], check=False)
+
+
+@contextmanager
+def bench_sqs_server() -> Iterator[str]:
+    """``python -m bench.sqs_server`` on a free port for the duration of the block."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.sqs_server", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise ServiceError("bench.sqs_server did not start") from None
+                time.sleep(0.05)
+        print(f"SQS_ENDPOINT_URL=bench: bench.sqs_server on http://127.0.0.1:{port}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 _HOW_TO_START = (

@@ -158,3 +158,15 @@ def test_the_worker_s_queue_client_drains_it(
     queue.close()
     assert sorted(seen) == sorted(f"m{i}" for i in range(50))
     assert depth(sqs, url) == (0, 0)
+
+
+def test_sqs_endpoint_url_bench_runs_it_for_the_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.services import sqs_endpoint
+
+    monkeypatch.setenv("SQS_ENDPOINT_URL", "bench")
+    with sqs_endpoint() as url:
+        client = boto3.client("sqs", endpoint_url=url, region_name="us-east-1", **_keys())
+        client.create_queue(QueueName="b")
+        assert client.list_queues()["QueueUrls"] == [f"{url}/000000000000/b"]
+    with pytest.raises(Exception, match="Could not connect"):
+        client.list_queues()
