@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from botocore.config import Config
 
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import RedisServer, end_process, free_port, wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -91,20 +91,19 @@ def bench_sqs_server() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise ServiceError("bench.sqs_server did not start") from None
-                time.sleep(0.05)
+        try:
+            wait_until(lambda: _listening(port), what="bench.sqs_server")
+        except AssertionError as exc:
+            raise ServiceError(str(exc)) from None
         print(f"SQS_ENDPOINT_URL=bench: bench.sqs_server on http://127.0.0.1:{port}")
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(10)
+        end_process(process)
+
+
+def _listening(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
 
 
 _HOW_TO_START = (

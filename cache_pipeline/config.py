@@ -158,7 +158,7 @@ class Settings(BaseSettings):
 
         WORKER_CONCURRENCY when set; else enough receives in flight to keep a
         process busy when each SQS round trip costs tens of milliseconds:
-        ``AUTO_RECEIVES // BATCH_SIZE`` messages' worth, at least ``AUTO_MIN``.
+        ``AUTO_RECEIVES // BATCH_SIZE`` messages' worth, at least ``AUTO_MIN_CONSUMERS``.
         """
         if self.worker_concurrency is not None:
             return self.worker_concurrency

@@ -15,46 +15,26 @@ from typing import Any
 import boto3
 import pytest
 
+from bench.services import bench_sqs_server, sqs_endpoint
 from cache_pipeline.sqs_queue import SqsQueue
 from cache_pipeline.sqs_wire import SignedCalls
-from tests.support.servers import AWS_TEST_ENV, free_port, wait_until
+from tests.support.servers import AWS_TEST_CLIENT_ARGS, AWS_TEST_ENV
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.sqs_server", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.client("sqs", endpoint_url=url, region_name="us-east-1", **_keys())
-        wait_until(lambda: _answers(client), timeout=10, what="bench.sqs_server")
+    with bench_sqs_server() as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
-def _keys() -> dict[str, Any]:
-    return {
-        "aws_access_key_id": AWS_TEST_ENV["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": AWS_TEST_ENV["AWS_SECRET_ACCESS_KEY"],
-    }
-
-
-def _answers(client: Any) -> bool:
-    try:
-        client.list_queues()
-    except Exception:
-        return False
-    return True
+def sqs_at(endpoint: str) -> Any:
+    """A boto3 SQS client of the suite's test credentials on ``endpoint``."""
+    return boto3.client("sqs", endpoint_url=endpoint, **AWS_TEST_CLIENT_ARGS)  # type: ignore[call-overload]
 
 
 @pytest.fixture
 def sqs(endpoint: str) -> Any:
-    return boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1", **_keys())
+    return sqs_at(endpoint)
 
 
 def depth(sqs: Any, url: str) -> tuple[int, int]:
@@ -106,9 +86,7 @@ def test_visibility_delete_and_release(sqs: Any) -> None:
 
 def test_a_long_poll_wakes_when_a_message_arrives(sqs: Any) -> None:
     url = sqs.create_queue(QueueName="poll")["QueueUrl"]
-    waiting = boto3.client(
-        "sqs", endpoint_url=sqs.meta.endpoint_url, region_name="us-east-1", **_keys()
-    )
+    waiting = sqs_at(sqs.meta.endpoint_url)
     sender = subprocess.Popen(
         [
             sys.executable,
@@ -161,11 +139,9 @@ def test_the_worker_s_queue_client_drains_it(
 
 
 def test_sqs_endpoint_url_bench_runs_it_for_the_bench(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.services import sqs_endpoint
-
     monkeypatch.setenv("SQS_ENDPOINT_URL", "bench")
     with sqs_endpoint() as url:
-        client = boto3.client("sqs", endpoint_url=url, region_name="us-east-1", **_keys())
+        client = sqs_at(url)
         client.create_queue(QueueName="b")
         assert client.list_queues()["QueueUrls"] == [f"{url}/000000000000/b"]
     with pytest.raises(Exception, match="Could not connect"):
