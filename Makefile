@@ -1,21 +1,39 @@
 # Contributor commands. `make install` once, then `make test` / `make lint`.
-VENV ?= .venv
+#
+# Installs come from uv.lock (hash-checked): the same versions on every machine until
+# `make lock` refreshes it. uv itself is bootstrapped into .tools/ from requirements-uv.txt
+# (pip --require-hashes). docs/development.md explains the lock, the floors and the upgrades.
+VENV := .venv
 PY := $(VENV)/bin/python
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
 PYTEST_ARGS ?=
+# uv uses the machine's python3 and never downloads an interpreter.
+export UV_PYTHON ?= python3
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install test image-test lint format run bench clean
+.PHONY: install lock test test-latest test-floor image-test lint format run bench clean
 
-$(PY):
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
+$(UV): requirements-uv.txt
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --require-hashes -r requirements-uv.txt
+	@touch $(UV)
 
-# The worker's extra and the dev tools (the bare package is only the reader SDK).
-install: $(PY)
-	$(VENV)/bin/pip install --quiet -e '.[worker,dev]'
+# The worker's extra and the dev group, exactly as uv.lock says (fails if the lock is stale).
+install: $(UV)
+	$(UV) sync --locked --extra worker
 	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
 
+# Re-resolve every dependency to the newest release the ranges of pyproject.toml allow.
+lock: $(UV)
+	$(UV) lock --upgrade
+
+$(PY):
+	$(MAKE) install
+
 # The whole stack on this machine without Docker: Redis, SQS (moto), the edge stub, the worker
-# and a demo feed; Ctrl-C stops it. Installs first when the venv lacks the project (fresh clone).
+# and a demo feed; Ctrl-C stops it. Installs from the lock first when the venv lacks the project.
 run: $(PY)
 	@$(PY) -c 'import importlib.metadata as m, moto, celery; m.version("cache-pipeline")' \
 		2>/dev/null || $(MAKE) install
@@ -24,6 +42,37 @@ run: $(PY)
 # The whole suite, the image test included (it needs podman, runc and debootstrap: see .ci/run).
 test: $(PY)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The suite against the newest release every range allows, in a scratch venv (.venv-latest):
+# what the next `make lock` would break. LATEST_TESTS narrows it (default: all but the image).
+LATEST_TESTS ?= -m 'not image and not lock'
+test-latest: $(UV)
+	rm -rf .venv-latest
+	$(UV) venv --quiet .venv-latest
+	VIRTUAL_ENV=.venv-latest $(UV) pip install --quiet --upgrade -e '.[worker]' --group dev
+	@echo "Newer than uv.lock:"
+	@VIRTUAL_ENV=.venv-latest $(UV) pip freeze --exclude-editable | sort >.venv-latest/freeze.txt
+	@$(UV) export --quiet --frozen --no-hashes --no-emit-project --extra worker \
+		| grep '==' | sed 's/ *;.*//' | sort >.venv-latest/locked.txt
+	@comm -13 .venv-latest/locked.txt .venv-latest/freeze.txt | sed 's/^/  /'
+	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
+	.venv-latest/bin/pytest $(LATEST_TESTS) $(PYTEST_ARGS)
+
+# The reader SDK's tests at the lowest versions its ranges allow (redis, pydantic, ... at their
+# floors; everything else resolved around them), in a scratch venv (.venv-floor).
+SDK_TESTS ?= tests/test_client*.py tests/test_keys.py tests/test_sdk_package.py
+test-floor: $(UV)
+	rm -rf .venv-floor
+	$(UV) venv --quiet .venv-floor
+	$(UV) pip compile --quiet --resolution lowest-direct --no-header pyproject.toml \
+		-o .venv-floor/floor.txt
+	@echo "SDK floors:"; grep -E '^(redis|hiredis|pydantic|pydantic-core|pydantic-settings|httpx)==' \
+		.venv-floor/floor.txt | sed 's/^/  /'
+	VIRTUAL_ENV=.venv-floor $(UV) pip install --quiet -r .venv-floor/floor.txt
+	VIRTUAL_ENV=.venv-floor $(UV) pip install --quiet -c .venv-floor/floor.txt \
+		-e '.[worker]' --group dev
+	npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error >/dev/null
+	.venv-floor/bin/pytest $(SDK_TESTS) $(PYTEST_ARGS)
 
 # Only the image: build it with podman and run it hardened against the suite's servers.
 image-test: $(PY)
@@ -45,4 +94,4 @@ bench: $(PY)
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-latest .venv-floor $(TOOLS) .mypy_cache .pytest_cache .ruff_cache .hypothesis

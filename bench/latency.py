@@ -78,7 +78,7 @@ class ProbeWatcher:
         self.client = client
         self.seen: dict[str, float] = {}
         client.config_set("notify-keyspace-events", "K$")
-        self.pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
         db = int(client.connection_pool.connection_kwargs.get("db", 0))
         pattern = f"{layout.environment_pattern.removesuffix('*')}c_probe-*{TIMESTAMP_SUFFIX}"
         self.prefix_len = len(f"__keyspace@{db}__:")

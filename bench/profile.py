@@ -54,7 +54,7 @@ CONSUMER_THREADS = ("queue-consumer", "MainThread")
 def py_spy() -> str:
     path = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(path).exists():
-        raise RuntimeError("py-spy is not installed: `.venv/bin/pip install py-spy`")
+        raise RuntimeError("py-spy is not installed: `make install` (it is in the dev group)")
     return path
 
 

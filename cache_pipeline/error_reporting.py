@@ -45,9 +45,16 @@ def configure_sentry(settings: Settings, *, celery: bool, fastapi: bool) -> bool
         # Only the integrations asked for: no auto-enabling import of Celery or FastAPI.
         auto_enabling_integrations=False,
         before_send=lambda event, _hint: _scrub(redactor, event),
-        before_send_transaction=lambda event, _hint: _scrub(redactor, event),
-        send_default_pii=False,
-        include_local_variables=False,
+        # Errors only (no tracing), and nothing about users, cookies, bodies or local
+        # variables: a frame's locals may hold a message body or a credential.
+        traces_sample_rate=None,
+        data_collection={
+            "user_info": False,
+            "cookies": {"mode": "off"},
+            "http_bodies": [],
+            "url_query_params": {"mode": "off"},
+            "stack_frame_variables": False,
+        },
     )
     return True
 
@@ -65,14 +72,16 @@ def _message_only(_record: Any) -> str:
 def _integrations(*, celery: bool, fastapi: bool) -> list[Integration]:
     # Every log record (stdlib ones too, routed into loguru by cache_pipeline.logs) reaches
     # Sentry once, through loguru: errors as events, info and up as breadcrumbs.
+    # sentry-sdk 3: `level` is the threshold of Sentry *logs* (off here: the JSON lines are the
+    # log), `breadcrumb_level` the one of breadcrumbs.
     integrations: list[Integration] = [
-        LoggingIntegration(level=None, event_level=None),
+        LoggingIntegration(level=None, event_level=None, breadcrumb_level=None),
         LoguruIntegration(
-            level=LoggingLevels.INFO,
+            level=None,
             event_level=LoggingLevels.ERROR,
+            breadcrumb_level=LoggingLevels.INFO,
             breadcrumb_format=_message_only,
             event_format=_message_only,
-            sentry_logs_level=None,
         ),
     ]
     if celery:

@@ -116,7 +116,7 @@ def test_build_context_holds_the_package_and_nothing_else(stages: list[Stage]) -
     }
     assert needed, "the package has files"
     assert needed <= context, sorted(needed - context)
-    assert {"pyproject.toml", "README.md"} <= context
+    assert {"pyproject.toml", "README.md", "uv.lock", "requirements-uv.txt"} <= context
     for unwanted in (".git", ".venv", "tests", "charts", "docs", ".env.example"):
         assert not any(p == unwanted or p.startswith(unwanted + "/") for p in context), unwanted
     builder = stages[0]
@@ -126,6 +126,16 @@ def test_build_context_holds_the_package_and_nothing_else(stages: list[Stage]) -
             assert source.rstrip("/") in context, f"COPY {source} is not in the build context"
     copied = {copy.split()[0] for copy in builder.args("COPY")}
     assert set(packages) <= copied, "every package directory is copied into the builder"
+
+
+def test_the_builder_installs_from_the_lock_with_hashes(stages: list[Stage]) -> None:
+    """uv from hash-pinned requirements, then `uv sync --locked` (never a fresh resolution)."""
+    runs = stages[0].args("RUN")
+    assert any("--require-hashes -r requirements-uv.txt" in run for run in runs), runs
+    syncs = [run for run in runs if "uv sync" in run]
+    assert syncs, runs
+    assert all("--locked" in run and "--no-dev" in run for run in syncs), syncs
+    assert not any("pip install" in run and "requirements-uv.txt" not in run for run in runs)
 
 
 def test_healthcheck_command_follows_readyz(stages: list[Stage]) -> None:

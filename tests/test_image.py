@@ -10,6 +10,7 @@ each phase is printed.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,11 +19,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import redis
+from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
+from cache_pipeline import __version__
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.metrics import BASELINE_TYPES
-from tests.support.image import TIMINGS, Container, Podman, build_image, ensure_base
+from tests.support.image import TIMINGS, ULIMITS, Container, Podman, build_image, ensure_base
+from tests.support.lock import locked_versions
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port, wait_until
 from tests.support.worker import (
     TEST_VISIBILITY_TIMEOUT,
@@ -196,6 +200,49 @@ def test_hardened_container_applies_the_stream_and_stops_cleanly_on_sigterm(
     wait_until(lambda: queue_depth(sqs, queue_url) == 0, timeout=30, what="an empty queue")
     assert second.container.terminate() == 0, second.container.logs()
     built.timings.mark("drain")
+
+
+# The image's distributions, and its environment markers (its Python is the base's, not ours).
+INSTALLED = """
+import importlib.metadata as m, json, os, platform, sys
+markers = {
+    "implementation_name": sys.implementation.name,
+    "implementation_version": platform.python_version(),
+    "os_name": os.name,
+    "platform_machine": platform.machine(),
+    "platform_python_implementation": platform.python_implementation(),
+    "platform_release": platform.release(),
+    "platform_system": platform.system(),
+    "platform_version": platform.version(),
+    "python_full_version": platform.python_version(),
+    "python_version": ".".join(platform.python_version_tuple()[:2]),
+    "sys_platform": sys.platform,
+}
+print(json.dumps({"markers": markers,
+                  "installed": {d.metadata["Name"]: d.version for d in m.distributions()}}))
+"""
+
+
+def test_the_image_installs_exactly_the_locked_worker_set(built: Built) -> None:
+    """uv.lock's worker extra and nothing else (no dev tools, no pip in the runtime venv)."""
+    printed = json.loads(
+        built.podman.text(
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            *ULIMITS,
+            "--entrypoint",
+            "python",
+            built.image,
+            "-c",
+            INSTALLED,
+        )
+    )
+    installed = {str(canonicalize_name(name)): v for name, v in printed["installed"].items()}
+    assert installed.pop("cache-pipeline") == __version__
+    locked = locked_versions(extras=("worker",), dev=False, environment=printed["markers"])
+    assert installed == locked
 
 
 def assert_hardened(container: Container) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -65,21 +64,12 @@ def test_the_bare_package_reads_entitlements_without_the_worker_dependencies(
     prefixed_redis: redis.Redis,
     prefix: str,
 ) -> None:
-    wheels = tmp_path / "wheels"
-    run(
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--quiet",
-        "--no-deps",
-        "--wheel-dir",
-        str(wheels),
-        str(ROOT),
-    )
-    (wheel,) = wheels.glob("cache_pipeline-*.whl")
+    # The fresh venv's own pip builds the wheel: the suite's venv (made by uv) has no pip.
     venv.create(tmp_path / "venv", with_pip=True)
     python = str(tmp_path / "venv" / "bin" / "python")
+    wheels = tmp_path / "wheels"
+    run(python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(ROOT))
+    (wheel,) = wheels.glob("cache_pipeline-*.whl")
     run(python, "-m", "pip", "install", "--quiet", str(wheel))
     installed = {
         item["name"].lower()
