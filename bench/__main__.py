@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmark subjects and print one block of figures.
 
-Exit code 0 when every run ended with the exact reference state, 1 when a run
+Exit code 0 when every run ended with the exact contract model's state, 1 when a run
 failed or a state check found a difference, 2 when a service is missing, 3 when
 a worker subject was asked for but ``cache-pipeline worker`` does not exist.
 """
@@ -24,7 +24,7 @@ from bench.profile import summarize
 from bench.report import render
 from bench.run import SUBJECTS, Result, Settings, dump, run_subject
 from bench.services import Queues, RedisTarget, ServiceError, redis_target, sqs_endpoint
-from bench.workload import Workload, generate
+from bench.workload import SHAPES, Shape, Workload, generate
 
 
 def _subjects(value: str) -> list[str]:
@@ -112,6 +112,13 @@ def _run_all(settings: Settings, workload: Workload, names: list[str], rounds: i
 @click.option("--processes", type=int, default=2, show_default=True, help="workers of 'concurrent'")
 @click.option("--seed", type=int, default=7, show_default=True, help="workload random seed")
 @click.option(
+    "--shape",
+    type=click.Choice(SHAPES),
+    default="steady",
+    show_default=True,
+    help="steady: independent versions; reorder: invalidations, 400-place reorders, duplicates",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -178,6 +185,7 @@ def main(
     concurrency: int,
     processes: int,
     seed: int,
+    shape: Shape,
     json_path: Path | None,
     log_dir: Path | None,
     profile_dir: Path | None,
@@ -229,8 +237,8 @@ def main(
         f"bench: code {header['version']}, load average at start {header['load_start']}"
         f" on {header['cores']} cores"
     )
-    workload = generate(messages, seed=seed)
-    click.echo(f"bench: workload {workload.counts}, {len(workload.seeds)} seeded customers")
+    workload = generate(messages, seed=seed, shape=shape)
+    click.echo(f"bench: {shape} workload {workload.counts}, {len(workload.seeds)} seeded scopes")
     logs = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
     if profile_dir:

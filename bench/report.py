@@ -122,7 +122,7 @@ def _target_lines(results: Sequence[Result]) -> list[str]:
     stale = sum(len(r.check.stale) for r in checked if r.check)
     equal = sum(1 for r in checked if r.check and r.check.ok)
     lines.append(
-        f"state check: {equal}/{len(checked)} runs equal the reference model, {stale} stale values"
+        f"state check: {equal}/{len(checked)} runs equal the contract model, {stale} stale values"
     )
     return lines
 

@@ -7,7 +7,7 @@ snapshot updates with rising versions) at ``--rate`` messages per second. Every
 ``--interval`` seconds it prints one line: messages sent and handled, queue
 depth, the worker's resident memory (RSS, process and children) and Redis
 ``used_memory``. At the end it waits for the queue to drain, compares Redis
-with the reference model and prints the RSS trend (first full minute, last,
+with the contract model and prints the RSS trend (first full minute, last,
 highest). Exit code 0 when the final state equals the model.
 """
 
@@ -34,10 +34,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.messages import parse_message
 from cache_pipeline.sqs import send_bodies
 from tests.support import factory
-from tests.support.reference import ReferenceCache
+from tests.support.model import ContractModel
 from tests.support.servers import (
     AWS_TEST_ENV,
     RedisServer,
@@ -58,8 +57,8 @@ class Stream:
     customers: int
     rng: random.Random = field(default_factory=lambda: random.Random(42))
     clock: int = 1_000_000
-    model: ReferenceCache = field(
-        default_factory=lambda: ReferenceCache(KeyLayout(PREFIX), CacheUpdatePolicy.UPSERT)
+    model: ContractModel = field(
+        default_factory=lambda: ContractModel(PREFIX, CacheUpdatePolicy.UPSERT)
     )
 
     def seed(self) -> list[str]:
@@ -84,9 +83,8 @@ class Stream:
         )
 
     def _body(self, body: dict[str, Any]) -> str:
-        text = json.dumps(body)
-        self.model.apply(parse_message(text, PREFIX))
-        return text
+        self.model.apply(body)
+        return json.dumps(body)
 
 
 class Worker:
@@ -214,7 +212,7 @@ def main(minutes: float, rate: float, customers: int, interval: float) -> None:
                     f" depth={depth} worker_rss={_mib(samples[-1])} redis_used={_mib(used)}"
                 )
         wait_until(lambda: worker.handled() >= sent, timeout=300, what="queue drained")
-        same = read_state(client, KeyLayout(PREFIX)) == stream.model.snapshot()
+        same = read_state(client, KeyLayout(PREFIX)) == stream.model.state()
         click.echo(f"soak: sent={sent} handled={worker.handled():g} state_equals_model={same}")
         if samples:
             click.echo(

@@ -1,12 +1,23 @@
 """A realistic, reproducible message mix whose exact final state is known.
 
+Two shapes. ``steady`` (the default, below) keeps every order race out of the
+stream, so throughput is measured on a stream of independent versions.
+``reorder`` is the stream rule 6 is about (``tests/support/streams.py``): usage,
+credits, snapshots whose usage entries carry an older ``usageUpdatedAt``, 5 %
+scope invalidations anywhere in it, customer and resource scopes with ids such
+as ``acme:eu-3`` and ``user-7@example.com``, sent reordered by up to 400 places
+with 10 % of the messages sent twice; the worker's own consumers reorder it more.
+Its state check is the contract model's rule 6.
+
+The steady shape:
+
 Every customer is seeded with an entitlements snapshot (written to Redis before
 the run, as the reader SDK's miss path would), then the stream mixes usage
 updates (most), credit updates, entitlement snapshots and a few customer
 invalidations, over Zipf-skewed customers, with a few percent of messages sent
 later than their timestamp says (out of order).
 
-The final state must not depend on delivery order, so the reference model
+The final state must not depend on delivery order, so the contract model
 applied in timestamp order is exact for any order, any concurrency:
 
 * timestamps are unique, so rule 1 (last version wins) has no ties;
@@ -25,7 +36,12 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from tests.support import streams
+
+Shape = Literal["steady", "reorder"]
+SHAPES: tuple[Shape, ...] = ("steady", "reorder")
 
 FEATURES = ("feature-api-calls", "feature-seats", "feature-storage")
 CREDITS = ("ai-tokens",)
@@ -81,9 +97,16 @@ def bodies(messages: Sequence[dict[str, Any]], environment: str | None) -> list[
 
 
 def generate(
-    n: int, *, customers: int | None = None, mix: Mix | None = None, seed: int = 7
+    n: int,
+    *,
+    customers: int | None = None,
+    mix: Mix | None = None,
+    seed: int = 7,
+    shape: Shape = "steady",
 ) -> Workload:
     """``n`` stream messages over ``customers`` (default n/20, at least 20) customers."""
+    if shape == "reorder":
+        return _reordered(n, customers or max(20, n // 20), random.Random(seed))
     mix = mix or Mix()
     rng = random.Random(seed)
     names = [f"cus-{i:05d}" for i in range(customers or max(20, n // 20))]
@@ -100,6 +123,21 @@ def generate(
     return Workload(
         seeds=seeds, stream=stream, customers=names, probe_customers=probes, counts=counts
     )
+
+
+def _reordered(n: int, customers: int, rng: random.Random) -> Workload:
+    """The ``reorder`` shape: ``n`` messages in timestamp order, then sent reordered."""
+    probes = [f"probe-{i:02d}" for i in range(PROBE_CUSTOMERS)]
+    first = BASE_TIMESTAMP - 4 * (customers + PROBE_CUSTOMERS) * 2
+    seeds = streams.seeds(customers, first_ms=first)
+    seeds += [_snapshot(rng, c, BASE_TIMESTAMP - 1 - i) for i, c in enumerate(probes)]
+    timeline = streams.realistic_stream(rng, n, customers=customers, first_ms=BASE_TIMESTAMP)
+    stream = streams.deliver(timeline, rng, distance=400, duplicates=0.1)
+    counts: dict[str, int] = {}
+    for message in stream:
+        counts[message["type"]] = counts.get(message["type"], 0) + 1
+    names = [customer for customer, _ in streams.scopes(customers)]
+    return Workload(seeds, stream, sorted(set(names)), probes, counts)
 
 
 def latency_probe(workload: Workload, sequence: int) -> dict[str, Any]:

@@ -16,8 +16,13 @@ key                            value
 ``S#keys``                     private: set of the usage and credit keys written,
                                so invalidation finds them without scanning
 ``S#invalidated``              private: time of the scope's latest invalidation
+``S#deleted``                  private: hash of the versions invalidations deleted
+                               usage and credit keys at (rule 6: no older usage
+                               lands where a newer one was deleted)
 ``S#lock``                     private: the reader SDK's miss lock of the scope
 ``P:__schema__``               key-schema version marker of the environment
+``P:__invalidated__``          private: time of the environment's latest
+                               ``{"all": true}`` invalidation
 ``P:__probe__``                ``1`` for 10 s: a worker checking that Redis takes
                                writes again after a failed write
 =============================  =====================================================
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 TIMESTAMP_SUFFIX = "#timestamp"
 INDEX_SUFFIX = "#keys"
 INVALIDATED_SUFFIX = "#invalidated"
+DELETED_SUFFIX = "#deleted"
 LOCK_SUFFIX = "#lock"
 SCHEMA_VERSION = "2"
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
@@ -63,7 +69,7 @@ def timestamp_key(value_key: str) -> str:
 
 def is_private(key: str) -> bool:
     """A key the service keeps for itself (never read by a Stigg reader)."""
-    return key.endswith((INDEX_SUFFIX, INVALIDATED_SUFFIX, LOCK_SUFFIX))
+    return key.endswith((INDEX_SUFFIX, INVALIDATED_SUFFIX, DELETED_SUFFIX, LOCK_SUFFIX))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,11 @@ class CustomerKeys:
         return self.entitlements + INVALIDATED_SUFFIX
 
     @property
+    def deleted(self) -> str:
+        """Private: {usage or credit key: the version an invalidation deleted it at}."""
+        return self.entitlements + DELETED_SUFFIX
+
+    @property
     def lock(self) -> str:
         """Private: the reader SDK's miss lock of this scope (same slot as its other keys)."""
         return self.entitlements + LOCK_SUFFIX
@@ -96,6 +107,21 @@ class CustomerKeys:
 
     def credit(self, currency_id: str) -> str:
         return f"{self.entitlements}:credit_{currency_id}"
+
+
+_USAGE_MARKERS = re.compile(r":(?:f_|credit_)")
+
+
+def usage_scope(layout_prefix: str, key: str) -> str | None:
+    """The scope (map key) a usage or credit key belongs to; None for any other key.
+
+    Unambiguous for keys the service writes: no id holds ``:f_`` or ``:credit_``.
+    """
+    head = layout_prefix + ":"
+    if not key.startswith(head):
+        return None
+    found = _USAGE_MARKERS.search(key, len(head))
+    return key[: found.start()] if found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +146,17 @@ class KeyLayout:
     @property
     def write_probe(self) -> str:
         return f"{self.prefix}:__probe__"
+
+    @property
+    def environment_invalidated(self) -> str:
+        """Private: time (epoch ms) of the environment's latest ``{"all": true}``."""
+        return f"{self.prefix}:__invalidated__"
+
+    @property
+    def environment_gate(self) -> str | None:
+        """The key write scripts check ``{"all": true}`` against: None in Redis Cluster mode,
+        where it lives in another slot than the scope being written (it is not checked)."""
+        return None if self.cluster else self.environment_invalidated
 
     @property
     def environment_pattern(self) -> str:

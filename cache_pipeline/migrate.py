@@ -36,7 +36,7 @@ def migrate(client: RedisClient, layout: KeyLayout, *, ttl: int) -> Migration:
     found = _version(str(raw)) if raw is not None else None
     if found == SCHEMA_VERSION:
         return Migration(found, 0)
-    deleted = Store(client, layout, ttl=ttl).invalidate_environment()
+    deleted = Store(client, layout, ttl=ttl).purge_environment()
     with translate_errors():
         client.set(layout.schema_marker, Marker(SCHEMA_VERSION, now_ms()).to_json())
     return Migration(found, deleted)

@@ -55,7 +55,9 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class InvalidateAll:
-    """Drop every key of the environment (SCAN + UNLINK in bounded batches)."""
+    """Invalidate the whole environment at ``at`` (``Store.invalidate_environment``)."""
+
+    at: int
 
 
 Step = ScriptCall | InvalidateAll
@@ -66,7 +68,7 @@ class Outcome(StrEnum):
 
     WRITTEN = "written"
     STALE = "stale"  # every key held a newer version (rule 1)
-    POLICY = "policy"  # skipped by CACHE_UPDATE_POLICY or missing entitlements (rule 2)
+    POLICY = "policy"  # skipped by CACHE_UPDATE_POLICY=UPDATE_IF_EXISTS: no map (rule 2)
     INVALIDATED = "invalidated"
 
 
@@ -106,6 +108,7 @@ def plan(
                 only_if_exists=policy is CacheUpdatePolicy.UPDATE_IF_EXISTS,
                 access_denied_reason=data.access_denied_reason,
                 credits={credit.currency_id: credit.as_stored() for credit in data.credits},
+                environment_gate=layout.environment_gate,
             )
         ]
     if isinstance(message, UsageUpdated | CreditsUpdated):
@@ -115,13 +118,24 @@ def plan(
             value_key = keys.credit(usage.currency_id)
         else:
             value_key = keys.feature_usage(usage.feature_id)
-        return [usage_call(keys.entitlements, value_key, usage.as_stored(), version=ts, ttl=ttl)]
+        only_if_exists = policy is CacheUpdatePolicy.UPDATE_IF_EXISTS
+        return [
+            usage_call(
+                keys.entitlements,
+                value_key,
+                usage.as_stored(),
+                version=ts,
+                ttl=ttl,
+                only_if_exists=only_if_exists,
+                environment_gate=layout.environment_gate,
+            )
+        ]
     return _invalidation(message, layout, ts, ttl)
 
 
 def _invalidation(message: CacheInvalidated, layout: KeyLayout, ts: int, ttl: int) -> list[Step]:
     if message.data.all:
-        return [InvalidateAll()]
+        return [InvalidateAll(ts)]
     return [
         invalidate_call(
             layout.customer(ref.customer_id, ref.resource_id).entitlements, at=ts, ttl=ttl

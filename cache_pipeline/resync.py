@@ -188,6 +188,7 @@ def write_call(layout: KeyLayout, scope: ScopeRef, answer: EdgeAnswer, *, ttl: i
         gate=answer.requested_at_ms,
         only_if_exists=False,
         ttl=ttl,
+        environment_gate=layout.environment_gate,
     )
 
 

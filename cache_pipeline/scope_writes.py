@@ -3,8 +3,9 @@
 Pure, no I/O: ``cache_pipeline/lua/v2_*.lua`` run them (``cache_pipeline.store`` for the
 pipeline, the reader SDK for its write-back). ``scope`` is the scope's map key
 (``P:c_<C>`` or ``P:c_<C>:r_<R>``, ids raw); its private keys are ``S#invalidated`` (time
-of the latest invalidation) and ``S#keys`` (the usage and credit keys written), names no
-Stigg reader reads and no id can produce (ids never hold ``#``).
+of the latest invalidation), ``S#keys`` (the usage and credit keys written) and
+``S#deleted`` (the versions invalidations deleted them at), names no Stigg reader reads
+and no id can produce (ids never hold ``#``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cache_pipeline.keys import INDEX_SUFFIX, INVALIDATED_SUFFIX
+from cache_pipeline.keys import DELETED_SUFFIX, INDEX_SUFFIX, INVALIDATED_SUFFIX
 from cache_pipeline.stigg_map import Entry, map_entitlements, metered_usages
 
-ScriptName = Literal["v2_write_scope", "v2_write_usage", "v2_invalidate_scope"]
+ScriptName = Literal[
+    "v2_write_scope",
+    "v2_write_usage",
+    "v2_invalidate_scope",
+    "v2_invalidate_key",
+    "v2_invalidate_environment",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +56,23 @@ def snapshot_call(
     only_if_exists: bool,
     access_denied_reason: str | None = None,
     credits: Mapping[str, Mapping[str, Any]] | None = None,
+    environment_gate: str | None = None,
 ) -> ScriptCall:
     """Write a scope's Edge entries: the map, the metadata, a usage key per metered entry.
 
     ``version`` versions the map and metadata; a usage key takes its entry's
     ``usageUpdatedAt``, else ``version``; credit values (``{currencyId: value}``) take
-    ``version``. ``gate`` is compared with the scope's invalidation time: the message
-    timestamp, or the time a reader's upstream request started.
+    ``version``. ``gate`` is compared with the scope's invalidation time and the
+    environment's (``environment_gate``, ``KeyLayout.environment_gate``; None: not checked):
+    the message timestamp, or the time a reader's upstream request started.
     """
-    keys = [scope, f"{scope}:metadata", *private_keys(scope)]
+    keys = [
+        scope,
+        f"{scope}:metadata",
+        *private_keys(scope),
+        scope + DELETED_SUFFIX,
+        _gate(scope, environment_gate),
+    ]
     args = [
         str(version),
         str(gate),
@@ -75,20 +90,37 @@ def snapshot_call(
     return ScriptCall("v2_write_scope", tuple(keys), tuple(args))
 
 
-def usage_call(scope: str, value_key: str, value: Any, *, version: int, ttl: int) -> ScriptCall:
-    """Write one usage or credit value of a scope whose map exists."""
-    keys = (scope, value_key, *private_keys(scope))
-    return ScriptCall("v2_write_usage", keys, (str(version), _ttl(ttl), encode(value)))
+def usage_call(
+    scope: str,
+    value_key: str,
+    value: Any,
+    *,
+    version: int,
+    ttl: int,
+    only_if_exists: bool,
+    environment_gate: str | None = None,
+) -> ScriptCall:
+    """Write one usage or credit value of a scope (``only_if_exists``: only if its map exists)."""
+    keys = (scope, value_key, *private_keys(scope), _gate(scope, environment_gate))
+    args = (str(version), _ttl(ttl), encode(value), "1" if only_if_exists else "0")
+    return ScriptCall("v2_write_usage", keys, args)
 
 
 def invalidate_call(scope: str, *, at: int, ttl: int, force: bool = False) -> ScriptCall:
-    """Drop a scope's values and their #timestamp siblings; refuse messages older than ``at``.
+    """Drop a scope's values of version <= ``at`` with their #timestamp siblings; refuse
+    later writes whose gate is not newer than ``at``.
 
-    ``force`` sets the invalidation time to ``at`` even when a later one is kept (the
-    operator's repair after a producer's clock ran ahead).
+    ``force`` drops every value whatever its version and sets the invalidation time to
+    ``at`` even when a later one is kept (the operator's repair after a producer's clock
+    ran ahead).
     """
-    keys = (scope, f"{scope}:metadata", *private_keys(scope))
+    keys = (scope, f"{scope}:metadata", *private_keys(scope), scope + DELETED_SUFFIX)
     return ScriptCall("v2_invalidate_scope", keys, (str(at), _ttl(ttl), "1" if force else "0"))
+
+
+def _gate(scope: str, environment_gate: str | None) -> str:
+    """The environment's invalidation-time key, or (not checked) the scope's own again."""
+    return environment_gate or scope + INVALIDATED_SUFFIX
 
 
 def _ttl(ttl: int) -> str:

@@ -6,7 +6,15 @@ from importlib import resources
 
 PRELUDE = "_prelude"
 # The write scripts share the prelude's versioned writes and type checks.
-WITH_PRELUDE = frozenset({"v2_write_scope", "v2_write_usage", "v2_invalidate_scope"})
+WITH_PRELUDE = frozenset(
+    {
+        "v2_write_scope",
+        "v2_write_usage",
+        "v2_invalidate_scope",
+        "v2_invalidate_key",
+        "v2_invalidate_environment",
+    }
+)
 
 
 def script_source(name: str) -> str:

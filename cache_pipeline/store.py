@@ -17,7 +17,14 @@ from redis.commands.core import Script
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.errors import StoreError, StoreUnavailable
-from cache_pipeline.keys import KeyLayout
+from cache_pipeline.keys import (
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    TIMESTAMP_SUFFIX,
+    KeyLayout,
+    is_private,
+    usage_scope,
+)
 from cache_pipeline.messages import CacheInvalidated, Message
 from cache_pipeline.plan import (
     BatchResult,
@@ -61,6 +68,7 @@ PROBE_TTL_MS = 10_000  # the write probe's key expires on its own
 UNLINK_BATCH = 500  # keys per SCAN page and per UNLINK: each call stays well under a millisecond
 
 _SCRIPTS: tuple[ScriptName, ...] = ("v2_write_scope", "v2_write_usage", "v2_invalidate_scope")
+_INVALIDATE_ENVIRONMENT = "v2_invalidate_environment"
 
 
 class Store:
@@ -91,7 +99,7 @@ class Store:
         results: list[Any] = []
         for step in planned.steps:
             if isinstance(step, InvalidateAll):
-                results.append(self.invalidate_environment())
+                results.append(self.invalidate_environment(step.at))
             else:
                 results.append(self.run(step))
         return _outcome(planned.message, results)
@@ -122,26 +130,69 @@ class Store:
         results.extend(self._run_pipelined(pending))
         return results
 
-    def invalidate_environment(self) -> int:
-        """Remove every key under ``P:`` with SCAN + UNLINK in bounded batches.
+    def invalidate_environment(self, at: int) -> int:
+        """``{"all": true}`` at ``at`` (rule 4): every key under ``P:`` whose version is <= ``at``.
 
-        The schema marker stays: it is what tells a flush by Redis from this one.
+        ``P:__invalidated__`` takes ``at`` first, so the write scripts refuse anything not
+        newer from then on; then SCAN pages of ``UNLINK_BATCH`` keys, each key checked and
+        deleted by its own pipelined script call (no call blocks Redis for long). Keys
+        newer than ``at`` stay, so a late or repeated ``all`` removes nothing newer than
+        itself. Returns the keys deleted (values and versions).
         """
+        self.run_named(
+            _INVALIDATE_ENVIRONMENT,
+            (self.layout.environment_invalidated,),
+            (str(at), str(self.ttl if self.ttl > 0 else -1)),
+        )
+        removed = 0
+        for page in self._environment_pages():
+            replies = self._runner.run_calls([self._invalidate_key_call(key, at) for key in page])
+            removed += sum(int(reply) for reply in replies if not isinstance(reply, Exception))
+        return removed
+
+    def purge_environment(self) -> int:
+        """Remove every key under ``P:`` whatever its version (``cache-pipeline migrate``), with
+        SCAN + UNLINK in bounded batches. The schema marker stays: it is what tells a flush by
+        Redis from this one."""
         removed = 0
         with translate_errors():
-            batch: list[str] = []
+            for page in self._environment_pages(values_only=False):
+                removed += int(self.client.unlink(*page))
+        return removed
+
+    def _environment_pages(self, *, values_only: bool = True) -> Iterator[list[str]]:
+        """The environment's keys, a SCAN page at a time: value keys (``#timestamp`` folded
+        into their value key, private keys left out), or every key but the schema marker."""
+        special = {self.layout.schema_marker}
+        if values_only:
+            special |= {self.layout.environment_invalidated, self.layout.write_probe}
+        with translate_errors():
+            page: dict[str, None] = {}  # ordered, without the #timestamp duplicates
             for key in self.client.scan_iter(
                 match=self.layout.environment_pattern, count=UNLINK_BATCH
             ):
-                if key == self.layout.schema_marker:
-                    continue
-                batch.append(key)
-                if len(batch) >= UNLINK_BATCH:
-                    removed += int(self.client.unlink(*batch))
-                    batch = []
-            if batch:
-                removed += int(self.client.unlink(*batch))
-        return removed
+                if values_only:
+                    key = key.removesuffix(TIMESTAMP_SUFFIX)
+                    if is_private(key):
+                        continue
+                if key not in special:
+                    page[key] = None
+                if len(page) >= UNLINK_BATCH:
+                    yield list(page)
+                    page = {}
+            if page:
+                yield list(page)
+
+    def _invalidate_key_call(self, key: str, at: int) -> ScriptCall:
+        scope = usage_scope(self.layout.prefix, key)
+        keys = (key,) if scope is None else (key, scope + DELETED_SUFFIX, scope + INDEX_SUFFIX)
+        ttl = str(self.ttl if self.ttl > 0 else -1)
+        return ScriptCall("v2_invalidate_key", keys, (str(at), ttl))
+
+    def run_named(self, script: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run one script by name in its own round trip; its reply."""
+        with translate_errors():
+            return self._runner.script(script)(keys=list(keys), args=list(args))
 
     def purge(self, customer_id: str, resource_id: str | None, at: int) -> int:
         """Drop one scope whatever its versions and set its invalidation time to ``at``.

@@ -64,6 +64,7 @@ def test_the_script_call_is_the_v2_snapshot_at_stiggs_version_gated_by_the_reque
         "P:c_acme:eu:metadata",
         "P:c_acme:eu#invalidated",
         "P:c_acme:eu#keys",
+        "P:c_acme:eu#deleted",
         "P:c_acme:eu:f_seats",
     )
     assert call.args[:4] == (str(edge_version(entries)), "42", "-1", "0")

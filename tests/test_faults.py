@@ -1,4 +1,4 @@
-"""Fault injection against the real worker: the final Redis state must equal the reference model.
+"""Fault injection against the real worker: the final Redis state must match the contract model.
 
 Every scenario seeds one snapshot per customer, then sends a deterministic
 stream (usage, credits and snapshots with unique timestamps, shuffled, some
@@ -6,9 +6,10 @@ duplicated: the final state does not depend on delivery order) in two halves:
 the first until the workers have handled a quarter of it, then the fault, then
 the second half while the fault lasts; it then waits until the queue is empty
 (every message deleted, so every write done) and compares Redis with what
-``ReferenceCache`` says, once. Each prints one line: messages sent, written,
-skipped, parked, lost (keys of the model Redis does not hold or holds with
-another value, counted from that one reading: 0, or the test fails), the time
+the contract model (``tests/support/model.py``) says, once. Each prints one
+line: messages sent, written, skipped, parked, lost (keys of the model Redis
+does not hold or holds with another value, counted from that one reading: 0, or
+the test fails), the time
 until the worker handled a message again after the fault ended (resume) and
 until the queue was empty (converge).
 

@@ -29,6 +29,8 @@ def test_entitlements_snapshot() -> None:
             "prod:c_cus-42:metadata",
             "prod:c_cus-42#invalidated",
             "prod:c_cus-42#keys",
+            "prod:c_cus-42#deleted",
+            "prod:__invalidated__",
             "prod:c_cus-42:f_seats",
             "prod:c_cus-42:credit_ai",
         ),
@@ -66,6 +68,8 @@ def test_entitlements_upsert_no_expiry_resource_in_cluster() -> None:
             "prod:{c_cus:1:r_r@1}:metadata",
             "prod:{c_cus:1:r_r@1}#invalidated",
             "prod:{c_cus:1:r_r@1}#keys",
+            "prod:{c_cus:1:r_r@1}#deleted",
+            "prod:{c_cus:1:r_r@1}#invalidated",
         ),
         args=("7", "7", "-1", "0", "{}", '{"accessDeniedReason":"CUSTOMER_NOT_FOUND"}'),
     )
@@ -80,12 +84,12 @@ def test_only_metered_entries_get_a_usage_key() -> None:
     ]
     [call] = plan(parsed(body), PLAIN, ttl=60, policy=UPSERT)
     assert isinstance(call, ScriptCall)
-    assert call.keys[4:] == ("prod:c_c:f_api",)
+    assert call.keys[6:] == ("prod:c_c:f_api",)
     assert call.args[6:] == ('{"currentUsage":0}', "1")
 
 
-@pytest.mark.parametrize("policy", [IF_EXISTS, UPSERT])
-def test_usage(policy: CacheUpdatePolicy) -> None:
+@pytest.mark.parametrize(("policy", "only_if_exists"), [(IF_EXISTS, "1"), (UPSERT, "0")])
+def test_usage(policy: CacheUpdatePolicy, only_if_exists: str) -> None:
     body = factory.usage("cus-42", 1764300000123, "feature-seats", 4)
     del body["data"]["usagePeriodEnd"]
     assert plan(parsed(body), PLAIN, ttl=604800, policy=policy) == [
@@ -96,8 +100,14 @@ def test_usage(policy: CacheUpdatePolicy) -> None:
                 "prod:c_cus-42:f_feature-seats",
                 "prod:c_cus-42#invalidated",
                 "prod:c_cus-42#keys",
+                "prod:__invalidated__",
             ),
-            args=("1764300000123", "604800", '{"currentUsage":4,"usagePeriodStart":1}'),
+            args=(
+                "1764300000123",
+                "604800",
+                '{"currentUsage":4,"usagePeriodStart":1}',
+                only_if_exists,
+            ),
         )
     ]
 
@@ -112,11 +122,13 @@ def test_credits_in_cluster() -> None:
                 "prod:{c_acme:eu:r_r1}:credit_ai-tokens",
                 "prod:{c_acme:eu:r_r1}#invalidated",
                 "prod:{c_acme:eu:r_r1}#keys",
+                "prod:{c_acme:eu:r_r1}#invalidated",
             ),
             args=(
                 "99",
                 "-1",
                 '{"currentUsage":2.5,"usageLimit":null,"usagePeriodStart":1,"usagePeriodEnd":2}',
+                "1",
             ),
         )
     ]
@@ -132,6 +144,7 @@ def test_invalidation_of_customers() -> None:
                 "prod:c_cus-1:metadata",
                 "prod:c_cus-1#invalidated",
                 "prod:c_cus-1#keys",
+                "prod:c_cus-1#deleted",
             ),
             args=("500", "3600", "0"),
         ),
@@ -142,6 +155,7 @@ def test_invalidation_of_customers() -> None:
                 "prod:c_user@example.com:r_r%1:metadata",
                 "prod:c_user@example.com:r_r%1#invalidated",
                 "prod:c_user@example.com:r_r%1#keys",
+                "prod:c_user@example.com:r_r%1#deleted",
             ),
             args=("500", "3600", "0"),
         ),
@@ -150,4 +164,6 @@ def test_invalidation_of_customers() -> None:
 
 def test_invalidation_of_everything() -> None:
     body = factory.invalidation(500, everything=True)
-    assert plan(parsed(body), CLUSTER, ttl=3600, policy=UPSERT) == [InvalidateAll()]
+    assert plan(parsed(body), CLUSTER, ttl=3600, policy=UPSERT) == [
+        InvalidateAll(body["timestamp"])
+    ]

@@ -1,10 +1,13 @@
-"""Property: random operation sequences through the contract v2 scripts vs a model of the text.
+"""Property: random operation sequences through the contract v2.1 scripts vs a model of the text.
 
-The model is written from CONTRACT.md v2 (rules 1-4), not from the Lua: per-key versions,
-UPDATE_IF_EXISTS, usage only with a map, invalidation deleting values and their #timestamp
-siblings whoever wrote them, and refusing writes whose gate is older than the scope's latest
-invalidation. Properties: (a) Redis equals the model applied in the same order; (b) applying
-any operation a second time right away changes nothing (redelivery is harmless).
+The model is written from CONTRACT.md v2.1 (rules 1-4) and docs/store.md, not from the Lua:
+per-key versions, UPDATE_IF_EXISTS (usage only with a map), an invalidation at T deleting
+the values of version <= T with their #timestamp siblings whoever wrote them and
+remembering the versions it deleted usage and credit keys at, and refusing writes whose
+gate is not newer than T. Its values come from ``tests/support/model.py`` (the Edge mapping
+restated), and states are compared decoded, private keys included. Properties: (a) Redis
+equals the model applied in the same order; (b) applying any operation a second time
+right away changes nothing (redelivery is harmless).
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache_pipeline.plan import ScriptCall, encode
+from cache_pipeline.plan import ScriptCall
 from cache_pipeline.scope_writes import invalidate_call, snapshot_call, usage_call
 from cache_pipeline.scripts import script_source
-from cache_pipeline.stigg_map import map_entitlements, usage_value
+from tests.support.model import cached_entry, usage_value
 from tests.support.servers import RedisServer
 
 SCOPES = ["c_acme:eu", "c_acme:eu:r_site@1"]
@@ -55,6 +58,7 @@ class Snapshot:
 class Credit:
     scope: int
     version: int
+    only_if_exists: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,19 +78,21 @@ operations = st.one_of(
         st.one_of(st.none(), versions),
         st.booleans(),
     ),
-    st.builds(Credit, st.integers(0, 1), versions),
+    st.builds(Credit, st.integers(0, 1), versions, st.booleans()),
     st.builds(Invalidate, st.integers(0, 1), versions),
 )
 
 
 @dataclass
 class Model:
-    """Every key's value and version, each scope's invalidation time and index."""
+    """Every key's decoded value and version, each scope's T, index and deleted versions."""
 
     prefix: str
-    values: dict[str, str] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
     invalidated: dict[str, int] = field(default_factory=dict)
     index: dict[str, set[str]] = field(default_factory=dict)
+    deleted: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def scope(self, number: int) -> str:
         return f"{self.prefix}:{SCOPES[number]}"
@@ -96,42 +102,61 @@ class Model:
         if isinstance(op, Invalidate):
             self._invalidate(scope, op.at)
         elif isinstance(op, Credit):
-            if scope in self.values and self.invalidated.get(scope, 0) <= op.version:
-                self._put(scope, f"{scope}:credit_tokens", encode(_credit(op.version)), op.version)
+            if op.only_if_exists and scope not in self.values:
+                return  # rule 2, UPDATE_IF_EXISTS
+            if op.version > self.invalidated.get(scope, 0):  # rule 4
+                self._put(scope, f"{scope}:credit_tokens", _credit(op.version), op.version)
         else:
             self._snapshot(scope, op)
 
     def _snapshot(self, scope: str, op: Snapshot) -> None:
         if op.only_if_exists and scope not in self.values:
             return
-        if self.invalidated.get(scope, 0) > op.version + op.gate_delta:
+        if self.invalidated.get(scope, 0) >= op.version + op.gate_delta:
             return
-        self._put(None, scope, encode(map_entitlements([op.entry()])), op.version)
-        self._put(None, f"{scope}:metadata", encode({"accessDeniedReason": None}), op.version)
-        usage = encode(usage_value(op.entry()))
-        self._put(scope, f"{scope}:f_seats", usage, op.usage_version or op.version)
+        entry = op.entry()
+        self._put(None, scope, {"seats": cached_entry(entry)}, op.version)
+        self._put(None, f"{scope}:metadata", {"accessDeniedReason": None}, op.version)
+        key = f"{scope}:f_seats"
+        version = op.usage_version or op.version
+        if self.deleted.get(scope, {}).get(key, 0) > version:
+            return  # an invalidation deleted a newer version of it
+        usage = usage_value(entry["currentUsage"], None, None, omit_zero=True)
+        self._put(scope, key, usage, version)
 
-    def _put(self, indexed_in: str | None, key: str, value: str, version: int) -> None:
-        stored = self.values.get(key + "#timestamp")
-        if stored is not None and int(stored) > version:
+    def _put(self, indexed_in: str | None, key: str, value: Any, version: int) -> None:
+        if self.versions.get(key, 0) > version:
             return
-        self.values[key], self.values[key + "#timestamp"] = value, str(version)
+        self.values[key], self.versions[key] = value, version
         if indexed_in is not None:
             self.index.setdefault(indexed_in, set()).add(key)
 
     def _invalidate(self, scope: str, at: int) -> None:
-        targets = {scope, f"{scope}:metadata", *self.index.pop(scope, set())}
+        index = self.index.setdefault(scope, set())
+        usage = set(index)
         if scope in self.values:
-            targets |= {f"{scope}:f_{name}" for name in json.loads(self.values[scope])}
-        for key in targets:
-            self.values.pop(key, None)
-            self.values.pop(key + "#timestamp", None)
+            usage |= {f"{scope}:f_{name}" for name in self.values[scope]}
+        for key in [scope, f"{scope}:metadata", *sorted(usage)]:
+            version = self.versions.get(key)
+            if version is None or version > at:
+                continue
+            del self.values[key], self.versions[key]
+            index.discard(key)
+            if key in usage:
+                gone = self.deleted.setdefault(scope, {})
+                gone[key] = max(gone.get(key, 0), version)
         self.invalidated[scope] = max(self.invalidated.get(scope, 0), at)
 
     def state(self) -> dict[str, Any]:
         state: dict[str, Any] = dict(self.values)
+        state |= {f"{key}#timestamp": str(version) for key, version in self.versions.items()}
         state |= {f"{scope}#invalidated": str(at) for scope, at in self.invalidated.items()}
         state |= {f"{scope}#keys": keys for scope, keys in self.index.items() if keys}
+        state |= {
+            f"{scope}#deleted": {key: str(version) for key, version in gone.items()}
+            for scope, gone in self.deleted.items()
+            if gone
+        }
         return state
 
 
@@ -144,7 +169,10 @@ def _call(scope: str, op: Operation) -> ScriptCall:
         return invalidate_call(scope, at=op.at, ttl=TTL)
     if isinstance(op, Credit):
         key = f"{scope}:credit_tokens"
-        return usage_call(scope, key, _credit(op.version), version=op.version, ttl=TTL)
+        value = _credit(op.version)
+        return usage_call(
+            scope, key, value, version=op.version, ttl=TTL, only_if_exists=op.only_if_exists
+        )
     return snapshot_call(
         scope,
         [op.entry()],
@@ -165,7 +193,14 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 def _state(client: redis.Redis, prefix: str) -> dict[str, Any]:
     state: dict[str, Any] = {}
     for key in client.scan_iter(match=f"{prefix}:*"):
-        state[key] = client.smembers(key) if key.endswith("#keys") else client.get(key)
+        if key.endswith("#keys"):
+            state[key] = client.smembers(key)
+        elif key.endswith("#deleted"):
+            state[key] = client.hgetall(key)
+        elif key.endswith(("#timestamp", "#invalidated")):
+            state[key] = client.get(key)
+        else:
+            state[key] = json.loads(client.get(key) or "null")
     return state
 
 

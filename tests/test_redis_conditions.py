@@ -4,7 +4,7 @@ Each test starts a redis-server of its own and the real worker, applies a
 stream, puts Redis in one condition while more messages arrive, and checks
 that /readyz is DOWN with a machine-readable reason meanwhile (and /livez UP:
 a restart would not help), that the worker resumes by itself once Redis
-recovers, and that Redis then equals the reference model with the queue empty.
+recovers, and that Redis then equals the contract model with the queue empty.
 """
 
 from __future__ import annotations

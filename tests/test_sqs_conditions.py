@@ -1,6 +1,6 @@
 """SQS conditions against the real worker: a missing queue, missing or rejected credentials,
 access denied, throttling. The worker keeps running, /readyz says why it does not consume,
-and once the condition is gone it resumes by itself and Redis equals the reference model.
+and once the condition is gone it resumes by itself and Redis equals the contract model.
 
 Credentials come from a shared credentials file the test writes (the default chain reads
 it), so they can appear or change while the worker runs. Rejected credentials and access

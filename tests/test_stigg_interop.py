@@ -69,11 +69,11 @@ def _write_answers(client: redis.Redis, prefix: str, golden: dict[str, Any]) -> 
 
 
 def _values(client: redis.Redis, prefix: str) -> dict[str, str]:
-    """Stigg's keys only: the private ``#invalidated``/``#keys`` and metadata are ours."""
+    """Stigg's keys only: the private keys (``#`` and ``__``) and metadata are ours."""
     keys = [
         key
         for key in client.scan_iter(match=f"{prefix}:*")
-        if not key.endswith(("#keys", "#invalidated")) and ":metadata" not in key
+        if not key.endswith(("#keys", "#invalidated", "#deleted", "__")) and ":metadata" not in key
     ]
     return {key: client.get(key) for key in keys}  # type: ignore[misc]
 
@@ -120,7 +120,9 @@ def test_after_an_invalidation_stiggs_refill_lands_and_the_next_read_is_a_hit(
     _write_answers(client, prefix, golden)
     scope = f"{prefix}:c_cus-basic"
     answer_version = int(client.get(scope + "#timestamp") or 0)
-    _run(client, invalidate_call(scope, at=answer_version + 86_400_000, ttl=GOLDEN_TTL))
+    newest = max(int(client.get(key) or 0) for key in client.scan_iter(f"{scope}*#timestamp"))
+    # an invalidation newer than everything cached (rule 4 keeps what is newer than it)
+    _run(client, invalidate_call(scope, at=newest + 86_400_000, ttl=GOLDEN_TTL))
     assert _values(client, prefix) == {}
 
     first = golden["sdkReads"][0]

@@ -4,7 +4,8 @@ Each golden Edge answer is published as a contract v2 ``entitlements.updated`` m
 Edge entries forwarded as they are, versioned as Stigg's SDK versions them); the real worker
 applies them; Stigg's SDK, its API pointed at a recording Edge, then answers every recorded
 cache-hit read exactly as it did from the data it wrote itself, without one Edge request. Ids
-with ``:`` and ``@`` work. An invalidation through the queue then lets Stigg's refill land.
+with ``:`` and ``@`` work. An invalidation through the queue then lets Stigg's refill land,
+and one that arrives late (older than the snapshot it follows) leaves the snapshot readable.
 """
 
 from __future__ import annotations
@@ -194,3 +195,38 @@ def test_the_worker_adopts_a_keyspace_stiggs_sdk_wrote(
         assert events == [["cacheHit"]]
         assert results[0]["hasAccess"] is False  # the worker's snapshot dropped the feature
         assert edge.requests == []
+
+
+def test_a_late_invalidation_leaves_a_newer_snapshot_readable_as_hits(
+    workers: Workers,
+    sqs_server: SqsServer,
+    queue_url: str,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    """Contract v2.1 rule 4: reordered or redelivered, an invalidation removes nothing newer."""
+    golden = load_golden(next(p for p in SNAPSHOT_FILES if p.stem == "boolean-numeric-metered"))
+    bodies = _messages(golden)
+    _through_the_worker(workers, sqs_server, queue_url, redis_client, prefix, bodies)
+    scope = f"{prefix}:c_cus-basic"
+    version = int(redis_client.get(scope + "#timestamp") or 0)
+    late = {
+        "id": "inv-late",
+        "type": "cache.invalidated",
+        "timestamp": version - 86_400_000,  # sent after the snapshot, from a day before it
+        "data": {"customers": [{"customerId": "cus-basic", "resourceId": None}]},
+    }
+    send(sqs_server.client(), queue_url, [late])
+    wait_until(
+        lambda: redis_client.exists(scope + "#invalidated") == 1, what="invalidation applied"
+    )
+    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="queue drained")
+    assert redis_client.get(scope + "#timestamp") == str(version)
+    reads = _hit_reads(golden)
+    with RecordingEdge() as edge:
+        results, events = replay(redis_server.port, prefix, edge.url, reads)
+    assert edge.requests == []
+    for read, result, call_events in zip(reads, results, events, strict=True):
+        assert result == read["result"], read["call"]
+        assert set(call_events) == {"cacheHit"}, read["call"]

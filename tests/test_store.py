@@ -166,11 +166,10 @@ class StoreRules:
         assert after[keys.feature_usage("seats")]["currentUsage"] == 1
         assert after[keys.credit("tok")]["usageLimit"] == 1000
 
-    @BOTH_POLICIES
-    def test_usage_and_credits_need_entitlements(
-        self, backend: Backend, policy: CacheUpdatePolicy
+    def test_under_update_if_exists_usage_and_credits_need_entitlements(
+        self, backend: Backend
     ) -> None:
-        store = backend.store(policy=policy)
+        store = backend.store(policy=IF_EXISTS)
         use = msg(factory.usage("cus-1", 100, "seats", 3))
         credit = msg(factory.credits("cus-1", 100, "tok", 3))
         assert store.apply(use) is Outcome.POLICY
@@ -181,15 +180,34 @@ class StoreRules:
         assert store.apply(credit) is Outcome.WRITTEN
         assert len(state(store)) == 8  # entitlements, metadata, usage, credit + 4 versions
 
+    def test_under_upsert_usage_and_credits_are_written_before_their_snapshot(
+        self, backend: Backend
+    ) -> None:
+        """v2.1 rule 2: the snapshot that comes later keeps the newer usage, never a stale one."""
+        store = backend.store(policy=UPSERT)
+        keys = customer_keys(store)
+        assert store.apply(msg(factory.usage("cus-1", 100, "seats", 3))) is Outcome.WRITTEN
+        assert store.apply(msg(factory.credits("cus-1", 100, "tok", 3))) is Outcome.WRITTEN
+        assert keys.entitlements not in state(store)
+        seed(store, ts=50, features={"seats": 1}, credits={"tok": 1})
+        after = state(store)
+        assert after[keys.feature_usage("seats")]["currentUsage"] == 3
+        assert after[keys.credit("tok")]["currentUsage"] == 3
+        assert after[timestamp_key(keys.entitlements)] == 50
+
     @BOTH_POLICIES
-    def test_usage_after_invalidation_is_skipped(
+    def test_usage_newer_than_an_invalidation_follows_the_policy(
         self, backend: Backend, policy: CacheUpdatePolicy
     ) -> None:
         store = backend.store(policy=policy)
         seed(store, ts=100)
         store.apply(msg(factory.invalidation(200, "cus-1")))
-        assert store.apply(msg(factory.usage("cus-1", 300, "seats", 3))) is Outcome.POLICY
-        assert customer_keys(store).feature_usage("seats") not in state(store)
+        outcome = store.apply(msg(factory.usage("cus-1", 300, "seats", 3)))
+        written = customer_keys(store).feature_usage("seats") in state(store)
+        if policy is UPSERT:
+            assert (outcome, written) == (Outcome.WRITTEN, True)
+        else:
+            assert (outcome, written) == (Outcome.POLICY, False)
 
     # Rule 3: TTL
 
@@ -231,7 +249,7 @@ class StoreRules:
         store = backend.store(layout, ttl=500)
         store.apply(msg(factory.invalidation(200, "cus-1")))
         ttls = all_ttls(store)
-        assert set(ttls) == {customer_keys(store).invalidated}
+        assert set(ttls) == {customer_keys(store).invalidated, customer_keys(store).deleted}
         assert all(0 < ttl <= 500 for ttl in ttls.values()), ttls
 
     def test_invalidation_time_without_expiry(self, backend: Backend) -> None:
@@ -239,7 +257,8 @@ class StoreRules:
         seed(backend.store(layout, ttl=500), ts=100, features={"seats": 1})
         store = backend.store(layout, ttl=-1)
         store.apply(msg(factory.invalidation(200, "cus-1")))
-        assert all_ttls(store) == {customer_keys(store).invalidated: -1}
+        keys = customer_keys(store)
+        assert all_ttls(store) == {keys.invalidated: -1, keys.deleted: -1}
 
     # Rule 4: invalidation
 
@@ -250,7 +269,14 @@ class StoreRules:
         outcome = store.apply(msg(factory.invalidation(200, "cus-1")))
         assert outcome is Outcome.INVALIDATED
         assert state(store) == {}
-        assert all_ttls(store).keys() == {customer_keys(store).invalidated}
+        keys = customer_keys(store)
+        assert all_ttls(store).keys() == {keys.invalidated, keys.deleted}
+        # the versions it deleted usage and credit keys at, so none older lands later
+        assert backend.client.hgetall(keys.deleted) == {
+            keys.feature_usage("seats"): "100",
+            keys.feature_usage("api-calls"): "110",
+            keys.credit("tok"): "100",
+        }
 
     def test_invalidation_deletes_usage_keys_it_did_not_write(self, backend: Backend) -> None:
         store = backend.store()
@@ -259,12 +285,12 @@ class StoreRules:
         foreign = {keys.feature_usage("sso"): '{"currentUsage":4}', keys.credit("x"): "{}"}
         for key, value in foreign.items():  # written by someone else: not in our index
             backend.client.set(key, value)
-            backend.client.set(timestamp_key(key), "999")
+            backend.client.set(timestamp_key(key), "150")
         store.apply(msg(factory.invalidation(200, "cus-1")))
         after = state(store)
         assert keys.feature_usage("sso") not in after  # a feature of the map: deleted
         assert timestamp_key(keys.feature_usage("sso")) not in after
-        assert after == {keys.credit("x"): {}, timestamp_key(keys.credit("x")): 999}
+        assert after == {keys.credit("x"): {}, timestamp_key(keys.credit("x")): 150}
 
     def test_the_invalidation_time_blocks_older_messages(self, backend: Backend) -> None:
         store = backend.store(policy=UPSERT)
@@ -273,7 +299,8 @@ class StoreRules:
         after = state(store)
         older = factory.entitlements("cus-1", 150, features={"seats": 1}, credits={"tok": 5})
         assert store.apply(msg(older)) is Outcome.STALE
-        assert store.apply(msg(factory.usage("cus-1", 150, "seats", 3))) is Outcome.POLICY
+        assert store.apply(msg(factory.usage("cus-1", 150, "seats", 3))) is Outcome.STALE
+        assert store.apply(msg(factory.usage("cus-1", 200, "seats", 3))) is Outcome.STALE
         assert state(store) == after
         newer = factory.entitlements("cus-1", 250, features={"seats": 1})
         assert store.apply(msg(newer)) is Outcome.WRITTEN
@@ -301,15 +328,30 @@ class StoreRules:
         assert store.apply(msg(older)) is Outcome.STALE
         assert state(store) == before
 
-    def test_invalidation_drops_values_whatever_their_versions(self, backend: Backend) -> None:
+    def test_a_late_invalidation_keeps_what_is_newer_than_itself(self, backend: Backend) -> None:
+        """v2.1 rule 4: delivered after newer data (reordered or redelivered), it removes only
+        what is not newer than itself, and a later snapshot cannot bring back older usage."""
         store = backend.store()
         seed(store, ts=100, features={"seats": 1, "sso": 1})
+        keys = customer_keys(store)
         store.apply(msg(factory.usage("cus-1", 300, "seats", 30)))
         store.apply(msg(factory.invalidation(200, "cus-1")))
-        assert state(store) == {}
-        refill = factory.entitlements("cus-1", 250, features={"seats": 2})
+        assert state(store) == {
+            keys.feature_usage("seats"): {
+                "currentUsage": 30,
+                "usagePeriodStart": 1,
+                "usagePeriodEnd": 2,
+            },
+            timestamp_key(keys.feature_usage("seats")): 300,
+        }
+        refill = factory.entitlements("cus-1", 250, features={"seats": 2, "sso": 5})
         assert store.apply(msg(refill), policy=UPSERT) is Outcome.WRITTEN
-        assert state(store)[customer_keys(store).feature_usage("seats")]["currentUsage"] == 2
+        after = state(store)
+        assert after[keys.feature_usage("seats")]["currentUsage"] == 30
+        assert after[keys.feature_usage("sso")]["currentUsage"] == 5
+        twice = store.apply(msg(factory.invalidation(200, "cus-1")))  # redelivered
+        assert twice is Outcome.INVALIDATED
+        assert state(store) == after
 
     def test_invalidation_is_reached_by_later_invalidations(self, backend: Backend) -> None:
         store = backend.store()
@@ -348,17 +390,47 @@ class StoreRules:
         assert total > 4 * UNLINK_BATCH  # several SCAN pages and UNLINK calls
         everything = msg(factory.invalidation(500, everything=True))
         assert store.apply(everything) is Outcome.INVALIDATED
-        assert count_keys(backend.client, layout) == 0
+        assert state(store) == {}
+        left = set(backend.client.scan_iter(match=layout.environment_pattern, count=1000))
+        tombstones = {customer_keys(store, f"cus-{i}").deleted for i in range(1000)}
+        assert left == {layout.environment_invalidated} | tombstones
         assert state(other) == other_before
+
+    def test_invalidate_all_keeps_what_is_newer_and_refuses_what_is_older(
+        self, backend: Backend
+    ) -> None:
+        """v2.1: ``{"all": true}`` at T is version-respecting like a scope's invalidation, and
+        covers scopes it never saw: a message of any scope not newer than T is refused."""
+        store = backend.store(policy=UPSERT)
+        seed(store, ts=100, features={"seats": 1})
+        assert store.apply(msg(factory.usage("cus-1", 600, "seats", 6))) is Outcome.WRITTEN
+        store.apply(msg(factory.invalidation(500, everything=True)))
+        keys = customer_keys(store)
+        assert set(state(store)) == {
+            keys.feature_usage("seats"),
+            timestamp_key(keys.feature_usage("seats")),
+        }
+        # Redis Cluster: the environment's time lives in another slot than the scope, so a
+        # scope the invalidation did not find is not gated there (docs/store.md)
+        unseen = Outcome.WRITTEN if backend.cluster else Outcome.STALE
+        assert store.apply(msg(factory.entitlements("cus-new", 400))) is unseen
+        assert store.apply(msg(factory.usage("cus-1", 500, "seats", 5))) is Outcome.STALE
+        assert store.apply(msg(factory.entitlements("cus-new", 700))) is Outcome.WRITTEN
+        again = store.apply(msg(factory.invalidation(500, everything=True)))  # redelivered
+        assert again is Outcome.INVALIDATED
+        assert customer_keys(store, "cus-new").entitlements in state(store)
 
     def test_invalidate_all_in_a_batch_splits_it(self, backend: Backend) -> None:
         store = backend.store(policy=UPSERT)
         batch = [
             msg(factory.entitlements("cus-1", 100)),
             msg(factory.invalidation(150, everything=True)),
-            msg(factory.entitlements("cus-2", 100)),
+            msg(factory.entitlements("cus-2", 200)),
+            msg(factory.entitlements("cus-3", 100)),
         ]
-        assert store.apply_batch(batch) == [Outcome.WRITTEN, Outcome.INVALIDATED, Outcome.WRITTEN]
+        unseen = Outcome.WRITTEN if backend.cluster else Outcome.STALE  # as above
+        outcomes = [Outcome.WRITTEN, Outcome.INVALIDATED, Outcome.WRITTEN, unseen]
+        assert store.apply_batch(batch) == outcomes
         assert customer_keys(store, "cus-1").entitlements not in state(store)
         assert customer_keys(store, "cus-2").entitlements in state(store)
 
@@ -441,14 +513,20 @@ class StoreRules:
         assert store.apply_batch(batch) == [Outcome.WRITTEN] * 2 + [Outcome.INVALIDATED]
         assert customer_keys(store).feature_usage("seats") in state(store)
 
-    def test_apply_batch_equals_apply_one_by_one(self, backend: Backend) -> None:
+    @BOTH_POLICIES
+    def test_apply_batch_equals_apply_one_by_one(
+        self, backend: Backend, policy: CacheUpdatePolicy
+    ) -> None:
         bodies = mixed_messages()
-        one = backend.store(policy=UPSERT)
-        batched = backend.store(policy=UPSERT)
+        one = backend.store(policy=policy)
+        batched = backend.store(policy=policy)
+        for store in (one, batched):  # a warm cache
+            seed(store, "cus-1", ts=10)
+            seed(store, "cus-2", ts=10, resource="r")
         outcomes = [one.apply(msg(body)) for body in bodies]
         assert batched.apply_batch([msg(body) for body in bodies]) == outcomes
         assert Outcome.STALE in outcomes
-        assert Outcome.POLICY in outcomes
+        assert (Outcome.POLICY in outcomes) is (policy is IF_EXISTS)
         assert without_prefix(state(batched), batched) == without_prefix(state(one), one)
 
     def test_wrong_key_type_fails_only_its_message(self, backend: Backend) -> None:
@@ -535,7 +613,7 @@ def test_unreachable_redis_is_store_unavailable() -> None:
         with pytest.raises(StoreUnavailable):
             store.apply_batch([body, body])
         with pytest.raises(StoreUnavailable):
-            store.invalidate_environment()
+            store.invalidate_environment(100)
     finally:
         client.close()
 

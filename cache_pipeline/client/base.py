@@ -140,7 +140,12 @@ class ReaderBase:
         if problem is not None:
             logger.warning("Edge answer for %s not written back: %s", scope_key, problem)
             return None
-        return write_back_call(scope_key, answer, ttl=self.settings.keys_ttl_in_secs)
+        return write_back_call(
+            scope_key,
+            answer,
+            ttl=self.settings.keys_ttl_in_secs,
+            environment_gate=self.layout.environment_gate,
+        )
 
     def _written(self, scope_key: str, reply: Any) -> None:
         if int(reply) == 0:

@@ -27,8 +27,11 @@ def write_back_problem(answer: EdgeAnswer) -> str | None:
     return None
 
 
-def write_back_call(scope_key: str, answer: EdgeAnswer, *, ttl: int) -> ScriptCall:
-    """The script call that writes ``answer`` to the scope whose map key is ``scope_key``."""
+def write_back_call(
+    scope_key: str, answer: EdgeAnswer, *, ttl: int, environment_gate: str | None = None
+) -> ScriptCall:
+    """The script call that writes ``answer`` to the scope whose map key is ``scope_key``
+    (``environment_gate``: ``KeyLayout.environment_gate``)."""
     entries = answer.entitlements
     return snapshot_call(
         scope_key,
@@ -37,4 +40,5 @@ def write_back_call(scope_key: str, answer: EdgeAnswer, *, ttl: int) -> ScriptCa
         gate=answer.requested_at_ms,
         ttl=ttl,
         only_if_exists=False,
+        environment_gate=environment_gate,
     )

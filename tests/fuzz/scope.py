@@ -3,8 +3,9 @@
 It does not reuse ``cache_pipeline.keys``: the layout of CONTRACT.md v2 section 2 is
 restated here (raw ids; ``S``, ``S:metadata``, ``S:f_<featureId>``,
 ``S:credit_<currencyId>``, their ``#timestamp`` siblings, and the private ``S#keys``,
-``S#invalidated`` and ``S#lock``), and every key a write names must be one of the keys
-of a scope the message names, with a feature or currency id the message names.
+``S#invalidated``, ``S#deleted`` and ``S#lock``, and the environment's
+``P:__invalidated__``), and every key a write names must be one of the keys of a
+scope the message names, with a feature or currency id the message names.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cache_pipeline.messages import (
 )
 
 TIMESTAMP = "#timestamp"
-PRIVATE = ("#keys", "#invalidated", "#lock")
+PRIVATE = ("#keys", "#invalidated", "#deleted", "#lock")
 
 
 def scope_base(prefix: str, customer: str, resource: str | None, *, cluster: bool) -> str:
@@ -50,7 +51,7 @@ def item_ids(message: Message) -> tuple[set[str], set[str]]:
 
 def allowed_keys(prefix: str, messages: Iterable[Message], *, cluster: bool) -> set[str]:
     """Every key the messages may name: value keys, and the private keys of their scopes."""
-    allowed: set[str] = set()
+    allowed: set[str] = set() if cluster else {f"{prefix}:__invalidated__"}
     for message in messages:
         features, currencies = item_ids(message)
         for customer, resource in scopes_of(message):

@@ -1,11 +1,12 @@
 """A stream through a real worker with a fault in the middle, checked against the model.
 
 ``Flow`` seeds one snapshot per customer, sends shuffled streams (unique
-versions, some duplicates: the final state does not depend on delivery order),
-watches the worker's own probes while a fault lasts, and at the end waits for
-the queue to be empty (every message deleted, so every write done) and then
-compares Redis with the reference model once. The comparison does not depend
-on any earlier wait: ``lost`` is computed from that one reading.
+versions, some duplicates, some invalidations: the final state does not depend
+on delivery order, rule 6), watches the worker's own probes while a fault lasts,
+and at the end waits for the queue to be empty (every message deleted, so every
+write done) and then compares Redis with the contract model once. The
+comparison does not depend on any earlier wait: ``lost`` is computed from that
+one reading.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import httpx
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
+from tests.support.model import state_differences
 from tests.support.servers import SqsServer, wait_until
 from tests.support.snapshot import read_state
 from tests.support.worker import (
     WorkerProcess,
-    expected_state,
     queue_depth,
     seed,
     send,
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     import redis
 
 CUSTOMERS = 6
-POLICY = CacheUpdatePolicy.UPSERT
+INVALIDATIONS = 0.05
 # Faults show quickly: a 1 s Redis timeout, readiness DOWN after 1 s of failures.
 FAST = {"REDIS_TIMEOUT_SECS": "1", "NOT_READY_AFTER_SECS": "1"}
 
@@ -46,6 +47,7 @@ class Flow:
     admin: redis.Redis  # the test's own connection, for the final reading
     prefix: str
     worker: WorkerProcess
+    policy: CacheUpdatePolicy = CacheUpdatePolicy.UPSERT  # the worker's CACHE_UPDATE_POLICY
     sent: list[dict[str, Any]] = field(default_factory=list)
 
     def send(self, bodies: list[dict[str, Any]]) -> None:
@@ -59,7 +61,7 @@ class Flow:
         self.drained()
 
     def stream(self, count: int, seed_value: int, customers: int = CUSTOMERS) -> None:
-        self.send(stream(customers, count, seed_value=seed_value))
+        self.send(stream(customers, count, seed_value=seed_value, invalidations=INVALIDATIONS))
 
     def readyz(self) -> dict[str, Any]:
         return self.worker.readyz()
@@ -104,12 +106,12 @@ class Flow:
     def check(self, *, timeout: float = 90) -> None:
         """Everything sent is applied: the queue is empty and Redis equals the model."""
         self.drained(timeout=timeout)
-        expected = expected_state(self.prefix, self.sent, POLICY)
         actual = read_state(self.admin, KeyLayout(self.prefix))
-        lost = {key for key, value in expected.items() if actual.get(key) != value}
-        unexpected = set(actual) - set(expected)
-        assert not lost, f"{len(lost)} key(s) of the model lost or wrong: {sorted(lost)[:10]}"
-        assert not unexpected, f"keys the model does not have: {sorted(unexpected)[:10]}"
+        differ = state_differences(actual, self.sent, self.prefix, self.policy)
+        lost = sorted(key for key, (_, got) in differ.items() if got is None)
+        wrong = sorted(key for key, (want, got) in differ.items() if got is not None)
+        assert not lost, f"{len(lost)} key(s) of the model lost: {lost[:10]}"
+        assert not wrong, f"{len(wrong)} key(s) differ from the model: {wrong[:10]}"
 
     def _last(self) -> Any:
         try:

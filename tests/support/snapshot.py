@@ -1,4 +1,4 @@
-"""Read an environment's whole cache state from Redis, in the reference model's shape."""
+"""Read an environment's whole cache state from Redis, in the contract model's shape."""
 
 from __future__ import annotations
 
@@ -32,5 +32,5 @@ def _internal(key: str, layout: KeyLayout) -> bool:
     return (
         is_private(key)
         or is_private(key.removesuffix(TIMESTAMP_SUFFIX))
-        or key in (layout.schema_marker, layout.write_probe)
+        or key in (layout.schema_marker, layout.write_probe, layout.environment_invalidated)
     )

@@ -60,10 +60,13 @@ def write_usage(
     *,
     version: int,
     resource: str | None = None,
+    only_if_exists: bool = True,
 ) -> int:
-    """One usage or credit value (``key`` from ``layout.customer(...)``) of an existing scope."""
+    """One usage or credit value (``key`` from ``layout.customer(...)``); by default, as under
+    UPDATE_IF_EXISTS, only into an existing scope."""
     scope = layout.customer(customer, resource).entitlements
-    return run(client, usage_call(scope, key, value, version=version, ttl=TTL))
+    call = usage_call(scope, key, value, version=version, ttl=TTL, only_if_exists=only_if_exists)
+    return run(client, call)
 
 
 def invalidate(

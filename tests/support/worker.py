@@ -27,8 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
 from tests.support import factory
-from tests.support.factory import parsed
-from tests.support.reference import ReferenceCache
+from tests.support.model import ContractModel, state_differences
 from tests.support.servers import (
     AWS_TEST_ENV,
     RedisServer,
@@ -136,13 +135,14 @@ def worker_env(
     prefix: str,
     **extra: str,
 ) -> dict[str, str]:
-    """The settings of a worker on ``queue_url`` writing under ``prefix``."""
+    """The settings of a worker on ``queue_url`` writing under ``prefix``; UPSERT unless
+    ``CACHE_UPDATE_POLICY`` says otherwise (tests of order and faults run both)."""
     return {
         "QUEUE_URL": queue_url,
         "SQS_ENDPOINT_URL": sqs.endpoint,
         "REDIS_PORT": str(redis_server.port),
         "ENVIRONMENT_PREFIX": prefix,
-        "CACHE_UPDATE_POLICY": "UPSERT",
+        "CACHE_UPDATE_POLICY": CacheUpdatePolicy.UPSERT.value,
         **extra,
     }
 
@@ -176,9 +176,32 @@ def queue_depth(client: SQSClient, queue_url: str) -> int:
 def expected_state(
     prefix: str, bodies: Iterable[dict[str, Any]], policy: CacheUpdatePolicy
 ) -> dict[str, Any]:
-    """The reference model's state after ``bodies`` in the given order."""
-    model = ReferenceCache(KeyLayout(prefix), policy)
-    return model.apply_all(parsed(body, prefix) for body in bodies).snapshot()
+    """The contract model's state after ``bodies`` in timestamp order (exact when no
+    invalidation could make a rule-6 miss: otherwise use ``wait_for_model``)."""
+    return ContractModel(prefix, policy).replay(list(bodies)).state()
+
+
+def wait_for_model(
+    client: redis.Redis,
+    prefix: str,
+    bodies: list[dict[str, Any]],
+    policy: CacheUpdatePolicy,
+    *,
+    timeout: float = 30,
+) -> None:
+    """Poll Redis until it holds a state contract v2.1 allows after ``bodies`` delivered in any
+    order (``tests.support.model.state_differences``); fail with the difference."""
+    layout = KeyLayout(prefix)
+
+    def differences() -> dict[str, Any]:
+        return state_differences(read_state(client, layout), bodies, prefix, policy)
+
+    try:
+        wait_until(lambda: not differences(), timeout=timeout, what="state")
+    except AssertionError:
+        found = differences()
+        sample = dict(list(found.items())[:10])
+        raise AssertionError(f"{len(found)} key(s) differ (expected, actual): {sample}") from None
 
 
 def wait_for_state(
@@ -230,18 +253,26 @@ def seed(customers: int, *, features: int = 3, currencies: int = 2) -> list[dict
 
 
 def stream(
-    customers: int, count: int, *, seed_value: int = 7, duplicates: float = 0.1
+    customers: int,
+    count: int,
+    *,
+    seed_value: int = 7,
+    duplicates: float = 0.1,
+    invalidations: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Usage, credit and snapshot updates with unique timestamps, shuffled, some sent twice.
+    """Usage, credit and snapshot updates with unique timestamps, and with ``invalidations``
+    that share of customer invalidations; shuffled, some sent twice.
 
-    After ``seed`` every message here is applied or skipped by its version alone,
-    so the final state does not depend on the order SQS delivers in.
+    After ``seed`` the final state does not depend on the order SQS delivers in (rule 6):
+    compare it with ``wait_for_model``, or with ``expected_state`` without invalidations.
     """
     rng = random.Random(seed_value)
     messages: list[dict[str, Any]] = []
     for i in range(count):
         customer, ts, roll = f"cus-{rng.randrange(customers)}", 10_000 + i, rng.random()
-        if roll < 0.7:
+        if invalidations and rng.random() < invalidations:
+            messages.append(factory.invalidation(ts, customer))
+        elif roll < 0.7:
             messages.append(factory.usage(customer, ts, f"feature-{rng.randrange(3)}", i))
         elif roll < 0.9:
             messages.append(factory.credits(customer, ts, f"cur-{rng.randrange(2)}", i))
@@ -283,3 +314,15 @@ def send_task(sqs_server: SqsServer, queue_url: str, task: str, args: Any) -> No
         os.environ.clear()
         os.environ.update(env)
         producer.close()
+
+
+def warm_cache(client: redis.Redis, prefix: str, bodies: list[dict[str, Any]]) -> None:
+    """Write snapshots straight to Redis under UPSERT, as a reader's miss path fills a cache
+    (a worker under UPDATE_IF_EXISTS would skip them: their scopes do not exist yet)."""
+    from cache_pipeline.plan import Planner
+    from cache_pipeline.store import Store
+
+    planner = Planner(KeyLayout(prefix), ttl=-1, policy=CacheUpdatePolicy.UPSERT)
+    store = Store(client, KeyLayout(prefix), ttl=-1, policy=CacheUpdatePolicy.UPSERT)
+    results = store.apply_planned([planner.plan(planner.parse(json.dumps(b))) for b in bodies])
+    assert not [r for r in results if isinstance(r, Exception)], results
