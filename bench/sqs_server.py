@@ -58,6 +58,7 @@ _REFUSED_CHARACTER = re.compile(
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 _RESERVED_NAME = re.compile(r"(?i)(aws\.|amazon\.)")
 _ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_RECEIPT = re.compile(r"[0-9a-f-]{36}#[0-9]+")
 _receipts = itertools.count(1)
 
 
@@ -283,13 +284,23 @@ class Sqs:
 
     def op_delete_message_batch(self, params: dict[str, Any]) -> dict[str, Any]:
         queue = self.queue(params)
-        done = []
+        done, failed = [], []
         for entry in _entries(params):
-            self._delete(queue, str(entry.get("ReceiptHandle", "")))
-            done.append({"Id": entry["Id"]})
-        return {"Successful": done, "Failed": []}
+            try:
+                self._delete(queue, str(entry.get("ReceiptHandle", "")))
+                done.append({"Id": entry["Id"]})
+            except SqsError as exc:
+                failed.append(
+                    {"Id": entry["Id"], "Code": exc.code, "Message": str(exc), "SenderFault": True}
+                )
+        return {"Successful": done, "Failed": failed}
 
     def _delete(self, queue: Queue, receipt: str) -> None:
+        if not _RECEIPT.fullmatch(receipt):  # not one this server handed out
+            raise SqsError(
+                "ReceiptHandleIsInvalid",
+                f'The input receipt handle "{receipt[:100]}" is not a valid receipt handle.',
+            )
         message = queue.in_flight.pop(receipt, None)
         if message is None:  # SQS deletes by a stale receipt too: drop the message wherever
             message_id = receipt.split("#", 1)[0]
