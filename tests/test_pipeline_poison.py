@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 import redis
 
 from cache_pipeline.config import CacheUpdatePolicy
-from cache_pipeline.keys import KeyLayout
+from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
 from tasks.handlers import TASK_NAMES
 from tests.support import factory
 from tests.support.servers import SqsServer, wait_until
@@ -134,6 +135,16 @@ def test_without_a_dlq_poison_stays_on_the_queue_and_the_rest_is_applied(
     assert queue_depth(sqs_server.client(), queue_url) == total  # not deleted
 
 
+def read_keys(client: redis.Redis, keys: Iterable[str]) -> dict[str, Any]:
+    """Those keys as ``read_state`` reads them (absent ones left out)."""
+    found: dict[str, Any] = {}
+    for key in keys:
+        raw = client.get(key)
+        if raw is not None:
+            found[key] = int(raw) if key.endswith(TIMESTAMP_SUFFIX) else json.loads(raw)
+    return found
+
+
 def test_a_write_redis_refuses_does_not_block_the_others(
     workers: Workers,
     queue_url: str,
@@ -142,19 +153,36 @@ def test_a_write_redis_refuses_does_not_block_the_others(
     prefix: str,
 ) -> None:
     layout = KeyLayout(prefix)
-    redis_client.lpush(layout.customer("cus-broken").entitlements, "not a string key")
+    wrong_type = layout.customer("cus-broken").entitlements
+    redis_client.lpush(wrong_type, "not a string key")
     good = [factory.entitlements(f"cus-{i}", 100, features={"seats": i}) for i in range(5)]
     broken = factory.entitlements("cus-broken", 100, features={"seats": 1})
     worker = workers.start()
-    send(sqs_server.client(), queue_url, [good[0], good[1], broken, *good[2:]])
-    expected = expected_state(prefix, good, CacheUpdatePolicy.UPSERT)
-    expected_broken_list = redis_client.lrange(layout.customer("cus-broken").entitlements, 0, -1)
+    client = sqs_server.client()
+    send(client, queue_url, [good[0], good[1], broken, *good[2:]])
     wait_until(lambda: worker.counter(FAILED, reason="store_error") >= 1, what="store error")
-    redis_client.unlink(layout.customer("cus-broken").entitlements)
-    wait_for_state(
-        redis_client, prefix, expected | expected_state(prefix, [broken], CacheUpdatePolicy.UPSERT)
+    # A marker sent once Redis refused the write: applied, so the worker is past that batch.
+    marker = factory.entitlements("cus-marker", 100, features={"seats": 7})
+    send(client, queue_url, [marker])
+    applied = expected_state(prefix, [*good, marker], CacheUpdatePolicy.UPSERT)
+    wait_until(
+        lambda: read_keys(redis_client, applied) == applied,
+        timeout=30,
+        what="the messages around the refused one, and the marker, applied",
     )
-    assert expected_broken_list == ["not a string key"]
+    wait_until(
+        lambda: queue_depth(client, queue_url) == 1,
+        timeout=30,
+        what="every message deleted but the refused one",
+    )
+    # What the worker did with the refused write: nothing. The key of the wrong type is
+    # as it was, none of the message's other keys (its version) was written.
+    assert redis_client.type(wrong_type) == "list"
+    assert redis_client.lrange(wrong_type, 0, -1) == ["not a string key"]
+    its_keys = expected_state(prefix, [broken], CacheUpdatePolicy.UPSERT)
+    assert read_keys(redis_client, set(its_keys) - {wrong_type}) == {}
+    redis_client.unlink(wrong_type)  # the message comes back and is applied now
+    wait_for_state(redis_client, prefix, applied | its_keys)
 
 
 def killer_bodies(sqs_server: SqsServer, queue_url: str) -> None:
