@@ -13,7 +13,7 @@ from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
 from tasks.handlers import TASK_NAMES
 from tests.support import factory
-from tests.support.servers import SqsServer, wait_until
+from tests.support.servers import RedisServer, SqsServer, StrictSqsServer, wait_until
 from tests.support.worker import (
     WorkerProcess,
     Workers,
@@ -23,6 +23,7 @@ from tests.support.worker import (
     send,
     send_task,
     wait_for_state,
+    worker_env,
 )
 
 FAILED = "persistent_cache_messages_failed_total"
@@ -265,3 +266,66 @@ def test_poison_the_dead_letter_queue_refuses_stays_with_an_error_and_a_count(
     assert refusals
     assert refusals[0]["level"] == "error"
     assert refusals[0]["reason"] == "unknown_type"
+
+
+def test_each_park_fallback_through_the_worker_on_a_server_that_refuses_as_sqs_does(
+    strict_sqs_server: StrictSqsServer,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    """A DLQ of 1,024 bytes that counts attributes as SQS does (moto does not).
+
+    An id SQS refuses in an attribute: parked with every attribute, sanitised. 980
+    bytes: too long with every attribute, parked with its reason alone. 1,100 bytes:
+    refused even so, left on the queue for the redrive policy, logged and counted.
+    """
+    client = strict_sqs_server.client()
+    queue, dlq = create_queue(client), create_queue(client, MaximumMessageSize="1024")
+    unsafe = factory.usage("cus-1", 100, "seats", 1, id="a\u0001b\uffffc")
+    del unsafe["data"]["featureId"]
+    whole, bare, refused = json.dumps(unsafe), "{" + "b" * 979, "{" + "r" * 1099
+    workers = Workers(
+        worker_env(queue, strict_sqs_server, redis_server, prefix, DEAD_LETTER_QUEUE_URL=dlq)
+    )
+    try:
+        worker = workers.start()
+        send(client, queue, [whole, bare, refused])
+        wait_until(lambda: worker.counter(REFUSED) >= 1, timeout=20, what="refusal counted")
+        marker = factory.entitlements("cus-marker", 100, features={"seats": 1})
+        send(client, queue, [marker])
+        applied = expected_state(prefix, [marker], CacheUpdatePolicy.UPSERT)
+        wait_for_state(redis_client, prefix, applied)
+        wait_until(lambda: queue_depth(client, queue) == 1, what="all deleted but the refused")
+        parked = {
+            m["Body"]: {k: v["StringValue"] for k, v in m["MessageAttributes"].items()}
+            for m in dlq_messages(strict_sqs_server, dlq, 2)
+        }
+        assert sorted(parked) == sorted([whole, bare])
+        assert set(parked[whole]) == {"reason", "detail", "messageId", "sourceMessageId"}
+        assert (parked[whole]["reason"], parked[whole]["messageId"]) == (
+            "invalid_field",
+            "a\ufffdb\ufffdc",
+        )
+        assert parked[bare] == {"reason": "not_json"}
+        assert worker.counter(PARKED, destination="dlq") == 2
+        refusals_counted = worker.counter(REFUSED)
+        assert worker.terminate() == 0
+        left = wait_until(
+            lambda: client.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages"),
+            what="the refused message back on the queue",
+        )
+        assert [m["Body"] for m in left] == [refused]  # left for the redrive policy
+        refusals = [
+            json.loads(line)
+            for line in worker.output().splitlines()
+            if line.startswith("{") and "dead-letter queue refused" in line
+        ]
+        assert refusals
+        assert {(r["level"], r["reason"]) for r in refusals} == {("error", "not_json")}
+        assert "Message must be shorter than 1024 bytes" in json.dumps(refusals[0])
+        print(f"refusals counted: {refusals_counted:.0f} (it comes back after each timeout)")
+    finally:
+        workers.stop_all()
+        for key in redis_client.scan_iter(match=f"{prefix}:*"):
+            redis_client.unlink(key)
