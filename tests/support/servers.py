@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 import boto3
 import redis
@@ -171,7 +171,7 @@ class SqsServer:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
 
-    def start(self) -> SqsServer:
+    def start(self) -> Self:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
