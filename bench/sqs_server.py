@@ -190,7 +190,7 @@ class Sqs:
 
     def op_send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         queue = self.queue(params)
-        refused = _refusal(queue, params)
+        refused = _refusal(queue, params, _size(params))
         if refused is not None:
             raise refused
         return self._send(queue, params)
@@ -211,7 +211,8 @@ class Sqs:
             raise SqsError(
                 "BatchEntryIdsNotDistinct", "Two or more batch entries have the same Id."
             )
-        total = sum(_size(entry) for entry in entries)
+        sizes = [_size(entry) for entry in entries]
+        total = sum(sizes)
         if total > MAX_MESSAGE_BYTES:
             raise SqsError(
                 "BatchRequestTooLong",
@@ -219,8 +220,8 @@ class Sqs:
                 f" You have sent {total} bytes.",
             )
         successful, failed = [], []
-        for entry in entries:
-            refused = _refusal(queue, entry)
+        for entry, size in zip(entries, sizes, strict=True):
+            refused = _refusal(queue, entry, size)
             if refused is None:
                 successful.append({"Id": entry["Id"]} | self._send(queue, entry))
             else:
@@ -348,23 +349,23 @@ def _queue_attributes(params: dict[str, Any]) -> dict[str, str]:
     return attributes
 
 
-def _refusal(queue: Queue, entry: dict[str, Any]) -> SqsError | None:
-    """Why SQS refuses to send this message (SendMessage, or one SendMessageBatch entry)."""
+def _refusal(queue: Queue, entry: dict[str, Any], size: int) -> SqsError | None:
+    """Why SQS refuses to send this message of ``size`` bytes (``_size``), or None."""
     try:
-        _check_message(queue, entry)
+        _check_message(queue, entry, size)
     except SqsError as exc:
         return exc
     return None
 
 
-def _check_message(queue: Queue, entry: dict[str, Any]) -> None:
+def _check_message(queue: Queue, entry: dict[str, Any], size: int) -> None:
     body = entry.get("MessageBody")
     if not isinstance(body, str) or not body:
         raise SqsError("MissingParameter", "The request must contain the parameter MessageBody.")
     attributes = entry.get("MessageAttributes") or {}
     if not isinstance(attributes, dict):
         raise SqsError("InvalidParameterValue", "MessageAttributes must be a map.")
-    if _size(entry) > queue.maximum_message_size:
+    if size > queue.maximum_message_size:
         raise SqsError(
             "InvalidParameterValue",
             "One or more parameters are invalid. Reason: Message must be shorter than"
