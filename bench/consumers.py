@@ -62,13 +62,21 @@ class Consumer:
 
 def worker_available() -> bool:
     """True when the installed console script has a ``worker`` command."""
+    return worker_unavailable() is None
+
+
+def worker_unavailable() -> str | None:
+    """Why ``cache-pipeline worker`` cannot be started here, or None when it can."""
     try:
         reply = subprocess.run(
             [WORKER_COMMAND[0], "--help"], capture_output=True, text=True, timeout=60
         )
-    except OSError:
-        return False
-    return any(line.split()[:1] == ["worker"] for line in reply.stdout.splitlines())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{WORKER_COMMAND[0]} --help failed: {exc}"
+    if any(line.split()[:1] == ["worker"] for line in reply.stdout.splitlines()):
+        return None
+    answer = (reply.stdout + reply.stderr).strip()[-500:]
+    return f"{WORKER_COMMAND[0]} --help lists no worker command (exit {reply.returncode}): {answer}"
 
 
 def start_worker(

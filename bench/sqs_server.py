@@ -10,6 +10,17 @@ ChangeMessageVisibility(Batch)), keeps messages in memory and costs tens of
 microseconds per call. It checks no signature. It is a bench tool, not a
 production queue: one process, nothing on disk.
 
+It refuses what SQS refuses when a message is sent, as SQS does: a body or a
+String attribute value with a character outside SQS's set (#x9 | #xA | #xD |
+#x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF), more than ten message
+attributes, an attribute name or data type SQS does not allow, and a message
+longer than its queue's ``MaximumMessageSize`` with its attributes counted
+(name, data type and value, as SQS counts them). In a SendMessageBatch each such
+entry is reported in ``Failed`` and the others are sent; a batch whose messages
+together exceed 1 MiB, with more than ten entries, or with ids SQS refuses is
+refused as a whole (HTTP 400). The test suite uses it as the SQS server that
+refuses like SQS (moto counts and checks no attribute).
+
 Run: ``python -m bench.sqs_server [--port 4577]``, then
 ``SQS_ENDPOINT_URL=http://127.0.0.1:4577 make bench ...``.
 """
@@ -18,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import hashlib
 import heapq
@@ -34,6 +46,19 @@ from typing import Any
 ACCOUNT = "000000000000"
 MAX_BATCH = 10
 DEFAULT_VISIBILITY = 30
+# SQS's largest message and largest SendMessageBatch payload (1 MiB since 2025, 256 KiB before);
+# a queue's MaximumMessageSize (1,024 bytes to this) lowers the first, never the second.
+MAX_MESSAGE_BYTES = 1_048_576
+MIN_MESSAGE_BYTES = 1_024
+MAX_ATTRIBUTES = 10
+ALLOWED_CHARACTERS = "#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF"
+_REFUSED_CHARACTER = re.compile(
+    "[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+_RESERVED_NAME = re.compile(r"(?i)(aws\.|amazon\.)")
+_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_RECEIPT = re.compile(r"[0-9a-f-]{36}#[0-9]+")
 _receipts = itertools.count(1)
 
 
@@ -70,6 +95,10 @@ class Queue:
     @property
     def visibility(self) -> int:
         return int(self.attributes.get("VisibilityTimeout", DEFAULT_VISIBILITY))
+
+    @property
+    def maximum_message_size(self) -> int:
+        return int(self.attributes.get("MaximumMessageSize", MAX_MESSAGE_BYTES))
 
     def expire(self, now: float) -> None:
         """Make messages whose visibility timeout ran out visible again (at the head)."""
@@ -115,7 +144,7 @@ class Sqs:
         if name not in self.queues:
             url = f"{self.base_url}/{ACCOUNT}/{name}"
             attributes = {"VisibilityTimeout": str(DEFAULT_VISIBILITY)}
-            attributes |= {k: str(v) for k, v in (params.get("Attributes") or {}).items()}
+            attributes |= _queue_attributes(params)
             self.queues[name] = Queue(name, url, attributes)
         return {"QueueUrl": self.queues[name].url}
 
@@ -142,7 +171,7 @@ class Sqs:
 
     def op_set_queue_attributes(self, params: dict[str, Any]) -> dict[str, Any]:
         queue = self.queue(params)
-        queue.attributes |= {k: str(v) for k, v in (params.get("Attributes") or {}).items()}
+        queue.attributes |= _queue_attributes(params)
         return {}
 
     def op_get_queue_attributes(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -160,17 +189,58 @@ class Sqs:
         return {"Attributes": values}
 
     def op_send_message(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self._send(self.queue(params), params)
+        queue = self.queue(params)
+        refused = _refusal(queue, params, _size(params))
+        if refused is not None:
+            raise refused
+        return self._send(queue, params)
 
     def op_send_message_batch(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Each entry SQS refuses is in ``Failed``; a batch SQS refuses as a whole raises."""
         queue = self.queue(params)
         entries = _entries(params)
-        return {"Successful": [{"Id": e["Id"]} | self._send(queue, e) for e in entries]}
+        ids = [entry.get("Id") for entry in entries]
+        for entry_id in ids:
+            if not isinstance(entry_id, str) or not _ENTRY_ID.fullmatch(entry_id):
+                raise SqsError(
+                    "InvalidBatchEntryId",
+                    "A batch entry id can only contain alphanumeric characters, hyphens and"
+                    " underscores. It can be at most 80 letters long.",
+                )
+        if len(set(ids)) < len(ids):
+            raise SqsError(
+                "BatchEntryIdsNotDistinct", "Two or more batch entries have the same Id."
+            )
+        sizes = [_size(entry) for entry in entries]
+        total = sum(sizes)
+        if total > MAX_MESSAGE_BYTES:
+            raise SqsError(
+                "BatchRequestTooLong",
+                f"Batch requests cannot be longer than {MAX_MESSAGE_BYTES} bytes."
+                f" You have sent {total} bytes.",
+            )
+        successful, failed = [], []
+        for entry, size in zip(entries, sizes, strict=True):
+            refused = _refusal(queue, entry, size)
+            if refused is None:
+                successful.append({"Id": entry["Id"]} | self._send(queue, entry))
+            else:
+                failed.append(
+                    {
+                        "Id": entry["Id"],
+                        "SenderFault": True,
+                        "Code": refused.code,
+                        "Message": str(refused),
+                    }
+                )
+        reply: dict[str, Any] = {"Successful": successful}
+        if failed:
+            reply["Failed"] = failed
+        return reply
 
     def _send(self, queue: Queue, entry: dict[str, Any]) -> dict[str, Any]:
-        body = entry.get("MessageBody")
-        if not isinstance(body, str) or not body:
-            raise SqsError("MissingParameter", "The request must contain MessageBody.")
+        """Queue a message ``_refusal`` found nothing to refuse in."""
+        body = entry["MessageBody"]
         attributes = entry.get("MessageAttributes") or {}
         message = Message(str(uuid.uuid4()), body, attributes, int(time.time() * 1000))
         queue.visible.append(message)
@@ -215,13 +285,23 @@ class Sqs:
 
     def op_delete_message_batch(self, params: dict[str, Any]) -> dict[str, Any]:
         queue = self.queue(params)
-        done = []
+        done, failed = [], []
         for entry in _entries(params):
-            self._delete(queue, str(entry.get("ReceiptHandle", "")))
-            done.append({"Id": entry["Id"]})
-        return {"Successful": done, "Failed": []}
+            try:
+                self._delete(queue, str(entry.get("ReceiptHandle", "")))
+                done.append({"Id": entry["Id"]})
+            except SqsError as exc:
+                failed.append(
+                    {"Id": entry["Id"], "Code": exc.code, "Message": str(exc), "SenderFault": True}
+                )
+        return {"Successful": done, "Failed": failed}
 
     def _delete(self, queue: Queue, receipt: str) -> None:
+        if not _RECEIPT.fullmatch(receipt):  # not one this server handed out
+            raise SqsError(
+                "ReceiptHandleIsInvalid",
+                f'The input receipt handle "{receipt[:100]}" is not a valid receipt handle.',
+            )
         message = queue.in_flight.pop(receipt, None)
         if message is None:  # SQS deletes by a stale receipt too: drop the message wherever
             message_id = receipt.split("#", 1)[0]
@@ -255,6 +335,137 @@ class Sqs:
         now = time.monotonic()
         queue.hide(message, seconds, now)
         queue.expire(now)
+
+
+def _queue_attributes(params: dict[str, Any]) -> dict[str, str]:
+    attributes = {k: str(v) for k, v in (params.get("Attributes") or {}).items()}
+    size = attributes.get("MaximumMessageSize")
+    if size is not None and not (
+        size.isdigit() and MIN_MESSAGE_BYTES <= int(size) <= MAX_MESSAGE_BYTES
+    ):
+        raise SqsError(
+            "InvalidAttributeValue", "Invalid value for the parameter MaximumMessageSize."
+        )
+    return attributes
+
+
+def _refusal(queue: Queue, entry: dict[str, Any], size: int) -> SqsError | None:
+    """Why SQS refuses to send this message of ``size`` bytes (``_size``), or None."""
+    try:
+        _check_message(queue, entry, size)
+    except SqsError as exc:
+        return exc
+    return None
+
+
+def _check_message(queue: Queue, entry: dict[str, Any], size: int) -> None:
+    body = entry.get("MessageBody")
+    if not isinstance(body, str) or not body:
+        raise SqsError("MissingParameter", "The request must contain the parameter MessageBody.")
+    attributes = entry.get("MessageAttributes") or {}
+    if not isinstance(attributes, dict):
+        raise SqsError("InvalidParameterValue", "MessageAttributes must be a map.")
+    if size > queue.maximum_message_size:
+        raise SqsError(
+            "InvalidParameterValue",
+            "One or more parameters are invalid. Reason: Message must be shorter than"
+            f" {queue.maximum_message_size} bytes.",
+        )
+    refused = _REFUSED_CHARACTER.search(body)
+    if refused is not None:
+        raise SqsError(
+            "InvalidMessageContents",
+            f"Invalid binary character '#x{ord(refused.group()):X}' was found in the message"
+            f" body, the set of allowed characters is {ALLOWED_CHARACTERS}",
+        )
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise SqsError(
+            "InvalidParameterValue",
+            f"Number of message attributes [{len(attributes)}] exceeds the allowed maximum"
+            f" [{MAX_ATTRIBUTES}].",
+        )
+    for name, value in attributes.items():
+        _check_attribute(name, value)
+
+
+def _size(entry: dict[str, Any]) -> int:
+    """Body plus every attribute's name, data type and value, in bytes (SQS's count)."""
+    body = entry.get("MessageBody")
+    size = len(body.encode("utf-8", "surrogatepass")) if isinstance(body, str) else 0
+    for name, value in (entry.get("MessageAttributes") or {}).items():
+        size += len(str(name).encode("utf-8", "surrogatepass"))
+        if isinstance(value, dict):
+            size += len(str(value.get("DataType", "")).encode("utf-8", "surrogatepass"))
+            if "BinaryValue" in value:
+                size += len(_binary(value["BinaryValue"]))
+            else:
+                size += len(str(value.get("StringValue", "")).encode("utf-8", "surrogatepass"))
+    return size
+
+
+def _binary(raw: Any) -> bytes:
+    try:
+        return base64.b64decode(str(raw), validate=True)
+    except ValueError:
+        raise SqsError("InvalidParameterValue", "BinaryValue is not base64.") from None
+
+
+def _check_attribute(name: str, value: Any) -> None:
+    if not _ATTRIBUTE_NAME.fullmatch(name) or _RESERVED_NAME.match(name):
+        raise SqsError(
+            "InvalidParameterValue",
+            f"Message (user) attribute name '{name}' is invalid: names hold letters, digits,"
+            " '_', '-' and '.' (at most 256), start with neither 'AWS.' nor 'Amazon.'.",
+        )
+    if name.startswith(".") or name.endswith(".") or ".." in name:
+        raise SqsError(
+            "InvalidParameterValue",
+            f"Message (user) attribute name '{name}' cannot start or end with a period, or"
+            " hold two in a row.",
+        )
+    data_type = value.get("DataType") if isinstance(value, dict) else None
+    if not isinstance(data_type, str) or data_type.split(".", 1)[0] not in (
+        "String",
+        "Number",
+        "Binary",
+    ):
+        raise SqsError(
+            "InvalidParameterValue",
+            f"The type of message (user) attribute '{name}' is invalid. You must use only the"
+            " following supported type prefixes: Binary, Number, String.",
+        )
+    assert isinstance(value, dict)
+    if data_type.startswith("Binary"):
+        if not _binary(value.get("BinaryValue", "")):
+            raise SqsError(
+                "InvalidParameterValue",
+                f"Message (user) attribute '{name}' must contain a non-empty value of type"
+                " 'Binary'.",
+            )
+        return
+    text = value.get("StringValue")
+    if not isinstance(text, str) or not text:
+        raise SqsError(
+            "InvalidParameterValue",
+            f"Message (user) attribute '{name}' must contain a non-empty value of type"
+            f" '{data_type}'.",
+        )
+    refused = _REFUSED_CHARACTER.search(text)
+    if refused is not None:
+        raise SqsError(
+            "InvalidParameterValue",
+            f"Message (user) attribute '{name}' value contains invalid binary character"
+            f" '#x{ord(refused.group()):X}'. You must use only the following supported"
+            f" characters: {ALLOWED_CHARACTERS}.",
+        )
+    if data_type.startswith("Number"):
+        try:
+            float(text)
+        except ValueError:
+            raise SqsError(
+                "InvalidParameterValue",
+                f"Can't cast the value of message (user) attribute '{name}' to a number.",
+            ) from None
 
 
 def _entries(params: dict[str, Any]) -> list[dict[str, Any]]:

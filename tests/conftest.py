@@ -12,7 +12,7 @@ from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.store import Store
 from tests.support.image import TIMINGS
-from tests.support.servers import RedisServer, SqsServer
+from tests.support.servers import RedisServer, SqsServer, StrictSqsServer
 from tests.support.worker import Workers, create_queue, worker_env
 
 
@@ -83,6 +83,14 @@ def own_redis() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def sqs_server() -> Iterator[SqsServer]:
     server = SqsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def strict_sqs_server() -> Iterator[StrictSqsServer]:
+    """An SQS server that refuses what SQS refuses in a message (moto does not)."""
+    server = StrictSqsServer().start()
     yield server
     server.stop()
 

@@ -21,7 +21,7 @@ import redis
 
 from bench import latency_mode, sqs_ceiling
 from bench.check import check_redis, parsed, seed
-from bench.consumers import worker_available
+from bench.consumers import worker_unavailable
 from bench.run import Settings, run_subject
 from bench.services import Queues, RedisTarget
 from bench.workload import Mix, generate
@@ -95,11 +95,17 @@ def test_the_check_finds_stale_missing_and_unexpected_keys(
     assert check.unexpected == [f"{layout.prefix}:c_nobody"]
 
 
+def require_worker() -> None:
+    """Fail, saying why, when the bench cannot start the real worker (never a weaker subject)."""
+    why = worker_unavailable()
+    assert why is None, f"the bench cannot start `cache-pipeline worker` (run make install): {why}"
+
+
 def test_one_small_run_end_to_end(
     redis_server: RedisServer, sqs_server: SqsServer, tmp_path: Path
 ) -> None:
-    """Through the real worker (with latency probes), or the bare Lua loop without one."""
-    subject = "worker" if worker_available() else "bare-lua"
+    """Through the real worker, with latency probes."""
+    require_worker()
     settings = Settings(
         endpoint=sqs_server.endpoint,
         redis=RedisTarget("127.0.0.1", redis_server.port),
@@ -111,7 +117,7 @@ def test_one_small_run_end_to_end(
     workload = generate(SMALL, seed=13)
     queues = Queues(sqs_server.endpoint)
     try:
-        result = run_subject(subject, settings, workload, queues, 1)
+        result = run_subject("worker", settings, workload, queues, 1)
     finally:
         queues.close()
     assert result.error is None, result.error
@@ -120,9 +126,8 @@ def test_one_small_run_end_to_end(
     assert result.progress is not None
     assert result.progress.last_count >= workload.script_calls
     assert result.exit_codes == [0]
-    if subject == "worker":
-        assert result.latency is not None
-        assert result.latency.seen == result.latency.sent == 50
+    assert result.latency is not None
+    assert result.latency.seen == result.latency.sent == 50
 
 
 def test_latency_mode_cells_and_options() -> None:
@@ -162,7 +167,8 @@ def test_latency_mode_end_to_end(
     redis_server: RedisServer, sqs_server: SqsServer, tmp_path: Path
 ) -> None:
     """`python -m bench --latency-mode`, narrowed and small: proxies, self-check, matrix, report."""
-    subjects = "bare,worker" if worker_available() else "bare,bare-lua"
+    require_worker()
+    subjects = "bare,worker"
     figures = tmp_path / "figures.json"
     env = {
         **os.environ,
@@ -204,7 +210,7 @@ def test_latency_mode_end_to_end(
     )
     assert reply.returncode == 0, reply.stdout[-3000:] + reply.stderr[-3000:]
     assert "self-check Redis PING" in reply.stdout
-    assert "target BATCH_SIZE=10" in reply.stdout or "bare-lua" in subjects
+    assert "target BATCH_SIZE=10" in reply.stdout
     report = json.loads(figures.read_text())
     assert report["mode"] == "latency"
     assert [c["what"] for c in report["self_check"]] == ["Redis PING", "SQS GetQueueAttributes"]

@@ -1,7 +1,8 @@
 """bench.sqs_server behaves as SQS does for what the bench and the worker use.
 
 It runs as its own process and is spoken to by boto3 (which checks the MD5 of
-bodies and attributes) and by the worker's own ``SqsQueue``.
+bodies and attributes) and by the worker's own ``SqsQueue``. It refuses what
+SQS refuses in a message, as SQS does (the suite parks poison against it).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from bench.services import bench_sqs_server, sqs_endpoint
+from cache_pipeline.errors import QueueFault, QueueUnavailable
 from cache_pipeline.sqs_queue import SqsQueue
 from cache_pipeline.sqs_wire import SignedCalls
 from tests.support.servers import AWS_TEST_CLIENT_ARGS, AWS_TEST_ENV
@@ -146,3 +149,112 @@ def test_sqs_endpoint_url_bench_runs_it_for_the_bench(monkeypatch: pytest.Monkey
         assert client.list_queues()["QueueUrls"] == [f"{url}/000000000000/b"]
     with pytest.raises(Exception, match="Could not connect"):
         client.list_queues()
+
+
+def _refused(call: Any) -> tuple[str, str]:
+    """The error code and message of a call the server must refuse as a whole."""
+    with pytest.raises(ClientError) as caught:
+        call()
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    error = caught.value.response["Error"]
+    return error["Code"], error["Message"]
+
+
+def _string(value: str) -> dict[str, str]:
+    return {"DataType": "String", "StringValue": value}
+
+
+def test_it_refuses_what_sqs_refuses_in_a_message(sqs: Any) -> None:
+    """Characters outside SQS's set, eleven attributes, a message too long with its attributes."""
+    url = sqs.create_queue(QueueName="strict", Attributes={"MaximumMessageSize": "1024"})[
+        "QueueUrl"
+    ]
+
+    def send(body: str, **attributes: dict[str, str]) -> Any:
+        return lambda: sqs.send_message(
+            QueueUrl=url, MessageBody=body, MessageAttributes=attributes
+        )
+
+    assert _refused(send("a\x01b"))[0] == "InvalidMessageContents"
+    assert _refused(send("a\ufffe"))[0] == "InvalidMessageContents"
+    code, message = _refused(send("ok", detail=_string("a\x01b")))
+    assert (code, "invalid binary character '#x1'" in message) == ("InvalidParameterValue", True)
+    eleven = {f"a{i}": _string("x") for i in range(11)}
+    code, message = _refused(send("ok", **eleven))
+    assert (code, "[11] exceeds the allowed maximum [10]" in message) == (
+        "InvalidParameterValue",
+        True,
+    )
+    assert _refused(send("ok", **{"AWS.x": _string("x")}))[0] == "InvalidParameterValue"
+    assert _refused(send("ok", k={"DataType": "Text", "StringValue": "x"}))[0] == (
+        "InvalidParameterValue"
+    )
+    # SQS counts name, data type and value: 1024 - len("k") - len("String") - len("v") = 1016.
+    code, message = _refused(send("m" * 1017, k=_string("v")))
+    assert (code, message.endswith("Message must be shorter than 1024 bytes.")) == (
+        "InvalidParameterValue",
+        True,
+    )
+    # What it accepts: the limits themselves, and every character SQS allows.
+    sqs.send_message(QueueUrl=url, MessageBody="m" * 1016, MessageAttributes={"k": _string("v")})
+    sqs.send_message(QueueUrl=url, MessageBody="m" * 1024)
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody="\t\n\r ~\ud7ff\ue000\ufffd\U00010000\U0010ffff",
+        MessageAttributes={f"a{i}": _string("\ufffd \U0001d11e") for i in range(10)},
+    )
+    assert depth(sqs, url) == (3, 0)
+
+
+def test_a_batch_reports_each_entry_it_refuses_and_refuses_too_long_a_batch(
+    sqs: Any, endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = sqs.create_queue(QueueName="strict-batch", Attributes={"MaximumMessageSize": "1024"})[
+        "QueueUrl"
+    ]
+    reply = sqs.send_message_batch(
+        QueueUrl=url,
+        Entries=[
+            {"Id": "fits", "MessageBody": "m" * 1000, "MessageAttributes": {"k": _string("v")}},
+            {
+                "Id": "long",
+                "MessageBody": "m" * 1000,
+                "MessageAttributes": {"k": _string("v" * 30)},
+            },
+            {"Id": "chars", "MessageBody": "ok", "MessageAttributes": {"k": _string("\x00")}},
+            {"Id": "body", "MessageBody": "\x1f"},
+        ],
+    )
+    assert [entry["Id"] for entry in reply["Successful"]] == ["fits"]
+    assert {entry["Id"]: entry["Code"] for entry in reply["Failed"]} == {
+        "long": "InvalidParameterValue",
+        "chars": "InvalidParameterValue",
+        "body": "InvalidMessageContents",
+    }
+    assert all(entry["SenderFault"] for entry in reply["Failed"])
+    assert depth(sqs, url) == (1, 0)
+
+    # Together above 1 MiB, each below it: refused as a whole, nothing sent.
+    big = sqs.create_queue(QueueName="strict-big")["QueueUrl"]
+    entries = [{"Id": str(i), "MessageBody": "b" * 250_000} for i in range(5)]
+    code, _ = _refused(lambda: sqs.send_message_batch(QueueUrl=big, Entries=entries))
+    assert code == "BatchRequestTooLong"
+    assert (
+        _refused(
+            lambda: sqs.send_message_batch(
+                QueueUrl=big,
+                Entries=[{"Id": "x", "MessageBody": "1"}, {"Id": "x", "MessageBody": "2"}],
+            )
+        )[0]
+        == "BatchEntryIdsNotDistinct"
+    )
+    assert depth(sqs, big) == (0, 0)
+    # The worker's own client sees the same refusal (a QueueUnavailable it can tell apart).
+    for name, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    calls = SignedCalls(endpoint, "us-east-1")
+    with pytest.raises(QueueUnavailable) as caught:
+        calls.call("SendMessageBatch", {"QueueUrl": big, "Entries": entries})
+    calls.close()
+    assert caught.value.fault is QueueFault.REFUSED
+    assert "BatchRequestTooLong" in caught.value.detail

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 import redis
 
 from cache_pipeline.config import CacheUpdatePolicy
-from cache_pipeline.keys import KeyLayout
+from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
 from tasks.handlers import TASK_NAMES
 from tests.support import factory
-from tests.support.servers import SqsServer, wait_until
+from tests.support.servers import RedisServer, SqsServer, StrictSqsServer, wait_until
 from tests.support.worker import (
     WorkerProcess,
     Workers,
@@ -22,6 +23,7 @@ from tests.support.worker import (
     send,
     send_task,
     wait_for_state,
+    worker_env,
 )
 
 FAILED = "persistent_cache_messages_failed_total"
@@ -125,13 +127,24 @@ def test_without_a_dlq_poison_stays_on_the_queue_and_the_rest_is_applied(
     send(sqs_server.client(), queue_url, texts)
     wait_for_state(redis_client, prefix, expected_state(prefix, valid, CacheUpdatePolicy.UPSERT))
 
-    def all_counted() -> bool:
-        return all(worker.counter(FAILED, reason=r) >= len(b) for r, b in poison.items())
+    def all_met_twice() -> bool:  # a message deleted never comes back to be met again
+        return all(worker.counter(FAILED, reason=r) >= 2 * len(b) for r, b in poison.items())
 
-    wait_until(all_counted, what="every poison message counted")
+    wait_until(all_met_twice, timeout=30, what="every poison message back after its timeout")
     total = sum(len(bodies) for bodies in poison.values())
-    assert worker.counter(PARKED, destination="redrive") >= total
-    assert queue_depth(sqs_server.client(), queue_url) == total  # not deleted
+    assert worker.counter(PARKED, destination="redrive") >= 2 * total
+    client = sqs_server.client()  # the valid ones are deleted in the background: wait for it
+    wait_until(lambda: queue_depth(client, queue_url) == total, what="only the poison left")
+
+
+def read_keys(client: redis.Redis, keys: Iterable[str]) -> dict[str, Any]:
+    """Those keys as ``read_state`` reads them (absent ones left out)."""
+    found: dict[str, Any] = {}
+    for key in keys:
+        raw = client.get(key)
+        if raw is not None:
+            found[key] = int(raw) if key.endswith(TIMESTAMP_SUFFIX) else json.loads(raw)
+    return found
 
 
 def test_a_write_redis_refuses_does_not_block_the_others(
@@ -142,19 +155,36 @@ def test_a_write_redis_refuses_does_not_block_the_others(
     prefix: str,
 ) -> None:
     layout = KeyLayout(prefix)
-    redis_client.lpush(layout.customer("cus-broken").entitlements, "not a string key")
+    wrong_type = layout.customer("cus-broken").entitlements
+    redis_client.lpush(wrong_type, "not a string key")
     good = [factory.entitlements(f"cus-{i}", 100, features={"seats": i}) for i in range(5)]
     broken = factory.entitlements("cus-broken", 100, features={"seats": 1})
     worker = workers.start()
-    send(sqs_server.client(), queue_url, [good[0], good[1], broken, *good[2:]])
-    expected = expected_state(prefix, good, CacheUpdatePolicy.UPSERT)
-    expected_broken_list = redis_client.lrange(layout.customer("cus-broken").entitlements, 0, -1)
+    client = sqs_server.client()
+    send(client, queue_url, [good[0], good[1], broken, *good[2:]])
     wait_until(lambda: worker.counter(FAILED, reason="store_error") >= 1, what="store error")
-    redis_client.unlink(layout.customer("cus-broken").entitlements)
-    wait_for_state(
-        redis_client, prefix, expected | expected_state(prefix, [broken], CacheUpdatePolicy.UPSERT)
+    # A marker sent once Redis refused the write: applied, so the worker is past that batch.
+    marker = factory.entitlements("cus-marker", 100, features={"seats": 7})
+    send(client, queue_url, [marker])
+    applied = expected_state(prefix, [*good, marker], CacheUpdatePolicy.UPSERT)
+    wait_until(
+        lambda: read_keys(redis_client, applied) == applied,
+        timeout=30,
+        what="the messages around the refused one, and the marker, applied",
     )
-    assert expected_broken_list == ["not a string key"]
+    wait_until(
+        lambda: queue_depth(client, queue_url) == 1,
+        timeout=30,
+        what="every message deleted but the refused one",
+    )
+    # What the worker did with the refused write: nothing. The key of the wrong type is
+    # as it was, none of the message's other keys (its version) was written.
+    assert redis_client.type(wrong_type) == "list"
+    assert redis_client.lrange(wrong_type, 0, -1) == ["not a string key"]
+    its_keys = expected_state(prefix, [broken], CacheUpdatePolicy.UPSERT)
+    assert read_keys(redis_client, set(its_keys) - {wrong_type}) == {}
+    redis_client.unlink(wrong_type)  # the message comes back and is applied now
+    wait_for_state(redis_client, prefix, applied | its_keys)
 
 
 def killer_bodies(sqs_server: SqsServer, queue_url: str) -> None:
@@ -237,3 +267,66 @@ def test_poison_the_dead_letter_queue_refuses_stays_with_an_error_and_a_count(
     assert refusals
     assert refusals[0]["level"] == "error"
     assert refusals[0]["reason"] == "unknown_type"
+
+
+def test_each_park_fallback_through_the_worker_on_a_server_that_refuses_as_sqs_does(
+    strict_sqs_server: StrictSqsServer,
+    redis_server: RedisServer,
+    redis_client: redis.Redis,
+    prefix: str,
+) -> None:
+    """A DLQ of 1,024 bytes that counts attributes as SQS does (moto does not).
+
+    An id SQS refuses in an attribute: parked with every attribute, sanitised. 980
+    bytes: too long with every attribute, parked with its reason alone. 1,100 bytes:
+    refused even so, left on the queue for the redrive policy, logged and counted.
+    """
+    client = strict_sqs_server.client()
+    queue, dlq = create_queue(client), create_queue(client, MaximumMessageSize="1024")
+    unsafe = factory.usage("cus-1", 100, "seats", 1, id="a\u0001b\uffffc")
+    del unsafe["data"]["featureId"]
+    whole, bare, refused = json.dumps(unsafe), "{" + "b" * 979, "{" + "r" * 1099
+    workers = Workers(
+        worker_env(queue, strict_sqs_server, redis_server, prefix, DEAD_LETTER_QUEUE_URL=dlq)
+    )
+    try:
+        worker = workers.start()
+        send(client, queue, [whole, bare, refused])
+        wait_until(lambda: worker.counter(REFUSED) >= 1, timeout=20, what="refusal counted")
+        marker = factory.entitlements("cus-marker", 100, features={"seats": 1})
+        send(client, queue, [marker])
+        applied = expected_state(prefix, [marker], CacheUpdatePolicy.UPSERT)
+        wait_for_state(redis_client, prefix, applied)
+        wait_until(lambda: queue_depth(client, queue) == 1, what="all deleted but the refused")
+        parked = {
+            m["Body"]: {k: v["StringValue"] for k, v in m["MessageAttributes"].items()}
+            for m in dlq_messages(strict_sqs_server, dlq, 2)
+        }
+        assert sorted(parked) == sorted([whole, bare])
+        assert set(parked[whole]) == {"reason", "detail", "messageId", "sourceMessageId"}
+        assert (parked[whole]["reason"], parked[whole]["messageId"]) == (
+            "invalid_field",
+            "a\ufffdb\ufffdc",
+        )
+        assert parked[bare] == {"reason": "not_json"}
+        assert worker.counter(PARKED, destination="dlq") == 2
+        refusals_counted = worker.counter(REFUSED)
+        assert worker.terminate() == 0
+        left = wait_until(
+            lambda: client.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages"),
+            what="the refused message back on the queue",
+        )
+        assert [m["Body"] for m in left] == [refused]  # left for the redrive policy
+        refusals = [
+            json.loads(line)
+            for line in worker.output().splitlines()
+            if line.startswith("{") and "dead-letter queue refused" in line
+        ]
+        assert refusals
+        assert {(r["level"], r["reason"]) for r in refusals} == {("error", "not_json")}
+        assert "Message must be shorter than 1024 bytes" in json.dumps(refusals[0])
+        print(f"refusals counted: {refusals_counted:.0f} (it comes back after each timeout)")
+    finally:
+        workers.stop_all()
+        for key in redis_client.scan_iter(match=f"{prefix}:*"):
+            redis_client.unlink(key)

@@ -1,4 +1,5 @@
-"""One contract, two queues: ``SqsQueue`` on the suite's SQS server and the in-memory fake.
+"""One contract, three queues: ``SqsQueue`` on moto and on an SQS server that refuses
+what SQS refuses (``bench.sqs_server``), and the in-memory fake.
 
 What the consumer relies on: receive hands over bodies unchanged with a receipt,
 the queue's id, the time SQS accepted it and how often it was received; a
@@ -6,6 +7,12 @@ received message stays hidden until it is released or its visibility timeout
 passes; delete and release answer the receipts they refused; park sends the body
 unchanged to the dead-letter queue with sanitised attributes, and reports what
 the dead-letter queue refused instead of raising.
+
+Parking has a fallback for each way SQS refuses (``cache_pipeline.sqs_queue``):
+a batch refused as a whole is sent one by one; a message refused with its
+attributes is sent with its reason alone; one refused even so is reported. moto
+neither counts attributes into a message's size nor checks their characters, so
+the branches that depend on it run against the strict server and the fake.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from cache_pipeline.queue import Poison, QueueClient, Received
 from cache_pipeline.sqs_queue import SqsQueue
 from cache_pipeline.sqs_wire import SignedCalls
 from tests.support.memory_queue import MemoryQueue
-from tests.support.servers import AWS_TEST_ENV, SqsServer, wait_until
+from tests.support.servers import AWS_TEST_ENV, SqsServer, StrictSqsServer, wait_until
 from tests.support.worker import send
 
 BODIES = ['{"id":"a","n":1}', "héllo wörld ✓ 𝄞", "<xml>&amp;</xml>", "x" * 5000]
@@ -36,6 +43,20 @@ class Backend:
     client: QueueClient
     send: Callable[[list[str]], None]
     parked: Callable[[], list[tuple[str, dict[str, str]]]]
+    send_to_dlq: Callable[[str, dict[str, str]], str | None] | None = None  # SQS's answer
+
+
+def all_parked(backend: Backend, count: int) -> dict[str, dict[str, str]]:
+    """``{body: attributes}`` of the ``count`` (distinct) bodies in the dead-letter queue."""
+    seen: dict[str, dict[str, str]] = {}
+
+    def enough() -> bool:
+        seen.update(backend.parked())
+        return len(seen) >= count
+
+    wait_until(enough, timeout=20, what=f"{count} parked messages")
+    assert len(seen) == count, sorted(body[:20] for body in seen)
+    return seen
 
 
 def receive_all(client: QueueClient, count: int) -> list[Received]:
@@ -49,14 +70,14 @@ def receive_all(client: QueueClient, count: int) -> list[Received]:
     return received
 
 
-def _sqs(sqs_server: SqsServer, monkeypatch: pytest.MonkeyPatch, **dlq: str) -> Iterator[Backend]:
+def _sqs(server: SqsServer, monkeypatch: pytest.MonkeyPatch, **dlq: str) -> Iterator[Backend]:
     for name, value in AWS_TEST_ENV.items():
         monkeypatch.setenv(name, value)
-    boto = sqs_server.client()
+    boto = server.client()
     name = f"contract-{uuid.uuid4().hex[:8]}"
     url = boto.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
     dlq_url = boto.create_queue(QueueName=name + "-dlq", Attributes=dlq)["QueueUrl"]  # type: ignore[arg-type]
-    calls = SignedCalls(sqs_server.endpoint, "us-east-1")
+    calls = SignedCalls(server.endpoint, "us-east-1")
     client = SqsQueue(calls, url, dead_letter_url=dlq_url, visibility_timeout=30)
 
     def parked() -> list[tuple[str, dict[str, str]]]:
@@ -74,7 +95,17 @@ def _sqs(sqs_server: SqsServer, monkeypatch: pytest.MonkeyPatch, **dlq: str) -> 
     def put(bodies: list[str]) -> None:
         send(boto, url, bodies)
 
-    yield Backend(client, put, parked)
+    def send_to_dlq(body: str, attrs: dict[str, str]) -> str | None:
+        """Send straight to the dead-letter queue: None when taken, else SQS's code."""
+        entry: dict[str, Any] = {"Id": "0", "MessageBody": body}
+        entry["MessageAttributes"] = {
+            k: {"DataType": "String", "StringValue": v} for k, v in attrs.items()
+        }
+        reply = calls.call("SendMessageBatch", {"QueueUrl": dlq_url, "Entries": [entry]})
+        failed = reply.get("Failed") or []
+        return str(failed[0]["Code"]) if failed else None
+
+    yield Backend(client, put, parked, send_to_dlq)
     client.close()
     for queue in (url, dlq_url):
         boto.delete_queue(QueueUrl=queue)
@@ -89,25 +120,52 @@ def _memory(**options: Any) -> Iterator[Backend]:
     yield Backend(queue, lambda bodies: queue.send(*bodies), parked)
 
 
-@pytest.fixture(params=["sqs", "memory"])
-def backend(
-    request: pytest.FixtureRequest, sqs_server: SqsServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Backend]:
-    if request.param == "sqs":
-        yield from _sqs(sqs_server, monkeypatch)
-    else:
+def _server(request: pytest.FixtureRequest) -> SqsServer:
+    """The session's moto server ("moto") or its strict SQS server ("strict")."""
+    name = "sqs_server" if request.param == "moto" else "strict_sqs_server"
+    server = request.getfixturevalue(name)
+    assert isinstance(server, SqsServer)
+    return server
+
+
+@pytest.fixture(params=["moto", "strict", "memory"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    if request.param == "memory":
         yield from _memory()
-
-
-@pytest.fixture(params=["sqs", "memory"])
-def small_dlq(
-    request: pytest.FixtureRequest, sqs_server: SqsServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Backend]:
-    """A backend whose dead-letter queue takes messages of at most DLQ_MAX bytes."""
-    if request.param == "sqs":
-        yield from _sqs(sqs_server, monkeypatch, MaximumMessageSize=str(DLQ_MAX))
     else:
+        yield from _sqs(_server(request), monkeypatch)
+
+
+@pytest.fixture(params=["moto", "strict", "memory"])
+def small_dlq(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """A backend whose dead-letter queue takes messages of at most DLQ_MAX bytes."""
+    if request.param == "memory":
         yield from _memory(dlq_max_bytes=DLQ_MAX)
+    else:
+        yield from _sqs(_server(request), monkeypatch, MaximumMessageSize=str(DLQ_MAX))
+
+
+@pytest.fixture
+def strict(
+    strict_sqs_server: StrictSqsServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
+    """``SqsQueue`` on the strict server alone."""
+    yield from _sqs(strict_sqs_server, monkeypatch)
+
+
+@pytest.fixture(params=["strict", "memory"])
+def counting_dlq(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
+    """A dead-letter queue of DLQ_MAX bytes that counts attributes into a message's size.
+
+    SQS does (name, data type and value), and so do the strict server and the
+    fake; moto counts the body alone, so it takes what SQS refuses.
+    """
+    if request.param == "memory":
+        yield from _memory(dlq_max_bytes=DLQ_MAX)
+    else:
+        yield from _sqs(_server(request), monkeypatch, MaximumMessageSize=str(DLQ_MAX))
 
 
 def poison(body: str, message_id: str | None = "a\x01b\uffff") -> Poison:
@@ -147,38 +205,73 @@ def test_a_receipt_the_queue_does_not_know_is_reported_not_raised(backend: Backe
     assert backend.client.release(["not-a-receipt"], 0) == ["not-a-receipt"]
 
 
+SANITISED = {
+    "reason": "invalid_field",
+    "detail": "id 'a\ufffdb' \ufffd",
+    "messageId": "a\ufffdb\ufffd",
+    "sourceMessageId": "sqs-1",
+}
+
+
 def test_park_sends_the_body_unchanged_with_sanitised_attributes(backend: Backend) -> None:
+    """Every attribute, sanitised: the first send was taken (no fallback strips them)."""
     body = '{"id": "a\\u0001b", "type": 5}'
     assert backend.client.park([poison(body)]) == [None]
     (parked,) = wait_until(backend.parked, what="the parked message")
     assert parked[0] == body
-    assert parked[1] == {
-        "reason": "invalid_field",
-        "detail": "id 'a\ufffdb' \ufffd",
-        "messageId": "a\ufffdb\ufffd",
-        "sourceMessageId": "sqs-1",
-    }
+    assert parked[1] == SANITISED
+
+
+def test_sqs_refuses_the_raw_attributes_the_sanitised_ones_are_parked_whole(
+    strict: Backend,
+) -> None:
+    """Against a server that refuses what SQS refuses, sanitising is what gets them in."""
+    assert strict.send_to_dlq is not None
+    raw = {"reason": "invalid_field", "detail": "id 'a\x01b'", "messageId": "a\x01b\uffff"}
+    assert strict.send_to_dlq("raw", raw) == "InvalidParameterValue"
+    body = '{"id": "a\\u0001b", "type": 5}'
+    assert strict.client.park([poison(body)]) == [None]
+    assert all_parked(strict, 1) == {body: SANITISED}
 
 
 def test_what_the_dead_letter_queue_refuses_is_reported_and_the_rest_parked(
     small_dlq: Backend,
 ) -> None:
+    """Too long even with its reason alone: reported (the consumer leaves it), not raised."""
     small, big = "s" * 100, "b" * (DLQ_MAX + 1)
     refusals = small_dlq.client.park([poison(small), poison(big)])
     assert refusals[0] is None
-    assert refusals[1]  # what the dead-letter queue answered
-    assert [body for body, _ in wait_until(small_dlq.parked, what="parked")] == [small]
+    assert refusals[1] is not None
+    assert "InvalidParameterValue" in refusals[1]  # what the dead-letter queue answered
+    assert all_parked(small_dlq, 1) == {small: SANITISED}
 
 
 def test_a_message_too_big_with_its_attributes_is_parked_with_its_reason_alone(
-    small_dlq: Backend,
+    counting_dlq: Backend,
 ) -> None:
-    """SQS counts attributes into a message's size; the fake does too (moto does not)."""
+    """984 bytes fit with the reason (1,009 as SQS counts) but not with every attribute."""
     body = "m" * (DLQ_MAX - 40)
-    assert small_dlq.client.park([poison(body, message_id="x" * 200)]) == [None]
-    ((parked_body, attrs),) = wait_until(small_dlq.parked, what="parked")
-    assert parked_body == body
-    assert attrs["reason"] == "invalid_field"
+    assert counting_dlq.client.park([poison(body, message_id="x" * 200)]) == [None]
+    assert all_parked(counting_dlq, 1) == {body: {"reason": "invalid_field"}}
+
+
+def test_each_message_of_a_batch_gets_the_fallback_it_needs(counting_dlq: Backend) -> None:
+    """Whole, reason alone, refused: each entry SQS refuses is answered for on its own."""
+    whole, bare, refused = "s" * 100, "m" * (DLQ_MAX - 40), "b" * (DLQ_MAX + 1)
+    refusals = counting_dlq.client.park([poison(whole), poison(bare), poison(refused)])
+    assert refusals[:2] == [None, None]
+    assert refusals[2] is not None
+    assert "InvalidParameterValue" in refusals[2]
+    assert all_parked(counting_dlq, 2) == {whole: SANITISED, bare: {"reason": "invalid_field"}}
+
+
+def test_a_batch_refused_as_a_whole_is_parked_one_by_one(backend: Backend) -> None:
+    """Five 250,000-byte messages: each fits, together they are more than a batch may hold."""
+    bodies = [f"{i}" + "b" * 249_999 for i in range(5)]
+    assert backend.client.park([poison(body) for body in bodies]) == [None] * 5
+    parked = all_parked(backend, 5)
+    assert sorted(parked) == bodies
+    assert all(attrs == SANITISED for attrs in parked.values())
 
 
 def test_without_a_dead_letter_queue_nothing_is_parked() -> None:

@@ -9,6 +9,7 @@ recovers, and that Redis then equals the contract model with the queue empty.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 import time
@@ -17,9 +18,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from cache_pipeline.scripts import script_source
 from tests.support.flow import FAST, Flow
 from tests.support.servers import RedisServer, SqsServer, free_port, wait_until
-from tests.support.worker import Workers, worker_env
+from tests.support.worker import Workers, queue_depth, worker_env
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -103,9 +105,8 @@ def test_another_clients_busy_script_while_the_queue_is_idle(
         flow.assert_alive()
     finally:
         killer = own_redis.client()
-        wait_until(lambda: _swallow(killer.script_kill) or True, what="SCRIPT KILL")
+        wait_until(lambda: _script_killed(killer, script), what="the busy script killed")
         killer.close()
-        script.join(10)
         busy.close()
     flow.up()
     flow.stream(60, seed_value=4)
@@ -149,7 +150,15 @@ def test_a_redis_still_loading_its_data_after_a_restart(
 def test_the_script_cache_flushed_again_and_again(
     make_flow: MakeFlow, own_redis: RedisServer
 ) -> None:
+    """Every flush makes the worker's next EVALSHA a NOSCRIPT: it loads the script again.
+
+    Redis's own counters show it happened (NOSCRIPT errors, failed EVALSHA calls, the
+    worker's SCRIPT LOADs: no other client sends those), and one flush more shows the
+    scripts gone and back once the worker wrote again.
+    """
     flow = make_flow(own_redis)
+    admin = flow.admin
+    admin.config_resetstat()
     stop = threading.Event()
     flusher = own_redis.client()
 
@@ -159,14 +168,35 @@ def test_the_script_cache_flushed_again_and_again(
 
     thread = threading.Thread(target=flush, daemon=True)
     thread.start()
+    sqs = flow.sqs.client()
     try:
         flow.stream(150, seed_value=6)
-        time.sleep(3)  # the fault itself: NOSCRIPT on every batch, sometimes twice
+        wait_until(  # the fault itself: scripts reloaded a few times, or the stream done
+            lambda: _script_counts(admin)["loads"] >= 3 or queue_depth(sqs, flow.queue) == 0,
+            timeout=60,
+            what="the worker reloading its scripts",
+        )
     finally:
         stop.set()
         thread.join(10)
         flusher.close()
     flow.check()
+    during = _script_counts(admin)
+    print(f"while flushed every 20 ms: {during}")
+    assert during["noscript"] >= 1
+    assert during["failed_evalsha"] >= 1
+    assert during["loads"] >= 1
+
+    admin.script_flush()
+    assert admin.script_exists(*WRITE_SCRIPTS.values()) == [False, False]
+    admin.config_resetstat()
+    flow.stream(40, seed_value=9)  # usage and scope writes: both scripts
+    flow.check()
+    after = _script_counts(admin)
+    print(f"after one flush more: {after}")
+    assert after["noscript"] >= 1
+    assert after["loads"] >= 1
+    assert admin.script_exists(*WRITE_SCRIPTS.values()) == [True, True]
     flow.up()
 
 
@@ -216,6 +246,35 @@ def _raw_ping(port: int) -> bytes:
             return sock.recv(64)
     except OSError:
         return b""
+
+
+WRITE_SCRIPTS = {  # what EVALSHA names them by: the SHA-1 of the text Redis gets
+    name: hashlib.sha1(script_source(name).encode(), usedforsecurity=False).hexdigest()
+    for name in ("v2_write_usage", "v2_write_scope")
+}
+
+
+def _script_counts(admin: redis.Redis) -> dict[str, int]:
+    """Since CONFIG RESETSTAT: NOSCRIPT errors, failed EVALSHA calls and SCRIPT LOADs."""
+    commands = admin.info("commandstats")
+    errors = admin.info("errorstats")
+    return {
+        "noscript": int(errors.get("errorstat_NOSCRIPT", {}).get("count", 0)),
+        "failed_evalsha": int(commands.get("cmdstat_evalsha", {}).get("failed_calls", 0)),
+        "evalsha": int(commands.get("cmdstat_evalsha", {}).get("calls", 0)),
+        "loads": int(commands.get("cmdstat_script|load", {}).get("calls", 0)),
+    }
+
+
+def _script_killed(killer: redis.Redis, script: threading.Thread) -> bool:
+    """SCRIPT KILL until the thread that ran the script has its answer, and Redis answers."""
+    try:
+        killer.script_kill()
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("NOTBUSY"):  # BUSY or other: try again
+            raise
+    script.join(0.1)
+    return not script.is_alive() and bool(killer.ping())
 
 
 def _swallow(call: Callable[[], object]) -> bool:

@@ -8,9 +8,8 @@ uses its own environment prefix, so tests never see each other's keys.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from cache_pipeline.redis_client import connect
 from cache_pipeline.store import UNLINK_BATCH, Outcome, RedisClient, Store
 from tests.support import factory
 from tests.support.factory import parsed
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import RedisServer, free_port, wait_until
 from tests.support.snapshot import read_state
 
 UPSERT = CacheUpdatePolicy.UPSERT
@@ -655,24 +654,53 @@ def test_a_redis_that_cannot_take_writes_now_is_store_unavailable(
         client.close()
 
 
-BUSY_SCRIPT = "local t = redis.call('TIME')[1] + 2 while redis.call('TIME')[1] + 0 < t do end"
+# Read-only, so SCRIPT KILL ends it; it ends by itself after 30 s at the latest.
+BUSY_SCRIPT = "local t = redis.call('TIME')[1] + 30 while redis.call('TIME')[1] + 0 < t do end"
+
+
+def _busy(probe: redis.Redis) -> bool:
+    """True once Redis answers BUSY (a script has run beyond busy-reply-threshold)."""
+    try:
+        probe.ping()
+    except redis.ResponseError as exc:
+        return str(exc).startswith("BUSY")
+    return False
+
+
+def _script_ended(probe: redis.Redis, thread: threading.Thread) -> bool:
+    try:
+        probe.script_kill()
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("NOTBUSY"):
+            raise
+    thread.join(0.1)
+    return not thread.is_alive()
 
 
 def test_redis_busy_with_another_script_is_store_unavailable(own_redis: RedisServer) -> None:
     client = connect(Settings(redis_port=own_redis.port, redis_timeout_secs=5))
     blocker = own_redis.client()
+    probe = own_redis.client()
     client.config_set("busy-reply-threshold", 100)
     thread = threading.Thread(
-        target=lambda: blocker.eval(BUSY_SCRIPT, 0),
+        target=lambda: _swallow(lambda: blocker.eval(BUSY_SCRIPT, 0)),
         daemon=True,
     )
     try:
         store = Store(client, KeyLayout("test-busy"), ttl=WEEK, policy=UPSERT)
         thread.start()
-        time.sleep(0.3)
+        wait_until(lambda: _busy(probe), what="Redis answering BUSY")
         with pytest.raises(StoreUnavailable, match="BUSY"):
             store.apply_batch([msg(factory.entitlements("cus-1", 100))])
     finally:
-        thread.join(10)
+        wait_until(lambda: _script_ended(probe, thread), what="the busy script killed")
         client.close()
         blocker.close()
+        probe.close()
+
+
+def _swallow(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except redis.RedisError:  # killed by SCRIPT KILL
+        return

@@ -2,16 +2,21 @@
 
 The server records each request's raw target and headers and answers from a
 script. Delays and budgets are scaled down from Stigg's (2 s base, 10 s budget).
+Retries are judged by what the client did (its requests, the waits it made
+between them, the timeout of each attempt), never by the wall clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -28,6 +33,8 @@ from cache_pipeline.upstream import AsyncEdgeClient, EdgeClient, EdgeOptions, en
 from tests.support.servers import free_port
 
 Reply = tuple[int, Any, float]  # status, JSON body (or raw bytes), delay in seconds
+HOLD = math.inf  # a delay that holds the answer until the test releases it
+HOLD_SECONDS = 30.0  # ... or until this long has passed
 ENTRY = {"feature": {"refId": "feature-seats", "featureType": "NUMBER"}, "usageLimit": 10}
 OK: Reply = (200, {"data": {"entitlements": [ENTRY]}}, 0.0)
 
@@ -38,6 +45,8 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.replies: list[Reply] = [OK]
         self.seen: list[tuple[str, dict[str, str]]] = []
+        self.answered = 0
+        self.release = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,7 +54,11 @@ class ScriptedServer:
                 server.seen.append((self.path, dict(self.headers)))
                 replies = server.replies
                 status, body, delay = replies.pop(0) if len(replies) > 1 else replies[0]
-                time.sleep(delay)
+                if delay == HOLD:
+                    server.release.wait(HOLD_SECONDS)
+                else:
+                    time.sleep(delay)
+                server.answered += 1
                 raw = body if isinstance(body, bytes) else json.dumps(body).encode()
                 try:
                     self.send_response(status)
@@ -84,8 +97,38 @@ def server() -> Iterator[ScriptedServer]:
     scripted = ScriptedServer()
     scripted.thread.start()
     yield scripted
+    scripted.release.set()
     scripted.httpd.shutdown()
     scripted.httpd.server_close()
+
+
+@dataclass
+class Calls:
+    """What the Edge client did: the waits between its attempts, each attempt's timeout."""
+
+    waits: list[float] = field(default_factory=list)
+    timeouts: list[float] = field(default_factory=list)
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    """Records the client's waits and attempt timeouts; it still waits and sends them all."""
+    seen = Calls()
+
+    def sleep(seconds: float) -> None:
+        seen.waits.append(seconds)
+        time.sleep(seconds)
+
+    real_get = httpx.Client.get
+
+    def get(self: httpx.Client, url: Any, **kwargs: Any) -> httpx.Response:
+        seen.timeouts.append(kwargs["timeout"])
+        return real_get(self, url, **kwargs)
+
+    clock = SimpleNamespace(monotonic=time.monotonic, sleep=sleep)
+    monkeypatch.setattr("cache_pipeline.upstream.time", clock)
+    monkeypatch.setattr(httpx.Client, "get", get)
+    return seen
 
 
 def fetch(
@@ -200,31 +243,35 @@ def test_empty_errors_and_entries_without_feature_are_fine(server: ScriptedServe
     assert fetch(server).entitlements == [{"usageLimit": 1}]
 
 
-def test_a_retry_needs_more_budget_than_its_delay(server: ScriptedServer) -> None:
+def test_a_retry_needs_more_budget_than_its_delay(server: ScriptedServer, calls: Calls) -> None:
     # Stigg's P27 scaled by 1/10: delays 0.4 s then 0.8 s within 1 s -> exactly two attempts.
     server.replies = [(503, {}, 0.0)]
     started = time.monotonic()
     with pytest.raises(UpstreamUnavailable):
         fetch(server, base_delay_seconds=0.2, budget_seconds=1.0)
+    print(f"gave up after {time.monotonic() - started:.3f} s")
     assert len(server.seen) == 2
-    assert 0.4 <= time.monotonic() - started < 1.0
+    assert calls.waits == [pytest.approx(0.4)]  # the 0.8 s retry did not fit: not waited for
 
 
-def test_a_timed_out_attempt_leaves_no_budget(server: ScriptedServer) -> None:
-    server.replies = [(200, {"data": {"entitlements": []}}, 1.5)]
+def test_a_timed_out_attempt_leaves_no_budget(server: ScriptedServer, calls: Calls) -> None:
+    server.replies = [(200, {"data": {"entitlements": []}}, HOLD)]  # no answer while we wait
     started = time.monotonic()
     with pytest.raises(UpstreamUnavailable):
         fetch(server, budget_seconds=0.3)
-    assert time.monotonic() - started < 1.0
-    assert len(server.seen) == 1
+    print(f"gave up after {time.monotonic() - started:.3f} s")
+    assert server.answered == 0  # the client stopped waiting on its own
+    assert len(calls.timeouts) == len(server.seen) == 1
+    assert 0 < calls.timeouts[0] <= 0.3  # the attempt had what the budget held
+    assert calls.waits == []  # nothing left for a retry
 
 
-def test_connection_refused_is_retried() -> None:
+def test_connection_refused_is_retried(calls: Calls) -> None:
     options = EdgeOptions(f"http://127.0.0.1:{free_port()}", base_delay_seconds=0.05, jitter=0.0)
-    started = time.monotonic()
     with pytest.raises(UpstreamUnavailable):
         EdgeClient(options).fetch("cus-1")
-    assert time.monotonic() - started >= 0.1 + 0.2 + 0.4  # three retries: 2, 4, 8 x base
+    assert len(calls.timeouts) == 4  # the attempt and three retries
+    assert calls.waits == pytest.approx([0.1, 0.2, 0.4])  # 2, 4, 8 x base
 
 
 def test_delay_is_exponential_with_up_to_20_percent_jitter() -> None:

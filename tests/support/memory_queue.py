@@ -5,7 +5,7 @@ It behaves as ``SqsQueue`` does against a real SQS server (the contract suite,
 logic can be tested without starting processes. Faults are set by hand:
 ``fail`` makes an operation raise ``QueueUnavailable`` until cleared, and a
 dead-letter queue with ``dlq_max_bytes`` refuses what does not fit (attributes
-counted, as SQS counts them).
+counted, name, data type and value, as SQS counts them).
 """
 
 from __future__ import annotations
@@ -140,7 +140,10 @@ class MemoryQueue:
     def _fits(self, body: str, attrs: dict[str, Any]) -> bool:
         if self.dlq_max_bytes is None:
             return True
-        size = len(body.encode()) + sum(len(k) + len(str(v).encode()) for k, v in attrs.items())
+        # SQS counts each attribute's name, data type ("String") and value.
+        size = len(body.encode()) + sum(
+            len(k.encode()) + len("String") + len(str(v).encode()) for k, v in attrs.items()
+        )
         return size <= self.dlq_max_bytes
 
     def _call(self, operation: str) -> None:

@@ -6,7 +6,10 @@ line as the golden files spell it: ``"GET /v1/c/cus-1/entitlements.json?resource
 Every request (any method, any path) is recorded, so a test can assert that a cache hit made
 none. An entitlements request without a canned answer gets 404; ``fail_with(503)`` answers
 every entitlements request with that status instead; ``latency`` (seconds) delays every
-answer, so that concurrent misses overlap. Anything else (e.g. ``POST /graphql``)
+answer, so that concurrent misses overlap. ``max_in_flight`` is the most requests it held
+at once; with ``together=n`` it holds each answer until n requests are in flight (at
+most ``HOLD_SECONDS``), so a test shows requests were sent at once without timing
+them. Anything else (e.g. ``POST /graphql``)
 gets 404 with a GraphQL-style error body: with ``realtimeUpdatesEnabled`` and
 ``enableRemoteConfig`` off, SDK 3.95.0 sends nothing at init (docs/stigg-compat.md §6).
 """
@@ -24,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 ENTITLEMENTS_PATH = re.compile(r"^/v1/c/(?P<customer>[^/]+)/entitlements\.json$")
+HOLD_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,18 @@ class RecordedRequest:
 class RecordingEdge:
     """Thread-based HTTP server on a free loopback port; use as a context manager."""
 
-    def __init__(self, responses: Mapping[str, Any] | None = None, latency: float = 0.0) -> None:
+    def __init__(
+        self, responses: Mapping[str, Any] | None = None, latency: float = 0.0, together: int = 0
+    ) -> None:
         self.responses: dict[str, Any] = dict(responses or {})
         self.latency = latency
+        self.together = together
         self.failure_status: int | None = None
+        self.max_in_flight = 0
+        self._in_flight = 0
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -96,6 +106,18 @@ class RecordingEdge:
         with self._lock:
             self._requests.clear()
 
+    def arrived(self) -> None:
+        """A request is in flight; with ``together``, wait for the others (or HOLD_SECONDS)."""
+        with self._changed:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self._in_flight >= self.together, HOLD_SECONDS)
+
+    def answered(self) -> None:
+        with self._changed:
+            self._in_flight -= 1
+
     def record(self, request: RecordedRequest) -> tuple[int, Any]:
         """Store ``request`` and decide the answer: (status, JSON body)."""
         with self._lock:
@@ -126,13 +148,17 @@ def _handler_for(edge: RecordingEdge) -> type[BaseHTTPRequestHandler]:
                 body=self.rfile.read(length) if length else b"",
             )
             status, body = edge.record(request)
-            time.sleep(edge.latency)
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            edge.arrived()
+            try:
+                time.sleep(edge.latency)
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            finally:
+                edge.answered()
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 

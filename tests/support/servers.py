@@ -1,4 +1,4 @@
-"""Real services for the test suite: redis-server and an SQS-compatible server.
+"""Real services for the test suite: redis-server and SQS-compatible servers.
 
 Each is started on a free loopback port by the suite itself and stopped by pid.
 A missing binary is a failure that says how to install it, never a skip.
@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 import boto3
 import redis
@@ -166,20 +166,26 @@ class SqsServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> SqsServer:
+    name = "moto server"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def start(self) -> Self:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **AWS_TEST_ENV},
+                cwd=ROOT,
             )
-        wait_until(self._ready, timeout=30, what=f"moto server on port {self.port}")
+        wait_until(self._ready, timeout=30, what=f"{self.name} on port {self.port}")
         return self
 
     def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"moto server exited: {self.log.read_text()[-2000:]}")
+            raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                 return True
@@ -199,6 +205,21 @@ class SqsServer:
         self.process = None
 
 
+class StrictSqsServer(SqsServer):
+    """``bench.sqs_server``: refuses what SQS refuses in a message, as SQS does.
+
+    moto neither counts message attributes into a message's size nor checks
+    their number or characters; SQS does, and parking poison in the dead-letter
+    queue depends on how it refuses (``cache_pipeline.sqs_queue``).
+    """
+
+    name = "bench.sqs_server"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.sqs_server", "--port", str(self.port)]
+
+
+ROOT = Path(__file__).resolve().parents[2]
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
