@@ -25,6 +25,7 @@ from bench.report import render
 from bench.run import SUBJECTS, Result, Settings, dump, run_subject
 from bench.services import Queues, RedisTarget, ServiceError, redis_target, sqs_endpoint
 from bench.workload import SHAPES, Shape, Workload, generate
+from cache_pipeline.config import CacheUpdatePolicy
 
 
 def _subjects(value: str) -> list[str]:
@@ -112,6 +113,13 @@ def _run_all(settings: Settings, workload: Workload, names: list[str], rounds: i
 @click.option("--processes", type=int, default=2, show_default=True, help="workers of 'concurrent'")
 @click.option("--seed", type=int, default=7, show_default=True, help="workload random seed")
 @click.option(
+    "--policy",
+    type=click.Choice([p.value for p in CacheUpdatePolicy]),
+    default=CacheUpdatePolicy.UPDATE_IF_EXISTS.value,
+    show_default=True,
+    help="CACHE_UPDATE_POLICY of the worker subjects (the state check follows it)",
+)
+@click.option(
     "--shape",
     type=click.Choice(SHAPES),
     default="steady",
@@ -185,6 +193,7 @@ def main(
     concurrency: int,
     processes: int,
     seed: int,
+    policy: str,
     shape: Shape,
     json_path: Path | None,
     log_dir: Path | None,
@@ -238,7 +247,9 @@ def main(
         f" on {header['cores']} cores"
     )
     workload = generate(messages, seed=seed, shape=shape)
-    click.echo(f"bench: {shape} workload {workload.counts}, {len(workload.seeds)} seeded scopes")
+    click.echo(
+        f"bench: {shape} workload {workload.counts}, {len(workload.seeds)} seeded scopes, {policy}"
+    )
     logs = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
     if profile_dir:
@@ -256,6 +267,7 @@ def main(
                 concurrency=concurrency,
                 processes=processes,
                 profile_dir=profile_dir,
+                worker_env={"CACHE_UPDATE_POLICY": policy},
             )
             results = _run_all(settings, workload, names, rounds)
     except ServiceError as exc:

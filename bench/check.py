@@ -33,9 +33,6 @@ def seed(client: RedisClient, layout: KeyLayout, seeds: Sequence[dict[str, Any]]
                 raise RuntimeError(f"seeding failed: {result}")
 
 
-POLICY = CacheUpdatePolicy.UPDATE_IF_EXISTS  # the worker's default, which the bench runs
-
-
 @dataclass
 class Check:
     """How Redis differs from the contract model's state."""
@@ -116,12 +113,13 @@ def check_redis(
     layout: KeyLayout,
     seeds: Sequence[dict[str, Any]],
     stream: Iterable[dict[str, Any]],
+    policy: CacheUpdatePolicy = CacheUpdatePolicy.UPDATE_IF_EXISTS,
 ) -> Check:
     """Compare the environment's keys in Redis with what contract v2.1 allows after the seeds
-    and the stream delivered in any order (rule 6, under the worker's policy)."""
+    and the stream delivered in any order (rule 6, under the worker's ``policy``)."""
     sent = [*seeds, *stream]
     actual = read_state(client, layout)
-    differ = state_differences(actual, sent, layout.prefix, POLICY)
+    differ = state_differences(actual, sent, layout.prefix, policy)
     expected = ContractModel(layout.prefix, CacheUpdatePolicy.UPSERT).replay(sent).state()
     check = compare(
         {key: expected[key] for key in differ if key in expected},

@@ -41,6 +41,7 @@ from bench.monitor import (
 )
 from bench.services import Queues, RedisTarget, on_endpoint
 from bench.workload import Workload, bodies
+from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
 
 SUBJECTS = ("bare", "bare-lua", "worker", "concurrent")
@@ -218,7 +219,11 @@ def _run(
         profiler.stop()
         result.exit_codes = [c.stop() for c in consumers]
     if subject != "bare":
-        result.check = check_redis(client, layout, workload.seeds, [*workload.stream, *probes])
+        policy = CacheUpdatePolicy(
+            settings.worker_env.get("CACHE_UPDATE_POLICY", CacheUpdatePolicy.UPDATE_IF_EXISTS)
+        )
+        stream = [*workload.stream, *probes]
+        result.check = check_redis(client, layout, workload.seeds, stream, policy)
 
 
 class Profiler:

@@ -75,7 +75,7 @@ def realistic_stream(
     *,
     customers: int = 6,
     invalidations: float = 0.05,
-    everything: float = 0.003,
+    everything: float = 0.001,
     first_ms: int = BASE_MS,
 ) -> list[dict[str, Any]]:
     """``count`` messages in timestamp order (see the module docstring); ``everything`` is
