@@ -13,7 +13,7 @@ export UV_PYTHON ?= python3
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install lock test test-latest test-floor image-test lint format run bench clean
+.PHONY: install lock test test-latest test-floor image-test lint format generate run bench clean
 
 $(UV): requirements-uv.txt
 	python3 -m venv $(TOOLS)
@@ -86,6 +86,11 @@ lint: $(PY)
 format: $(PY)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The sync reader (cache_pipeline/client/sync.py) from the asyncio one (aio.py), with unasync;
+# tests/test_client_generated.py fails while the committed sync.py differs from it.
+generate: $(PY)
+	$(PY) scripts/unasync_client.py
 
 # End-to-end figures against SQS_ENDPOINT_URL (LocalStack is started when unset) and an own
 # redis-server; docs/benchmarks.md explains them. Example: make bench BENCH_ARGS="--rounds 3".

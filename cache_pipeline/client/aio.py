@@ -6,18 +6,15 @@ scope is missing fetches both from the Edge API at once, as Stigg's SDK does.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
+from asyncio import sleep
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from cache_pipeline.client.answers import (
     AnyEntitlement,
@@ -30,6 +27,12 @@ from cache_pipeline.client.answers import (
 )
 from cache_pipeline.client.base import UPSTREAM_TROUBLE, ReaderBase, typed
 from cache_pipeline.client.cached_scope import CachedScope, DecodedReply, ScopeMiss, decode
+from cache_pipeline.client.flavours import (
+    AsyncClusterGate,
+    AsyncRedisClient,
+    connect_async,
+    fetch_with_global_async,
+)
 from cache_pipeline.client.models import CustomerEntitlements
 from cache_pipeline.client.options import ReaderOptions
 from cache_pipeline.client.queries import Query, Verdict, edge_view
@@ -41,23 +44,11 @@ from cache_pipeline.client.reading import (
     with_global_timestamp,
 )
 from cache_pipeline.config import Settings
-from cache_pipeline.redis_client import connection_options
 from cache_pipeline.upstream import AsyncEdgeClient, EdgeAnswer
 
-AsyncRedisClient = aioredis.Redis | AsyncRedisCluster
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
-
-
-def connect_async(settings: Settings) -> AsyncRedisClient:
-    """An asyncio client for the configured Redis; nothing is sent until it is used."""
-    options = connection_options(settings)
-    retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)
-    if settings.redis_cluster:
-        options.pop("health_check_interval", None)
-        return AsyncRedisCluster(retry=retry, **options)
-    return aioredis.Redis(db=settings.redis_db, retry=retry, **options)
 
 
 class AsyncEntitlementsCache(ReaderBase):
@@ -79,8 +70,7 @@ class AsyncEntitlementsCache(ReaderBase):
         self._read_script = self.redis.register_script(script_source("v2_read_scope"))
         self._write_script = self.redis.register_script(script_source("v2_write_scope"))
         self._release_script = self.redis.register_script(script_source("release_lock"))
-        self._initialized = not isinstance(self.redis, AsyncRedisCluster)
-        self._initializing = asyncio.Lock()
+        self._cluster_gate = AsyncClusterGate(self.redis)
 
     # -- public API ---------------------------------------------------------
 
@@ -191,7 +181,7 @@ class AsyncEntitlementsCache(ReaderBase):
     # -- the read path ------------------------------------------------------
 
     async def _ask(self, customer_id: object, resource_id: object, query: Query[T]) -> T:
-        """See ``EntitlementsCache._ask``."""
+        """The answer to one call: in-process cache, then Redis, then the Edge API."""
         scope = self._scope(customer_id, resource_id)
         request = self._request(query)
         found = self._local_answer(query, scope, request)
@@ -207,11 +197,12 @@ class AsyncEntitlementsCache(ReaderBase):
         return await self._fill(query, scope, request, verdict)
 
     async def _read(self, scope: Scope, request: ReadRequest) -> DecodedReply | None:
+        """The read script's reply; None when Redis is in trouble (logged, never raised)."""
         if self._redis_resting():
             return None
         cluster = self.layout.cluster
         try:
-            await self._initialize()
+            await self._cluster_gate.open()
             keys, args = scope.read_call(request, cluster=cluster)
             reply = list(await self._read_script(keys=keys, args=args))
             global_key = scope.global_timestamp_key(cluster=cluster)
@@ -222,17 +213,6 @@ class AsyncEntitlementsCache(ReaderBase):
             self._cache_trouble("read", exc)
             return None
 
-    async def _initialize(self) -> None:
-        """Discover the cluster once: the asyncio cluster client fails when many
-        coroutines trigger its first discovery at the same time."""
-        if self._initialized:
-            return
-        async with self._initializing:
-            if not self._initialized:
-                assert isinstance(self.redis, AsyncRedisCluster)
-                await self.redis.initialize()
-                self._initialized = True
-
     async def _read_verdict(
         self, query: Query[T], scope: Scope, request: ReadRequest
     ) -> Verdict | None:
@@ -242,7 +222,7 @@ class AsyncEntitlementsCache(ReaderBase):
     async def _fill(
         self, query: Query[T], scope: Scope, request: ReadRequest, miss: ScopeMiss
     ) -> T:
-        """See ``EntitlementsCache._fill``."""
+        """A miss: one reader per scope asks the Edge API, the others wait for its write."""
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self.options.lock_wait
         while True:
@@ -260,7 +240,7 @@ class AsyncEntitlementsCache(ReaderBase):
             if time.monotonic() >= deadline:
                 logger.warning("miss lock %s still held; asking the Edge API", scope.keys.lock)
                 return await self._fetch(query, scope, request, miss)
-            await asyncio.sleep(self.options.poll_interval_seconds)
+            await sleep(self.options.poll_interval_seconds)
             again = await self._read_verdict(query, scope, request)
             if again is None:
                 return await self._without_cache(query, scope)
@@ -279,7 +259,7 @@ class AsyncEntitlementsCache(ReaderBase):
     async def _unlock(self, scope: Scope, token: str) -> None:
         try:
             await self._release_script(keys=(scope.keys.lock,), args=(token,))
-        except CACHE_TROUBLE as exc:
+        except CACHE_TROUBLE as exc:  # the lock expires on its own
             self._cache_trouble("unlock", exc)
 
     # -- the Edge API path --------------------------------------------------
@@ -287,16 +267,9 @@ class AsyncEntitlementsCache(ReaderBase):
     async def _fetch(
         self, query: Query[T], scope: Scope, request: ReadRequest, miss: ScopeMiss
     ) -> T:
-        """See ``EntitlementsCache._fetch``; both scopes are asked at once."""
+        """Ask the Edge API (the global scope too when it is missing), write back, answer."""
         try:
-            if miss.global_missing and scope.global_keys is not None:
-                whole, answer = await asyncio.gather(
-                    self.edge.fetch(scope.customer_id),
-                    self.edge.fetch(scope.customer_id, scope.resource_id),
-                )
-                await self._write(scope.global_keys.entitlements, whole)
-            else:
-                answer = await self.edge.fetch(scope.customer_id, scope.resource_id)
+            answer = await self._fetch_scopes(scope, miss)
         except UPSTREAM_TROUBLE as exc:
             return self._upstream_failed(query, scope, exc)
         await self._write(scope.keys.entitlements, answer)
@@ -307,7 +280,17 @@ class AsyncEntitlementsCache(ReaderBase):
             return self._from_cache(query, scope, again)
         return query.fallback(scope)
 
+    async def _fetch_scopes(self, scope: Scope, miss: ScopeMiss) -> EdgeAnswer:
+        """The scope's Edge answer; the global scope's is written back when it is missing."""
+        if miss.global_missing and scope.global_keys is not None:
+            keep_global = partial(self._write, scope.global_keys.entitlements)
+            return await fetch_with_global_async(
+                self.edge, scope.customer_id, scope.resource_id, keep_global
+            )
+        return await self.edge.fetch(scope.customer_id, scope.resource_id)
+
     async def _without_cache(self, query: Query[T], scope: Scope) -> T:
+        """Redis is in trouble: answer from the Edge API alone, nothing written."""
         if query.needs_cache:
             return query.fallback(scope)
         try:
@@ -317,11 +300,12 @@ class AsyncEntitlementsCache(ReaderBase):
         return query.answer(scope, edge_view(answer), self._now())
 
     async def _write(self, scope_key: str, answer: EdgeAnswer) -> None:
+        """Write an Edge answer back (v2_write_scope.lua); cache trouble is only logged."""
         call = self._write_call(scope_key, answer)
         if call is None:
             return
         try:
-            await self._initialize()
+            await self._cluster_gate.open()
             self._written(scope_key, await self._write_script(keys=call.keys, args=call.args))
         except CACHE_TROUBLE as exc:
             self._cache_trouble("write-back", exc)

@@ -1,3 +1,5 @@
+# Generated from cache_pipeline/client/aio.py by `make generate` (scripts/unasync_client.py).
+# Do not edit: edit aio.py (the sync docstrings: SYNC_DOCSTRINGS there), then regenerate.
 """``EntitlementsCache``: the synchronous reader SDK (redis-py, httpx)."""
 
 from __future__ import annotations
@@ -6,11 +8,11 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from functools import partial
+from time import sleep
 from typing import Any, TypeVar
 
 import httpx
-import redis
-from redis.cluster import RedisCluster
 
 from cache_pipeline.client.answers import (
     AnyEntitlement,
@@ -23,6 +25,12 @@ from cache_pipeline.client.answers import (
 )
 from cache_pipeline.client.base import UPSTREAM_TROUBLE, ReaderBase, typed
 from cache_pipeline.client.cached_scope import CachedScope, DecodedReply, ScopeMiss, decode
+from cache_pipeline.client.flavours import (
+    ClusterGate,
+    RedisClient,
+    connect,
+    fetch_with_global,
+)
 from cache_pipeline.client.models import CustomerEntitlements
 from cache_pipeline.client.options import ReaderOptions
 from cache_pipeline.client.queries import Query, Verdict, edge_view
@@ -34,10 +42,8 @@ from cache_pipeline.client.reading import (
     with_global_timestamp,
 )
 from cache_pipeline.config import Settings
-from cache_pipeline.redis_client import connect
 from cache_pipeline.upstream import EdgeAnswer, EdgeClient
 
-RedisClient = redis.Redis | RedisCluster
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
@@ -73,6 +79,7 @@ class EntitlementsCache(ReaderBase):
         self._read_script = self.redis.register_script(script_source("v2_read_scope"))
         self._write_script = self.redis.register_script(script_source("v2_write_scope"))
         self._release_script = self.redis.register_script(script_source("release_lock"))
+        self._cluster_gate = ClusterGate(self.redis)
 
     # -- public API ---------------------------------------------------------
 
@@ -204,6 +211,7 @@ class EntitlementsCache(ReaderBase):
             return None
         cluster = self.layout.cluster
         try:
+            self._cluster_gate.open()
             keys, args = scope.read_call(request, cluster=cluster)
             reply = list(self._read_script(keys=keys, args=args))
             global_key = scope.global_timestamp_key(cluster=cluster)
@@ -237,7 +245,7 @@ class EntitlementsCache(ReaderBase):
             if time.monotonic() >= deadline:
                 logger.warning("miss lock %s still held; asking the Edge API", scope.keys.lock)
                 return self._fetch(query, scope, request, miss)
-            time.sleep(self.options.poll_interval_seconds)
+            sleep(self.options.poll_interval_seconds)
             again = self._read_verdict(query, scope, request)
             if again is None:
                 return self._without_cache(query, scope)
@@ -264,10 +272,7 @@ class EntitlementsCache(ReaderBase):
     def _fetch(self, query: Query[T], scope: Scope, request: ReadRequest, miss: ScopeMiss) -> T:
         """Ask the Edge API (the global scope too when it is missing), write back, answer."""
         try:
-            if miss.global_missing and scope.global_keys is not None:
-                whole = self.edge.fetch(scope.customer_id)
-                self._write(scope.global_keys.entitlements, whole)
-            answer = self.edge.fetch(scope.customer_id, scope.resource_id)
+            answer = self._fetch_scopes(scope, miss)
         except UPSTREAM_TROUBLE as exc:
             return self._upstream_failed(query, scope, exc)
         self._write(scope.keys.entitlements, answer)
@@ -277,6 +282,13 @@ class EntitlementsCache(ReaderBase):
         if isinstance(again, CachedScope):
             return self._from_cache(query, scope, again)
         return query.fallback(scope)
+
+    def _fetch_scopes(self, scope: Scope, miss: ScopeMiss) -> EdgeAnswer:
+        """The scope's Edge answer; the global scope's is written back when it is missing."""
+        if miss.global_missing and scope.global_keys is not None:
+            keep_global = partial(self._write, scope.global_keys.entitlements)
+            return fetch_with_global(self.edge, scope.customer_id, scope.resource_id, keep_global)
+        return self.edge.fetch(scope.customer_id, scope.resource_id)
 
     def _without_cache(self, query: Query[T], scope: Scope) -> T:
         """Redis is in trouble: answer from the Edge API alone, nothing written."""
@@ -294,6 +306,7 @@ class EntitlementsCache(ReaderBase):
         if call is None:
             return
         try:
+            self._cluster_gate.open()
             self._written(scope_key, self._write_script(keys=call.keys, args=call.args))
         except CACHE_TROUBLE as exc:
             self._cache_trouble("write-back", exc)
