@@ -57,7 +57,8 @@ def _values(client: redis.Redis, prefix: str) -> dict[str, str]:
 
 def test_the_script_call_is_the_v2_snapshot_at_stiggs_version_gated_by_the_request() -> None:
     entries = [metered("seats", 10, 3)]
-    call = write_back_call("P:c_acme:eu", EdgeAnswer(entries, requested_at_ms=42), ttl=-1)
+    answer = EdgeAnswer(entries, requested_at_ms=42)
+    call = write_back_call("P:c_acme:eu", answer, ttl=-1, environment_gate="P:__invalidated__")
     assert call.script == "v2_write_scope"
     assert call.keys == (
         "P:c_acme:eu",
@@ -65,6 +66,7 @@ def test_the_script_call_is_the_v2_snapshot_at_stiggs_version_gated_by_the_reque
         "P:c_acme:eu#invalidated",
         "P:c_acme:eu#keys",
         "P:c_acme:eu#deleted",
+        "P:__invalidated__",
         "P:c_acme:eu:f_seats",
     )
     assert call.args[:4] == (str(edge_version(entries)), "42", "-1", "0")
