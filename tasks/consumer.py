@@ -294,7 +294,7 @@ class QueueConsumer:
 
     def _hand_back(self, batch: list[Received]) -> None:
         """A batch received once stopping: not written, visible again at once."""
-        logger.info("stopping: {} message(s) received meanwhile go back unwritten", len(batch))
+        logger.debug("stopping: {} message(s) received meanwhile go back unwritten", len(batch))
         self._give_back(batch)
 
     def _give_back(self, batch: list[Received]) -> None:
