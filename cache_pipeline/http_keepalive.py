@@ -4,12 +4,16 @@ urllib3's pool and response layers cost about 0.3 ms of CPU per request on a
 2.5 GHz core, as much as the request itself; ``cache_pipeline.sqs_wire`` sends
 its calls over these plain connections instead, with certificate verification
 (``verify``: True for the CA bundle botocore ships, a CA bundle path, or False)
-and fixed connect and read timeouts.
+and connect and read timeouts, which a call may shorten (``post``'s ``timeout``).
+``close`` shuts every connection down, so that a thread still waiting on one
+(a hung endpoint) wakes at once with an error, and refuses calls from then on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import ssl
 import threading
 from typing import Any
@@ -42,14 +46,20 @@ class KeepAlive:
         self._local = threading.local()
         self._all: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
+        self._closed = False
 
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    def post(
+        self, path: str, body: bytes, headers: dict[str, str], timeout: float | None = None
+    ) -> tuple[int, bytes]:
         """Send one request; return the status and the whole body.
 
+        ``timeout`` (seconds) caps the connect and read timeouts for this call.
         Raises ``OSError`` or ``http.client.HTTPException`` (the connection is
         then dropped; the next call opens a new one).
         """
-        connection = self._connection()
+        if self._closed:
+            raise ConnectionAbortedError("the connections to this endpoint are closed")
+        connection = self._connection(timeout)
         try:
             connection.request("POST", path, body=body, headers=headers)
             response = connection.getresponse()
@@ -59,23 +69,35 @@ class KeepAlive:
             raise
 
     def close(self) -> None:
-        """Close every connection, whichever thread opened it."""
+        """Close every connection, whichever thread opened it, and refuse calls from now on.
+
+        Each socket is shut down first: a thread waiting on it for an answer wakes
+        with an error at once (closing alone would leave it waiting).
+        """
         with self._lock:
+            self._closed = True
             connections, self._all = self._all, []
         for connection in connections:
+            sock: Any = connection.sock
+            if sock is not None:  # the plain socket's shutdown, also under TLS (SSLSocket's
+                with contextlib.suppress(OSError):  # would drop its TLS state under the reader)
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
             connection.close()
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._open()
             self._local.connection = connection
             with self._lock:
                 self._all.append(connection)
+        read_timeout = self._read_timeout if timeout is None else min(timeout, self._read_timeout)
         if connection.sock is None:  # new, or closed after an error or a "Connection: close"
+            connection.timeout = min(self._connect_timeout, read_timeout)
             connection.connect()
-            socket: Any = connection.sock
-            socket.settimeout(self._read_timeout)
+        sock: Any = connection.sock
+        if sock.gettimeout() != read_timeout:
+            sock.settimeout(read_timeout)
         return connection
 
     def _open(self) -> http.client.HTTPConnection:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -13,6 +14,39 @@ from redis.retry import Retry
 from cache_pipeline.config import Settings
 from cache_pipeline.errors import StoreError
 from cache_pipeline.store import RedisClient, translate_errors
+
+T = TypeVar("T")
+
+
+class StopAwareRetry(Retry):
+    """redis-py's ``Retry``, except that a failure is not retried once ``stopped()`` is true.
+
+    redis-py retries a connect, a health check and a command each on its own, and
+    nests them (a command opens a connection, which runs its health check): against
+    a Redis that accepts connections but never answers (SIGSTOPped, a frozen host)
+    one call lasts several REDIS_TIMEOUT_SECS. Once the worker is stopping, the
+    first timeout (or error) ends the call: every call in flight ends within about
+    REDIS_TIMEOUT_SECS (twice that while it connects) of SIGTERM.
+    """
+
+    def __init__(self, backoff: Any, retries: int, stopped: Callable[[], bool]) -> None:
+        super().__init__(backoff, retries)
+        # A plain function: redis-py deep-copies its Retry into every connection, and a
+        # function (unlike an Event or a bound method) is shared, not copied.
+        self._stopped = stopped
+
+    def call_with_retry(
+        self, do: Callable[[], T], fail: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> T:
+        stopped = self._stopped
+
+        def failed(error: Exception, *more: Any) -> None:
+            fail(error, *more)
+            if stopped():
+                raise error
+
+        result: T = super().call_with_retry(do, failed, *args, **kwargs)
+        return result
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:
@@ -35,16 +69,22 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def connect(settings: Settings) -> RedisClient:
+def connect(settings: Settings, stopped: Callable[[], bool] | None = None) -> RedisClient:
     """A client for the configured Redis.
 
     A single-node client sends nothing until it is used. A cluster client asks a
     node for the slot map at once; when that fails this raises
     ``StoreUnavailable`` (no node reachable) or ``StoreError`` (wrong credentials,
-    cluster mode not enabled), never a bare redis-py error.
+    cluster mode not enabled), never a bare redis-py error. With ``stopped``, a
+    failed call is no longer retried once it returns True (``StopAwareRetry``).
     """
     options = connection_options(settings)
-    retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)
+    backoff = ExponentialBackoff(cap=0.2, base=0.02)
+    retry = (
+        Retry(backoff, retries=1)
+        if stopped is None
+        else StopAwareRetry(backoff, retries=1, stopped=stopped)
+    )
     if settings.redis_cluster:
         return _cluster(retry, options)
     return redis.Redis(db=settings.redis_db, retry=retry, **options)

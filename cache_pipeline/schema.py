@@ -198,6 +198,12 @@ class SchemaWatch:
     mismatch, or a marker Redis cannot read (a key of another type at its name),
     pauses consumption with the reason until a later check passes; an unreachable
     Redis is left to the write path.
+
+    One thread reads the marker at a time, and no lock is held while it does: the
+    others go on with the last answer instead of queueing behind a read that a
+    hung Redis can hold for seconds (queued, each would then read in turn, and a
+    shutdown would wait for all of them). Only the very first answer is waited for:
+    nothing is written before the marker was looked at once.
     """
 
     def __init__(
@@ -214,18 +220,37 @@ class SchemaWatch:
         self.clock = clock
         self.mismatch: str | None = None
         self._next = 0.0
-        self._lock = threading.Lock()
+        self._checking = False  # a thread is reading the marker
+        self._answered = False  # a first check has ended
+        self._cond = threading.Condition()
 
     def allows_writes(self) -> bool:
-        with self._lock:
-            if self.clock() >= self._next:
-                self._next = self.clock() + self.interval
+        if self._claim():
+            try:
                 self._check()
-            return self.mismatch is None
+            finally:
+                self._checked()
+        return self.mismatch is None
 
     def recheck_soon(self) -> None:
-        with self._lock:
+        with self._cond:
             self._next = 0.0
+
+    def _claim(self) -> bool:
+        """True when the calling thread is to read the marker now (no other thread is)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._answered or not self._checking)
+            if self._checking or self.clock() < self._next:
+                return False
+            self._checking = True
+            self._next = self.clock() + self.interval
+            return True
+
+    def _checked(self) -> None:
+        with self._cond:
+            self._checking = False
+            self._answered = True
+            self._cond.notify_all()
 
     def _check(self) -> None:
         try:

@@ -91,6 +91,10 @@ class SqsQueue:
             refused += self._park_chunk(poison[start : start + SQS_BATCH])
         return refused
 
+    def stop_by(self, deadline: float) -> None:
+        """Every call from now on ends by ``deadline`` (``time.monotonic()``); see sqs_wire."""
+        self.calls.stop_by(deadline)
+
     def close(self) -> None:
         self.calls.close()
 

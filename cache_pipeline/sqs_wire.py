@@ -21,6 +21,11 @@ Either way an error answer, a transport failure or missing credentials raise
 ``QueueUnavailable`` with its ``QueueFault``; credentials the endpoint refused
 are looked up again on the next call, so a rotated secret is picked up without
 a restart.
+
+A stopping worker calls ``stop_by(deadline)``: from then on a call ends by that
+``time.monotonic()`` deadline (its timeouts are cut to the time left; through
+boto3, which keeps its own timeouts, only a call started after the deadline is
+refused), and a call after it is refused at once (``unreachable``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import http.client
 import json
 import re
 import threading
+import time
 import urllib.request
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -64,7 +70,23 @@ class SqsCalls(Protocol):
         """
         ...
 
+    def stop_by(self, deadline: float) -> None:
+        """End every call by ``deadline`` (``time.monotonic()``), refuse any after it."""
+        ...
+
     def close(self) -> None: ...
+
+
+def time_left(operation: str, deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (None: no deadline); raises once it has passed."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise QueueUnavailable(
+            QueueFault.UNREACHABLE, f"{operation}: not sent, the worker's time to stop is up"
+        )
+    return left
 
 
 class DefaultChain:
@@ -117,8 +139,13 @@ class SignedCalls:
         self._http = KeepAlive(
             self._url, verify=verify, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT
         )
+        self._deadline: float | None = None
+
+    def stop_by(self, deadline: float) -> None:
+        self._deadline = deadline
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        timeout = time_left(operation, self._deadline)
         body = json.dumps(params).encode()
         request = AWSRequest(
             "POST",
@@ -128,7 +155,9 @@ class SignedCalls:
         )
         SigV4Auth(self._chain.frozen(), SIGNING_NAME, self._region).add_auth(request)
         try:
-            status, content = self._http.post(self._path, body, dict(request.headers.items()))
+            status, content = self._http.post(
+                self._path, body, dict(request.headers.items()), timeout
+            )
         except (OSError, http.client.HTTPException) as exc:
             raise QueueUnavailable(QueueFault.UNREACHABLE, f"{operation}: {exc!r}") from None
         if status != 200:
@@ -183,8 +212,13 @@ class Boto3Calls:
     def __init__(self, client: Any, reason: str) -> None:
         self._client = client
         self._fallback = metrics.SQS_FALLBACK.labels(reason)
+        self._deadline: float | None = None
+
+    def stop_by(self, deadline: float) -> None:
+        self._deadline = deadline
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        time_left(operation, self._deadline)
         self._fallback.inc()
         method = getattr(self._client, _snake(operation))
         try:

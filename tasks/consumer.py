@@ -17,15 +17,22 @@ RETRY_VISIBILITY_SECONDS) and the consumer waits on the ``RedisGate`` until a
 probe write succeeds. A failed receive or delete backs off with jitter. Every
 turn beats the consumer's heartbeat (/livez); failures open failure runs in the
 health state (/readyz). Nothing a message or a dependency does ends the loop.
+
+Once ``stopping`` is set (SIGTERM) a consumer receives no more: the turn it is
+in ends, a batch that arrives after it is handed back unwritten, and what Redis
+could not take is made visible again at once (``tasks.shutdown`` bounds the
+whole stop). Every consumer and the deleter count what they settle in one
+``Tally``, from which the shutdown line tells what a stop left behind.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from loguru import logger
 from redis.backoff import EqualJitterBackoff
@@ -63,6 +70,46 @@ TURN_ERROR_PAUSE = 1.0  # after an unexpected error in a turn: no hot loop
 QUEUE_BACKOFF = EqualJitterBackoff(cap=10.0, base=0.5)
 
 
+class Settled(StrEnum):
+    """How a message left a consumer's hands (what a ``Tally`` counts)."""
+
+    DELETED = "deleted"  # the delete went through (written, or parked in the DLQ)
+    DELETE_FAILED = "delete_failed"  # the delete call failed or was refused: back after the VT
+    DELETE_UNSENT = "delete_unsent"  # still pending when the deleter was closed
+    RELEASED = "released"  # handed back: visible again (at once while stopping)
+    NOT_RELEASED = "not_released"  # the hand-back failed: back after the visibility timeout
+
+
+class Tally:
+    """What became of each message while the worker stops, by SQS message id (thread-safe).
+
+    Nothing is kept until ``watch()`` (the stop calls it at SIGTERM); from then on
+    each message's last ``Settled`` is kept, so a message handed back twice (two
+    consumers received it in turn) counts once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, Settled] | None = None
+
+    def watch(self) -> None:
+        with self._lock:
+            self._last = {}
+
+    def add(self, how: Settled, message_ids: Iterable[str]) -> None:
+        if self._last is None:
+            return
+        with self._lock:
+            if self._last is not None:
+                for message_id in message_ids:
+                    self._last[message_id] = how
+
+    def counts(self) -> Counter[Settled]:
+        """Messages by their last ``Settled`` since ``watch()``."""
+        with self._lock:
+            return Counter((self._last or {}).values())
+
+
 class QueueConsumer:
     """Consumes one queue in the calling thread until ``stopping`` is set."""
 
@@ -83,6 +130,7 @@ class QueueConsumer:
         flood: FloodBrake | None = None,
         retry_visibility: int = RETRY_VISIBILITY_SECONDS,
         wait_seconds: int = LONG_POLL_SECONDS,
+        tally: Tally | None = None,
     ) -> None:
         self.name = name
         self.queue = queue
@@ -98,6 +146,8 @@ class QueueConsumer:
         self.flood = flood
         self.retry_visibility = retry_visibility
         self.wait_seconds = wait_seconds
+        self.tally = tally or Tally()
+        self.holding = 0  # messages received and not yet settled
         self._receive_failures = 0
 
     def run(self) -> None:
@@ -120,9 +170,19 @@ class QueueConsumer:
             return
         if self.deleter.failures:
             self.stopping.wait(QUEUE_BACKOFF.compute(self.deleter.failures))
+        if self.stopping.is_set():
+            return
         batch = self._receive()
-        if batch:
-            self._handle(batch)
+        if not batch:
+            return
+        self.holding = len(batch)
+        try:
+            if self.stopping.is_set():  # arrived after SIGTERM: back unwritten, at once
+                self._hand_back(batch)
+            else:
+                self._handle(batch)
+        finally:
+            self.holding = 0
 
     def _may_consume(self) -> bool:
         """False during a poison flood, or while the schema marker forbids writing."""
@@ -150,8 +210,10 @@ class QueueConsumer:
         self._admit(deliveries)
         written = self._write(deliveries)
         settlement = settle(deliveries, has_dlq=self.queue.has_dead_letter)
+        # What was written is handed over first: a slow dead-letter queue never holds it back.
+        self.deleter.submit(settlement.delete, [], waiting=self.beat)
         parked = self._park(settlement.park)
-        self.deleter.submit(settlement.delete, parked, waiting=self.beat)
+        self.deleter.submit([], parked, waiting=self.beat)
         self._leave(settlement.leave)
         self._release(settlement.release)
         if not written:
@@ -228,16 +290,31 @@ class QueueConsumer:
                 record_held(delivery)
             else:
                 record_transient(delivery)
+        self._give_back([d.received for d in deliveries])
+
+    def _hand_back(self, batch: list[Received]) -> None:
+        """A batch received once stopping: not written, visible again at once."""
+        logger.debug("stopping: {} message(s) received meanwhile go back unwritten", len(batch))
+        self._give_back(batch)
+
+    def _give_back(self, batch: list[Received]) -> None:
+        """Visible again after RETRY_VISIBILITY_SECONDS, or at once while stopping."""
+        after = 0 if self.stopping.is_set() else self.retry_visibility
         try:
-            self.queue.release([d.received.receipt for d in deliveries], self.retry_visibility)
+            refused = set(self.queue.release([r.receipt for r in batch], after))
         except QueueUnavailable as exc:
             _queue_failed("release", exc)
+            self.tally.add(Settled.NOT_RELEASED, (r.message_id for r in batch))
             logger.warning(
                 "could not hand {} message(s) back early, they come back after the visibility"
                 " timeout: {}",
-                len(deliveries),
+                len(batch),
                 exc,
             )
+            return
+        for received in batch:
+            how = Settled.NOT_RELEASED if received.receipt in refused else Settled.RELEASED
+            self.tally.add(how, (received.message_id,))
 
 
 def _queue_failed(
@@ -281,6 +358,11 @@ class DeleteBatcher:
     applying them again changes nothing). ``failures`` tells the consumers to back
     off while deletes keep failing. ``submit`` blocks while ``max_pending``
     receipts wait, so a slow queue slows receiving rather than piling up receipts.
+
+    ``close`` sends what is pending within its timeout and drops the rest (counted
+    ``Settled.DELETE_UNSENT`` in the ``tally``: those messages come back after their
+    visibility timeout, already written); ``unconfirmed`` tells how many deletes
+    are pending or in a call that has not answered.
     """
 
     def __init__(
@@ -291,13 +373,16 @@ class DeleteBatcher:
         senders: int,
         max_pending: int = 1000,
         name: str = "deleter",
+        tally: Tally | None = None,
     ) -> None:
         self.queue = queue
         self.health = health
         self.max_pending = max_pending
+        self.tally = tally or Tally()
         self.failures = 0  # calls failed in a row
         self._pending: deque[Done] = deque()
         self._busy = 0
+        self._sending = 0  # deletes in calls that have not answered yet
         self._closing = False
         self._cond = threading.Condition()
         self._threads = [
@@ -335,14 +420,38 @@ class DeleteBatcher:
         with self._cond:
             return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
 
+    @property
+    def unconfirmed(self) -> int:
+        """Deletes pending, or sent in a call that has not answered."""
+        with self._cond:
+            return len(self._pending) + self._sending
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The sender threads."""
+        return list(self._threads)
+
+    def alive(self) -> int:
+        """Sender threads still running."""
+        return sum(1 for thread in self._threads if thread.is_alive())
+
     def close(self, timeout: float = 30.0) -> None:
-        """Send what is pending, then stop the senders."""
+        """Send what is pending, then stop the senders; after ``timeout`` seconds drop the rest.
+
+        A sender still waiting for an answer then is left to it (closing the queue's
+        connections wakes it).
+        """
+        deadline = time.monotonic() + timeout
         self.flush(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            dropped = list(self._pending)
+            self._pending.clear()
+        self.tally.add(Settled.DELETE_UNSENT, _ids(dropped))
 
     def _send_loop(self) -> None:
         while True:
@@ -354,14 +463,17 @@ class DeleteBatcher:
                 size = min(DELETE_BATCH, len(self._pending))
                 chunk = [self._pending.popleft() for _ in range(size)]
                 self._busy += 1
+                self._sending += size
                 self._cond.notify_all()
             try:
                 self._send(chunk)
             except Exception:  # a bug here must not end deleting: the messages come back
+                self.tally.add(Settled.DELETE_FAILED, _ids(chunk))
                 logger.exception("deleting {} message(s) failed, they will come back", len(chunk))
             finally:
                 with self._cond:
                     self._busy -= 1
+                    self._sending -= size
                     self._cond.notify_all()
 
     def _send(self, chunk: list[Done]) -> None:
@@ -369,6 +481,7 @@ class DeleteBatcher:
             refused = set(self.queue.delete([done.delivery.received.receipt for done in chunk]))
         except QueueUnavailable as exc:
             self.failures += 1
+            self.tally.add(Settled.DELETE_FAILED, _ids(chunk))
             _queue_failed("delete", exc, self.health, Reason.QUEUE_DELETES_FAILING)
             logger.warning(
                 "deleting {} message(s) failed ({}), they will come back: {}",
@@ -382,9 +495,18 @@ class DeleteBatcher:
         if refused:
             metrics.RECEIVE_ERRORS.inc()
         for done in chunk:
-            if done.delivery.received.receipt in refused:
+            received = done.delivery.received
+            deleted = received.receipt not in refused
+            self.tally.add(
+                Settled.DELETED if deleted else Settled.DELETE_FAILED, (received.message_id,)
+            )
+            if not deleted:
                 continue
             if done.parked:
                 record_poison(done.delivery, "dlq")
             else:
                 record_applied(done.delivery)
+
+
+def _ids(done: Iterable[Done]) -> list[str]:
+    return [item.delivery.received.message_id for item in done]

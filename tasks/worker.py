@@ -7,9 +7,11 @@ bootstep starts ``Settings.consumers`` ``QueueConsumer`` threads on the queue
 (``tasks.consumer``: WORKER_CONCURRENCY, or a number derived from BATCH_SIZE),
 sharing one ``SqsQueue`` and one ``DeleteBatcher``; each
 runs the per-type tasks (``tasks.handlers.TaskRunner``) in its own thread, so
-that many receives are in flight at once. On SIGTERM the worker stops them:
-each finishes the batch it holds (written batches are deleted, anything not
-written is not), the pending deletes are sent, then the process exits 0.
+that many receives are in flight at once. On SIGTERM the worker stops them
+within SHUTDOWN_BUDGET_SECS, whatever Redis and SQS do (``tasks.shutdown``):
+each finishes the batch it holds (written messages are deleted, the others are
+made visible again at once), the pending deletes are sent, one line says what
+was left, then the process exits 0.
 Should every consumer thread end while the worker is not stopping, the worker
 shuts down with exit code 1 (and /livez says so meanwhile), so that its
 supervisor starts a new one.
@@ -42,11 +44,12 @@ from cache_pipeline.schema import SchemaGuard, SchemaWatch
 from cache_pipeline.sqs_queue import SqsQueue
 from cache_pipeline.store import RedisClient, Store
 from tasks.app import PipelineApp, create_app, queue_name
-from tasks.consumer import DeleteBatcher, QueueConsumer
+from tasks.consumer import DeleteBatcher, QueueConsumer, Tally
 from tasks.flood import FloodBrake
 from tasks.handlers import TaskRunner
+from tasks.shutdown import stop_consumers
 
-STOP_TIMEOUT = 30.0  # seconds a consumer gets to finish its batch on shutdown
+HTTP_STOP_SECS = 2.0  # after the consumers: the HTTP surface's own stop (a probe may hang)
 
 
 @dataclass
@@ -63,10 +66,12 @@ class Runtime:
     flood: FloodBrake
     gate: RedisGate
     stopping: threading.Event = field(default_factory=threading.Event)
+    tally: Tally = field(default_factory=Tally)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        client = connect(settings)
+        stopping = threading.Event()
+        client = connect(settings, stopped=lambda: stopping.is_set())
         planner = Planner.from_settings(settings)
         store = Store(
             client,
@@ -77,7 +82,6 @@ class Runtime:
         health = HealthState(
             window=settings.not_ready_after_secs, stall_after=settings.stalled_after_secs
         )
-        stopping = threading.Event()
         return cls(
             settings=settings,
             redis=client,
@@ -108,8 +112,9 @@ class QueueConsumers(bootsteps.StartStopStep):
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.threads: list[threading.Thread] = []
+        self.running: list[tuple[threading.Thread, QueueConsumer]] = []
         self.deleter: DeleteBatcher | None = None
+        self._stopped = False
 
     def start(self, parent: Any) -> None:
         runtime: Runtime = parent.app.runtime
@@ -118,7 +123,11 @@ class QueueConsumers(bootsteps.StartStopStep):
         runner = TaskRunner(parent.app, list(TASK_NAMES.values()))
         count = settings.consumers
         self.deleter = DeleteBatcher(
-            runtime.queue, runtime.health, senders=delete_senders(count), name="queue-deleter"
+            runtime.queue,
+            runtime.health,
+            senders=delete_senders(count),
+            name="queue-deleter",
+            tally=runtime.tally,
         )
         consumers = [
             new_consumer(runtime, runner, self.deleter, f"queue-consumer-{i}") for i in range(count)
@@ -135,20 +144,25 @@ class QueueConsumers(bootsteps.StartStopStep):
             except RuntimeError:  # no thread left: the ones not started are not live
                 _count_consumers(runtime, index - len(consumers))
                 raise
-            self.threads.append(thread)
+            self.running.append((thread, consumer))
         logger.info("consuming {} with {} consumer(s)", settings.queue_url, len(consumers))
 
     def stop(self, parent: Any) -> None:
+        """Stop the consumers within SHUTDOWN_BUDGET_SECS (``tasks.shutdown``); once."""
+        if self._stopped:
+            return
+        self._stopped = True
         runtime: Runtime = parent.app.runtime
-        runtime.stopping.set()
-        for thread in self.threads:
-            thread.join(STOP_TIMEOUT)
-        self.threads = [thread for thread in self.threads if thread.is_alive()]
-        if self.threads:
-            logger.error("{} consumer(s) did not stop in time", len(self.threads))
-        if self.deleter is not None:
-            self.deleter.close(STOP_TIMEOUT)
-        runtime.queue.close()
+        stop_consumers(
+            stopping=runtime.stopping,
+            queue=runtime.queue,
+            consumers=self.running,
+            deleter=self.deleter,
+            tally=runtime.tally,
+        )
+
+    def terminate(self, parent: Any) -> None:
+        self.stop(parent)
 
     def shutdown(self, parent: Any) -> None:
         self.stop(parent)
@@ -176,6 +190,7 @@ def new_consumer(
         batch_size=runtime.settings.batch_size,
         schema=runtime.schema,
         flood=runtime.flood,
+        tally=runtime.tally,
     )
 
 
@@ -244,5 +259,6 @@ def run_worker(settings: Settings) -> int:
         worker.start()
         return int(worker.exitcode or 0)
     finally:
-        http.stop()
+        runtime.stopping.set()  # also when Celery never started the consumers
+        http.stop(HTTP_STOP_SECS)
         runtime.redis.close()

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from cache_pipeline.config import Settings, load_settings
+from cache_pipeline.config import SHUTDOWN_GRACE_SECS, Settings, load_settings
 from cli.main import cli
 from tests.support.servers import AWS_TEST_ENV, SqsServer
 from tests.support.status_server import status_server
@@ -103,6 +103,12 @@ def test_stack_shape(compose: dict[str, Any]) -> None:
     assert hooks == [f"./{INIT_HOOK.relative_to(ROOT)}:/etc/localstack/init/ready.d/init_sqs.py:ro"]
     for name in ("redis", "localstack", "edge-stub", "worker"):
         assert services[name]["healthcheck"]["test"], name
+
+
+def test_the_worker_gets_the_grace_its_bounded_shutdown_needs(compose: dict[str, Any]) -> None:
+    grace = compose["services"]["worker"]["stop_grace_period"]
+    assert grace.endswith("s")
+    assert int(grace.removesuffix("s")) >= SHUTDOWN_GRACE_SECS
 
 
 def test_env_example_points_at_the_compose_services(compose: dict[str, Any]) -> None:

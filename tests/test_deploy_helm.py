@@ -20,7 +20,12 @@ import pytest
 import yaml
 
 from cache_pipeline import __version__
-from cache_pipeline.config import Settings, load_settings
+from cache_pipeline.config import (
+    SHUTDOWN_BUDGET_SECS,
+    SHUTDOWN_GRACE_SECS,
+    Settings,
+    load_settings,
+)
 from tests.support.manifests import by_kind, load_objects, validate_object
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "cache-pipeline"
@@ -133,22 +138,31 @@ def test_deployment_probes_resources_and_hardening(chart: helm.Chart) -> None:
     assert worker["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
     assert pod["volumes"][0]["name"] == "tmp"
     assert "emptyDir" in pod["volumes"][0]
-    visibility = int(rendered["ConfigMap"]["data"]["VISIBILITY_TIMEOUT"])
-    assert pod["terminationGracePeriodSeconds"] > visibility
+    assert pod["terminationGracePeriodSeconds"] >= SHUTDOWN_GRACE_SECS
     assert worker["image"] == f"cache-pipeline:{chart.metadata['appVersion']}"
     service_port = rendered["Service"]["spec"]["ports"][0]
     assert service_port == {"name": "http", "port": 4000, "targetPort": "http", "protocol": "TCP"}
 
 
-def test_grace_period_follows_visibility_timeout(chart: helm.Chart) -> None:
-    rendered = objects(chart, {"config": {"visibilityTimeout": 120}})
-    grace = rendered["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace == 150
+def grace_of(rendered: dict[str, Any]) -> int:
+    return int(rendered["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
 
 
-def test_grace_period_not_longer_than_visibility_timeout_is_refused(chart: helm.Chart) -> None:
+def test_grace_period_covers_the_bounded_shutdown_whatever_the_visibility_timeout(
+    chart: helm.Chart,
+) -> None:
+    """The worker stops within SHUTDOWN_BUDGET_SECS: the grace no longer follows the VT."""
+    assert SHUTDOWN_BUDGET_SECS < SHUTDOWN_GRACE_SECS <= 30
+    assert grace_of(objects(chart, {"config": {"visibilityTimeout": 120}})) == 30
+    assert grace_of(objects(chart, {"terminationGracePeriodSeconds": None})) == 30
+    least = {"terminationGracePeriodSeconds": SHUTDOWN_GRACE_SECS}
+    assert grace_of(objects(chart, least)) == SHUTDOWN_GRACE_SECS
+
+
+def test_grace_period_shorter_than_the_shutdown_needs_is_refused(chart: helm.Chart) -> None:
+    short = {"terminationGracePeriodSeconds": SHUTDOWN_GRACE_SECS - 1}
     with pytest.raises(helm.HelmRenderError, match="terminationGracePeriodSeconds"):
-        render(chart, {"terminationGracePeriodSeconds": 30})
+        render(chart, short)
 
 
 def test_cpu_autoscaler_and_keda_are_exclusive(chart: helm.Chart) -> None:

@@ -32,6 +32,8 @@ Two faults destroy data by nature, and the model says what must hold after them:
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from cache_pipeline.keys import KeyLayout
 from tests.support import factory
 from tests.support.proxy import ChaosProxy
 from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.shutdown import freeze_holding
 from tests.support.snapshot import read_state
 from tests.support.worker import (
     TEST_VISIBILITY_TIMEOUT,
@@ -317,9 +320,13 @@ def test_worker_sigkilled_mid_batch_then_a_new_one(
     first = scene.start()
     sent = Stream(scene, report)
 
-    scene.counts.read(first)
-    first.kill()
+    scene.counts.read(first)  # its last reading: a frozen worker does not answer
+    os.kill(first.pid, signal.SIGSTOP)  # a backlog: running, it keeps up with the sender
     sent.send_rest()
+    os.kill(first.pid, signal.SIGCONT)
+    held = freeze_holding(first, sqs_server.client(), scene.queue)
+    first.kill()  # lands on messages it received and has not deleted
+    report.note = f"killed holding {held} message(s) in flight"
     ended, before = time.monotonic(), scene.handled()
     scene.start()
     scene.converge(report, sent.bodies, ended, before)

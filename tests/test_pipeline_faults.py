@@ -1,7 +1,9 @@
-"""Faults around the real worker: Redis going away, SIGTERM and SIGKILL mid-stream."""
+"""Faults around the real worker: Redis going away, SIGTERM and SIGKILL mid-batch."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +11,18 @@ import pytest
 import redis
 
 from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.keys import KeyLayout
 from tests.support.servers import RedisServer, SqsServer, wait_until
+from tests.support.shutdown import (
+    LONG_VISIBILITY,
+    freeze_holding,
+    give_back,
+    in_flight,
+    shutdown_report,
+    take_leftover,
+    terminate_frozen,
+)
+from tests.support.snapshot import read_state
 from tests.support.worker import (
     WorkerProcess,
     Workers,
@@ -28,6 +41,9 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 CUSTOMERS = 6
+# A deadline, not a bound: with appendfsync always every Redis write waits for the disk,
+# and on a busy machine the next worker needs tens of seconds for a few hundred messages.
+FINISH_SECS = 120
 PROCESSED = "persistent_cache_messages_processed_total"
 
 
@@ -92,32 +108,64 @@ def test_redis_stopped_mid_stream_pauses_then_resumes_without_loss(
     assert worker.process.poll() is None  # paused, never crashed
 
 
-def start_mid_stream(
-    workers: Workers, client: SQSClient, queue_url: str, *, seed_value: int
-) -> tuple[WorkerProcess, list[dict[str, Any]]]:
-    """Queue seeds and a 600-message stream, start a worker, return once part is applied."""
-    seeded, messages = seed(CUSTOMERS), stream(CUSTOMERS, 600, seed_value=seed_value)
-    send(client, queue_url, seeded)
-    send(client, queue_url, messages)
+def frozen_mid_stream(
+    workers: Workers,
+    client: SQSClient,
+    queue_url: str,
+    admin: redis.Redis,
+    prefix: str,
+    *,
+    seed_value: int,
+) -> tuple[WorkerProcess, list[dict[str, Any]], int]:
+    """A worker frozen (SIGSTOP) holding messages of a 300-message stream it has begun.
+
+    The seeds go first and alone: a usage update finds no entitlements without its
+    customer's seed and is skipped for good (rule 2), so a seed that came back late
+    (after a kill) would change the outcome. The stream is sent while the worker is
+    frozen (it keeps up with a sender otherwise), then at least 30 of it are done.
+    Returns the worker, everything sent, and how many messages it held when frozen.
+    """
     first = workers.start()
-    wait_until(lambda: processed(first) >= 30, what="part of the stream applied")
-    return first, seeded + messages
+    seeded, messages = seed(CUSTOMERS), stream(CUSTOMERS, 300, seed_value=seed_value)
+    send(client, queue_url, seeded)
+    wait_for_state(admin, prefix, expected_state(prefix, seeded, CacheUpdatePolicy.UPSERT))
+    wait_until(lambda: queue_depth(client, queue_url) == 0, what="the seeds deleted")
+    os.kill(first.pid, signal.SIGSTOP)
+    send(client, queue_url, messages)
+    os.kill(first.pid, signal.SIGCONT)
+    held = freeze_holding(first, client, queue_url, left_at_most=len(messages) - 30)
+    return first, seeded + messages, held
 
 
-def test_sigterm_mid_stream_exits_0_and_a_new_worker_finishes(
+def test_sigterm_mid_batch_hands_back_or_deletes_everything_and_a_new_worker_finishes(
     workers: Workers,
     sqs_server: SqsServer,
     queue_url: str,
     own_client: redis.Redis,
     prefix: str,
 ) -> None:
+    """Right after the exit nothing is in flight: every message the worker held was either
+    written and deleted or handed back at once. A message it dropped would stay in flight
+    for LONG_VISIBILITY seconds, so it could not pass for one that came back."""
     client = sqs_server.client()
-    first, sent = start_mid_stream(workers, client, queue_url, seed_value=12)
-    assert first.terminate(timeout=20) == 0
-    assert queue_depth(client, queue_url) > 0  # stopped mid-stream
+    long = {"VisibilityTimeout": str(LONG_VISIBILITY)}
+    client.set_queue_attributes(QueueUrl=queue_url, Attributes=long)  # type: ignore[arg-type]
+    workers.env["VISIBILITY_TIMEOUT"] = str(LONG_VISIBILITY)
+    first, sent, held = frozen_mid_stream(
+        workers, client, queue_url, own_client, prefix, seed_value=12
+    )
+    code, seconds = terminate_frozen(first, timeout=20)
+    print(f"\nSIGTERM holding {held} message(s): exit {code} after {seconds:.1f} s")
+    assert code == 0
+    assert in_flight(client, queue_url) == 0, shutdown_report(first.output())
+    leftover = take_leftover(client, queue_url, sent)
+    assert leftover.remaining, "stopped mid-stream: messages are left for the next worker"
+    deleted_state = expected_state(prefix, leftover.deleted, CacheUpdatePolicy.UPSERT)
+    assert read_state(own_client, KeyLayout(prefix)) == deleted_state  # written iff deleted
+    give_back(client, queue_url, leftover)
     workers.start()
     expected = expected_state(prefix, sent, CacheUpdatePolicy.UPSERT)
-    wait_for_state(own_client, prefix, expected, timeout=60)
+    wait_for_state(own_client, prefix, expected, timeout=FINISH_SECS)
 
 
 def test_sigkill_mid_batch_then_a_new_worker_after_the_visibility_timeout(
@@ -128,9 +176,12 @@ def test_sigkill_mid_batch_then_a_new_worker_after_the_visibility_timeout(
     prefix: str,
 ) -> None:
     client = sqs_server.client()
-    first, sent = start_mid_stream(workers, client, queue_url, seed_value=13)
+    first, sent, held = frozen_mid_stream(  # the kill lands on messages in flight
+        workers, client, queue_url, own_client, prefix, seed_value=13
+    )
     first.kill()
+    print(f"\nSIGKILL holding {held} message(s)")
     workers.start()
     expected = expected_state(prefix, sent, CacheUpdatePolicy.UPSERT)
-    wait_for_state(own_client, prefix, expected, timeout=60)
+    wait_for_state(own_client, prefix, expected, timeout=FINISH_SECS)
     wait_until(lambda: queue_depth(client, queue_url) == 0, timeout=20, what="queue drained")

@@ -100,17 +100,18 @@ SENTRY_DSN: {{ . | b64enc | quote }}
 {{- end }}
 
 {{/*
-SIGTERM grace: longer than the in-flight bound (VISIBILITY_TIMEOUT), after
-which an unfinished message is redelivered anyway.
+SIGTERM grace: the worker exits within SHUTDOWN_BUDGET_SECS (8 s) of SIGTERM and
+its teardown whatever Redis and SQS do (cache_pipeline/config.py); at least
+SHUTDOWN_GRACE_SECS (15) so that SIGKILL never lands on a worker still settling.
 */}}
 {{- define "cache-pipeline.terminationGracePeriodSeconds" -}}
-{{- $visibility := int .Values.config.visibilityTimeout }}
+{{- $least := 15 }}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
-{{- add $visibility 30 }}
+{{- 30 }}
 {{- else }}
 {{- $grace := int .Values.terminationGracePeriodSeconds }}
-{{- if le $grace $visibility }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be longer than config.visibilityTimeout (%d): a pod killed earlier abandons messages it is still writing" $grace $visibility) }}
+{{- if lt $grace $least }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least %d: the worker may take 8 s and its teardown to stop, a pod killed earlier abandons messages it is still settling" $grace $least) }}
 {{- end }}
 {{- $grace }}
 {{- end }}
