@@ -37,9 +37,6 @@ RUN python -m venv /opt/uv \
 COPY pyproject.toml uv.lock README.md ./
 RUN /opt/uv/bin/uv sync --locked --no-dev --extra worker --no-install-project
 COPY cache_pipeline ./cache_pipeline
-COPY tasks ./tasks
-COPY api ./api
-COPY cli ./cli
 RUN /opt/uv/bin/uv sync --locked --no-dev --extra worker --no-editable
 
 FROM ${PYTHON_IMAGE}

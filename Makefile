@@ -37,7 +37,7 @@ $(PY):
 run: $(PY)
 	@$(PY) -c 'import importlib.metadata as m, moto, celery; m.version("cache-pipeline")' \
 		2>/dev/null || $(MAKE) install
-	$(PY) -m cache_pipeline.devstack $(RUN_ARGS)
+	$(PY) -m cache_pipeline.dev stack $(RUN_ARGS)
 
 # The whole suite, the image test included (it needs podman, runc and debootstrap: see .ci/run).
 test: $(PY)

@@ -22,9 +22,9 @@ import click
 import redis
 
 from bench.services import sqs_client
+from cache_pipeline.contract.messages import parse_message
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.messages import parse_message
-from cache_pipeline.store import Store
+from cache_pipeline.store.writer import Store
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.contract.messages import Message, parse_message
 from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
-from cache_pipeline.messages import Message, parse_message
-from cache_pipeline.store import RedisClient, Store
+from cache_pipeline.store.writer import RedisClient, Store
 from tests.support.model import ContractModel, state_differences
 from tests.support.snapshot import read_state
 

@@ -34,7 +34,7 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("task (Celery tracer + plan)", ("trace_task (",)),
     ("Redis write", ("apply_planned (", "apply_batch (", "SetWriter.write (")),
     ("count + log", ("record_applied (", "record_poison (")),
-    ("consumer loop", ("tasks/", "bench/bare_loop.py")),
+    ("consumer loop", ("cache_pipeline/tasks/", "bench/bare_loop.py")),
 )
 # (name, path prefixes of a frame's file)
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -46,7 +46,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("loguru", ("loguru/",)),
     ("prometheus_client", ("prometheus_client/",)),
     ("cache_pipeline", ("cache_pipeline/",)),
-    ("tasks (consumer)", ("tasks/",)),
+    ("tasks (consumer)", ("cache_pipeline/tasks/",)),
 )
 CONSUMER_THREADS = ("queue-consumer", "MainThread")
 

@@ -24,7 +24,7 @@ import click
 from cache_pipeline.client import EntitlementsCache, ReaderOptions
 from cache_pipeline.config import load_settings
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.redis_client import connect
+from cache_pipeline.store.connection import connect
 from tests.support.edge_answers import answer, metered, request_line
 from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer

@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.sqs import send_bodies
+from cache_pipeline.sqs.boto import send_bodies
 from tests.support import factory
 from tests.support.model import ContractModel
 from tests.support.servers import (
@@ -95,7 +95,7 @@ class Worker:
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cli", "worker"],
+                [sys.executable, "-m", "cache_pipeline", "worker"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **AWS_TEST_ENV, "PORT": str(self.port), **env},

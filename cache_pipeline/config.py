@@ -19,10 +19,10 @@ NO_EXPIRY = -1
 # WORKER_CONCURRENCY unset: consumers = max(AUTO_MIN_CONSUMERS, AUTO_RECEIVES // BATCH_SIZE)
 AUTO_RECEIVES = 16
 AUTO_MIN_CONSUMERS = 12
-SQS_READ_TIMEOUT_SECS = 20  # cache_pipeline.sqs_wire.READ_TIMEOUT: above SQS's longest long poll
+SQS_READ_TIMEOUT_SECS = 20  # cache_pipeline.sqs.wire.READ_TIMEOUT: above SQS's longest long poll
 # Seconds from SIGTERM until the worker's consumers are stopped, whatever Redis and SQS do
-# (tasks/shutdown.py); the process exits well within a second after that. Below docker
-# compose's default stop grace period (10 s) and Kubernetes' default
+# (cache_pipeline/tasks/shutdown.py); the process exits well within a second after that.
+# Below docker compose's default stop grace period (10 s) and Kubernetes' default
 # terminationGracePeriodSeconds (30 s): SIGKILL never lands on a worker still settling its
 # messages. compose.yaml's stop_grace_period and the chart's (and kustomize base's)
 # terminationGracePeriodSeconds are at least SHUTDOWN_GRACE_SECS.

@@ -10,7 +10,7 @@ import redis
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.store import Store
+from cache_pipeline.store.writer import Store
 from tests.support.image import TIMINGS
 from tests.support.servers import RedisServer, SqsServer, StrictSqsServer
 from tests.support.worker import Workers, create_queue, worker_env

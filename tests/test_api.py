@@ -10,11 +10,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.server import ServerHandle, serve_in_thread
+from cache_pipeline.api.server import ServerHandle, serve_in_thread
 from cache_pipeline.config import Settings, load_settings
-from cache_pipeline.health import HealthState, Reason
-from cache_pipeline.metrics import BASELINE_TYPES, HTTP_REQUEST_DURATION_NAME, HTTP_REQUESTS_NAME
-from cache_pipeline.redis_client import connect
+from cache_pipeline.ops.health import HealthState, Reason
+from cache_pipeline.ops.metrics import (
+    BASELINE_TYPES,
+    HTTP_REQUEST_DURATION_NAME,
+    HTTP_REQUESTS_NAME,
+)
+from cache_pipeline.store.connection import connect
 from tests.support.servers import RedisServer, free_port, wait_until
 
 UNROUTED = [

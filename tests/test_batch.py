@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from cache_pipeline.batch import (
+from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.contract.messages import Message
+from cache_pipeline.contract.plan import Outcome, Planned, Planner
+from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreError
+from cache_pipeline.keys import KeyLayout
+from cache_pipeline.sqs.queue import Received
+from cache_pipeline.tasks.pipeline import (
     TASK_NAMES,
     Action,
     Call,
@@ -22,12 +28,6 @@ from cache_pipeline.batch import (
     settle,
     to_write,
 )
-from cache_pipeline.config import CacheUpdatePolicy
-from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreError
-from cache_pipeline.keys import KeyLayout
-from cache_pipeline.messages import Message
-from cache_pipeline.plan import Outcome, Planned, Planner
-from cache_pipeline.queue import Received
 from tests.support import factory
 
 ENV = "production"

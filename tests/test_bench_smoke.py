@@ -26,7 +26,7 @@ from bench.run import Settings, run_subject
 from bench.services import Queues, RedisTarget
 from bench.workload import Mix, generate
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.store import Store
+from cache_pipeline.store.writer import Store
 from tests.support.servers import RedisServer, SqsServer
 
 SMALL = 300

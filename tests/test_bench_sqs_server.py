@@ -19,8 +19,8 @@ from botocore.exceptions import ClientError
 
 from bench.services import bench_sqs_server, sqs_endpoint
 from cache_pipeline.errors import QueueFault, QueueUnavailable
-from cache_pipeline.sqs_queue import SqsQueue
-from cache_pipeline.sqs_wire import SignedCalls
+from cache_pipeline.sqs.client import SqsQueue
+from cache_pipeline.sqs.wire import SignedCalls
 from tests.support.servers import AWS_TEST_CLIENT_ARGS, AWS_TEST_ENV
 
 

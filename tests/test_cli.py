@@ -20,7 +20,7 @@ BAD_SETTINGS = [
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "cache_pipeline", *args],
         capture_output=True,
         text=True,
         timeout=60,

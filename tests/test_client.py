@@ -17,7 +17,7 @@ from cache_pipeline.client import (
     MeteredEntitlement,
     ReaderOptions,
 )
-from cache_pipeline.dates import edge_version
+from cache_pipeline.contract.dates import edge_version
 from cache_pipeline.keys import KeyLayout
 from tests.support.edge_answers import (
     answer,

@@ -18,7 +18,7 @@ from cache_pipeline.client.cached_scope import (
     parse_timestamp,
     read_call,
 )
-from cache_pipeline.scripts import script_source
+from cache_pipeline.store.scripts import script_source
 from tests.support.golden import GOLDEN_FILES, load_golden, rekey
 
 

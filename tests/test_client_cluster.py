@@ -12,8 +12,8 @@ import pytest
 from cache_pipeline.client import AsyncEntitlementsCache, EntitlementsCache, ReaderOptions
 from cache_pipeline.config import Settings
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.redis_client import connect
-from cache_pipeline.store import RedisClient
+from cache_pipeline.store.connection import connect
+from cache_pipeline.store.writer import RedisClient
 from tests.support.cluster import RedisClusterServer
 from tests.support.edge_answers import answer, boolean, metered, request_line
 from tests.support.recording_edge import RecordingEdge

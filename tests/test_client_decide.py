@@ -34,7 +34,7 @@ from cache_pipeline.client.decide import (
     merge_usage,
 )
 from cache_pipeline.client.usage_period import calculate_usage_period
-from cache_pipeline.dates import edge_version, epoch_ms
+from cache_pipeline.contract.dates import edge_version, epoch_ms
 from cache_pipeline.errors import InvalidArgument
 from tests.support.golden import GOLDEN_DIR
 

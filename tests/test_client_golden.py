@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from cache_pipeline.client import EntitlementsCache, ReaderOptions
-from cache_pipeline.stigg_map import metered_usages
+from cache_pipeline.contract.stigg_map import metered_usages
 from tests.support.golden import (
     GOLDEN_CLOCK_MS,
     GOLDEN_FILES,

@@ -18,10 +18,10 @@ from cache_pipeline.client.queries import (
     merged_entries,
 )
 from cache_pipeline.client.reading import ReadRequest, Scope
+from cache_pipeline.client.upstream import EdgeAnswer
+from cache_pipeline.contract.stigg_map import map_entry
 from cache_pipeline.errors import InvalidArgument
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.stigg_map import map_entry
-from cache_pipeline.upstream import EdgeAnswer
 from tests.support.edge_answers import boolean, metered
 
 SCOPE = Scope.build(KeyLayout("P"), "cus", None)

@@ -9,10 +9,10 @@ from typing import Any
 import redis
 
 from cache_pipeline.client import EntitlementsCache, ReaderOptions
+from cache_pipeline.client.upstream import EdgeAnswer
 from cache_pipeline.client.write_back import write_back_call, write_back_problem
-from cache_pipeline.dates import edge_version, now_ms
+from cache_pipeline.contract.dates import edge_version, now_ms
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.upstream import EdgeAnswer
 from tests.support.edge_answers import answer, boolean, metered, request_line
 from tests.support.recording_edge import RecordingEdge
 from tests.support.servers import RedisServer, wait_until

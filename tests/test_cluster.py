@@ -16,8 +16,8 @@ from redis.crc import key_slot
 from cache_pipeline.config import Settings
 from cache_pipeline.errors import StoreError, StoreUnavailable
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.redis_client import connect
-from cache_pipeline.store import RedisClient
+from cache_pipeline.store.connection import connect
+from cache_pipeline.store.writer import RedisClient
 from tests.support import factory
 from tests.support.cluster import RedisClusterServer
 from tests.support.servers import RedisServer, free_port

@@ -7,12 +7,12 @@ import threading
 import time
 from collections.abc import Sequence
 
-from cache_pipeline.batch import Delivery
 from cache_pipeline.config import load_settings
+from cache_pipeline.contract.plan import Outcome, Planner
 from cache_pipeline.errors import QueueFault
-from cache_pipeline.health import HealthState, Reason
-from cache_pipeline.plan import Outcome, Planner
-from tasks.consumer import DeleteBatcher
+from cache_pipeline.ops.health import HealthState, Reason
+from cache_pipeline.tasks.consumer import DeleteBatcher
+from cache_pipeline.tasks.pipeline import Delivery
 from tests.support import factory
 from tests.support.memory_queue import MemoryQueue
 from tests.support.servers import wait_until

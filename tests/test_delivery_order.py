@@ -30,10 +30,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.contract.plan import Planner, ScriptCall
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.plan import Planner, ScriptCall
-from cache_pipeline.scripts import script_source
-from cache_pipeline.store import ScriptRunner, Store
+from cache_pipeline.store.scripts import script_source
+from cache_pipeline.store.writer import ScriptRunner, Store
 from tests.support.model import state_differences
 from tests.support.servers import RedisServer
 from tests.support.snapshot import read_state

@@ -18,9 +18,9 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from api.edge_stub import Snapshot, load_snapshots
-from cache_pipeline.publish import read_messages
-from cache_pipeline.stigg_map import entry_problem, is_metered
+from cache_pipeline.contract.stigg_map import entry_problem, is_metered
+from cache_pipeline.dev.edge_stub import Snapshot, load_snapshots
+from cache_pipeline.dev.publish import read_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "deploy" / "demo"

@@ -24,8 +24,9 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
+from cache_pipeline.cli.main import cli
 from cache_pipeline.config import SHUTDOWN_GRACE_SECS, Settings, load_settings
-from cli.main import cli
+from cache_pipeline.dev.cli import dev
 from tests.support.servers import AWS_TEST_ENV, SqsServer
 from tests.support.status_server import status_server
 
@@ -93,10 +94,11 @@ def test_stack_shape(compose: dict[str, Any]) -> None:
     assert worker["depends_on"]["localstack"]["condition"] == "service_healthy"
     for other in (stub, feed):
         assert other["image"] == worker["image"], "every app service runs the same image"
-    assert "exec cache-pipeline edge-stub --file /tmp/" in stub["command"][0]
-    assert "edge-stub" in cli.commands
+    assert "exec python -m cache_pipeline.dev edge-stub --file /tmp/" in stub["command"][0]
+    assert "edge-stub" in dev.commands
+    assert feed["entrypoint"] == ["python", "-m", "cache_pipeline.dev"]
     assert feed["command"][0] == "publish"
-    assert "publish" in cli.commands
+    assert "publish" in dev.commands
     localstack = services["localstack"]
     assert localstack["environment"]["SERVICES"] == "sqs"
     hooks = [v for v in localstack["volumes"] if "/etc/localstack/init/ready.d/" in v]

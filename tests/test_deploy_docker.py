@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from docker.utils.build import exclude_paths  # type: ignore[import-untyped]
 
-from cli.main import cli
+from cache_pipeline.cli.main import cli
+from cache_pipeline.dev.cli import dev
 from tests.support.dockerfile import Stage, exec_form, parse
 from tests.support.status_server import status_server
 
@@ -95,8 +96,9 @@ def test_final_stage_runs_the_worker_as_a_numeric_non_root_user(stages: list[Sta
 
 def test_entry_point_and_commands_exist() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert pyproject["project"]["scripts"]["cache-pipeline"] == "cli.main:main"
-    assert {"worker", "edge-stub"} <= set(cli.commands), sorted(cli.commands)
+    assert pyproject["project"]["scripts"]["cache-pipeline"] == "cache_pipeline.cli.main:main"
+    assert {"worker", "resync", "invalidate", "migrate"} <= set(cli.commands), sorted(cli.commands)
+    assert {"edge-stub", "publish", "stack"} <= set(dev.commands), sorted(dev.commands)
 
 
 def test_build_context_holds_the_package_and_nothing_else(stages: list[Stage]) -> None:

@@ -216,7 +216,7 @@ def test_make_run_serves_the_demo_and_ctrl_c_stops_everything(
 def test_existing_redis_is_used_and_left_running(redis_server: RedisServer) -> None:
     """Ctrl-C during startup stops what was started and nothing else (not the Redis it used)."""
     env = {**os.environ, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_server.port)}
-    launched = Launched.start([sys.executable, "-m", "cache_pipeline.devstack"], env)
+    launched = Launched.start([sys.executable, "-m", "cache_pipeline.dev.devstack"], env)
     process = launched.process
     try:
         sqs_line = wait_until(
@@ -246,7 +246,7 @@ def test_missing_redis_server_is_named_with_the_fix(tmp_path: Path) -> None:
         "REDIS_PORT": str(free_port()),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "cache_pipeline.devstack"],
+        [sys.executable, "-m", "cache_pipeline.dev.devstack"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -18,11 +18,11 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from cache_pipeline.dates import edge_version, epoch_ms, now_ms
+from cache_pipeline.client.upstream import AsyncEdgeClient, EdgeClient, EdgeOptions
+from cache_pipeline.contract.dates import edge_version, epoch_ms, now_ms
+from cache_pipeline.contract.messages import EntitlementsUpdated, parse_message
+from cache_pipeline.contract.stigg_map import entry_problem
 from cache_pipeline.errors import UpstreamError
-from cache_pipeline.messages import EntitlementsUpdated, parse_message
-from cache_pipeline.stigg_map import entry_problem
-from cache_pipeline.upstream import AsyncEdgeClient, EdgeClient, EdgeOptions
 from tests.support.edge import STUB_API_KEY, EdgeStub, feature, metered, snapshot_body
 from tests.support.golden import GOLDEN_FILES, load_golden
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, wait_until
@@ -386,7 +386,7 @@ def test_resource_answers_are_never_dated_before_their_global_scope(
 
 
 def test_the_edge_client_fetches_from_the_stub(stub: EdgeStub, cus: str) -> None:
-    """cache_pipeline.upstream's clients, as Stigg's SDK calls the Edge, read the stub."""
+    """cache_pipeline.client.upstream's clients, as Stigg's SDK calls the Edge, read the stub."""
     stub.put(cus, every_kind())
     stub.put(cus, snapshot_body(features={"seats": 1}), resource="user@example.com")
     options = EdgeOptions(stub.url, STUB_API_KEY, budget_seconds=5)
@@ -459,7 +459,7 @@ def test_a_bad_file_stops_startup_with_one_line(tmp_path: Path) -> None:
         data = tmp_path / "edge.json"
         data.write_text(text)
         done = subprocess.run(
-            [sys.executable, "-m", "cli", "edge-stub", "--file", str(data)],
+            [sys.executable, "-m", "cache_pipeline.dev", "edge-stub", "--file", str(data)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -468,7 +468,7 @@ def test_a_bad_file_stops_startup_with_one_line(tmp_path: Path) -> None:
         )
         assert done.returncode == 2
         last = done.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"cache-pipeline: edge stub file {data}")
+        assert last.startswith(f"cache-pipeline dev: edge stub file {data}")
         assert says in last
 
 

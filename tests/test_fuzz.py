@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.contract.messages import MESSAGE_TYPES, Message, parse_message
+from cache_pipeline.contract.plan import ScriptCall, plan
 from cache_pipeline.errors import InvalidMessage, InvalidReason
 from cache_pipeline.keys import KeyLayout, unsafe_id_problem
-from cache_pipeline.messages import MESSAGE_TYPES, Message, parse_message
-from cache_pipeline.plan import ScriptCall, plan
-from cache_pipeline.store import Store
+from cache_pipeline.store.writer import Store
 from tests.fuzz.scope import outside_scope
 from tests.support import factory
 from tests.support.servers import RedisServer, SqsServer, wait_until

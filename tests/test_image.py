@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cache_pipeline import __version__
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.metrics import BASELINE_TYPES
+from cache_pipeline.ops.metrics import BASELINE_TYPES
 from tests.support.image import TIMINGS, ULIMITS, Container, Podman, build_image, ensure_base
 from tests.support.lock import locked_versions
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port, wait_until

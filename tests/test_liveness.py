@@ -62,13 +62,13 @@ def test_a_consumer_stuck_beyond_the_bound_fails_livez_until_it_moves(
 ENDING_CONSUMER = textwrap.dedent(
     """
     import sys
-    from tasks import consumer
+    from cache_pipeline.tasks import consumer
 
     def run(self):
         raise SystemExit("injected: this consumer thread ends")
 
     consumer.QueueConsumer.run = run
-    from cli.main import main
+    from cache_pipeline.cli.main import main
 
     sys.argv = ["cache-pipeline", "worker"]
     main()

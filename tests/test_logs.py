@@ -28,10 +28,10 @@ CHILD = textwrap.dedent(
     from celery import Celery
     from celery.utils.log import get_task_logger
     from loguru import logger
-    from api.server import serve_in_thread
+    from cache_pipeline.api.server import serve_in_thread
     from cache_pipeline.config import load_settings
-    from cache_pipeline.health import HealthState
-    from cache_pipeline.logs import configure_logging
+    from cache_pipeline.ops.health import HealthState
+    from cache_pipeline.ops.logs import configure_logging
 
     settings = load_settings()
     configure_logging(settings)

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from cache_pipeline.errors import InvalidMessage, InvalidReason
-from cache_pipeline.messages import (
+from cache_pipeline.contract.messages import (
     CacheInvalidated,
     CreditsUpdated,
     EntitlementsUpdated,
     UsageUpdated,
     parse_message,
 )
+from cache_pipeline.errors import InvalidMessage, InvalidReason
 from tests.support import factory
 
 ENV = "production"

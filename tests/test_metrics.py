@@ -17,20 +17,20 @@ from prometheus_client.samples import Sample
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api.exposition import build_exposition
-from api.server import ServerHandle, serve_in_thread
 from cache_pipeline import __version__
+from cache_pipeline.api.exposition import build_exposition
+from cache_pipeline.api.redis_info import RedisInfoCollector, read_info
+from cache_pipeline.api.server import ServerHandle, serve_in_thread
 from cache_pipeline.config import load_settings
-from cache_pipeline.health import HealthState
-from cache_pipeline.metrics import (
+from cache_pipeline.ops.health import HealthState
+from cache_pipeline.ops.metrics import (
     BASELINE_TYPES,
     HIT_RATIO_NAME,
     HITS_NAME,
     MEMORY_USAGE_NAME,
     MISSES_NAME,
 )
-from cache_pipeline.redis_client import connect
-from cache_pipeline.redis_info import RedisInfoCollector, read_info
+from cache_pipeline.store.connection import connect
 from tests.support.servers import RedisServer, free_port, wait_until
 
 INFO_GAUGES = (HITS_NAME, MISSES_NAME, HIT_RATIO_NAME, MEMORY_USAGE_NAME)
@@ -216,7 +216,7 @@ def test_describe_does_not_touch_redis() -> None:
 CHILD = textwrap.dedent(
     """
     import sys
-    from cache_pipeline.metrics import MESSAGES_PROCESSED, MESSAGES_FAILED
+    from cache_pipeline.ops.metrics import MESSAGES_PROCESSED, MESSAGES_FAILED
     MESSAGES_PROCESSED.labels(type="usage.updated").inc(int(sys.argv[1]))
     MESSAGES_FAILED.labels(reason="not_json").inc()
     """

@@ -17,7 +17,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from cache_pipeline.config import Settings
-from cache_pipeline.metrics import BASELINE_TYPES, HITS_NAME, MISSES_NAME
+from cache_pipeline.ops.metrics import BASELINE_TYPES, HITS_NAME, MISSES_NAME
 from tests.support.factory import credits, entitlements, envelope, invalidation, usage
 from tests.support.servers import RedisServer, SqsServer, wait_until
 from tests.support.worker import WorkerProcess, create_queue, queue_depth, send, worker_env

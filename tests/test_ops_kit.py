@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from cache_pipeline.metrics import APPLY_LAG_BASES
+from cache_pipeline.ops.metrics import APPLY_LAG_BASES
 from tests.support import factory
 from tests.support.servers import SqsServer, wait_until
 from tests.support.worker import Workers, create_queue, send

@@ -1,4 +1,5 @@
-"""``cache-pipeline publish`` and ``redrive`` against a real SQS-compatible server."""
+"""``python -m cache_pipeline.dev publish`` and ``cache-pipeline redrive`` against a real
+SQS-compatible server."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from cache_pipeline.config import CacheUpdatePolicy
-from cache_pipeline.dlq import Poison, attributes, sqs_text
-from cache_pipeline.publish import InvalidLine, read_messages
-from cache_pipeline.store import Outcome, Store
+from cache_pipeline.dev.publish import InvalidLine, read_messages
+from cache_pipeline.sqs.dlq import Poison, attributes, sqs_text
+from cache_pipeline.store.writer import Outcome, Store
 from tests.support import factory
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer
 from tests.support.worker import create_queue, queue_depth, send
@@ -24,8 +25,9 @@ from tests.support.worker import create_queue, queue_depth, send
 def run_cli(
     *args: str, env: dict[str, str], stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    module = "cache_pipeline.dev" if args[0] == "publish" else "cache_pipeline"
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=60,

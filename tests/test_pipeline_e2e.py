@@ -12,7 +12,7 @@ import redis
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from tasks.handlers import TASK_NAMES
+from cache_pipeline.tasks.handlers import TASK_NAMES
 from tests.support import factory
 from tests.support.servers import SqsServer, wait_until
 from tests.support.worker import (
@@ -136,7 +136,7 @@ def test_a_message_that_breaks_its_handling_is_poison_and_the_consumer_goes_on(
 def test_missing_queue_url_stops_startup_with_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if k != "QUEUE_URL"}
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "worker"],
+        [sys.executable, "-m", "cache_pipeline", "worker"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -11,7 +11,7 @@ import redis
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
-from tasks.handlers import TASK_NAMES
+from cache_pipeline.tasks.handlers import TASK_NAMES
 from tests.support import factory
 from tests.support.servers import RedisServer, SqsServer, StrictSqsServer, wait_until
 from tests.support.worker import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.contract.plan import InvalidateAll, ScriptCall, plan
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.plan import InvalidateAll, ScriptCall, plan
 from tests.support import factory
 from tests.support.factory import parsed
 

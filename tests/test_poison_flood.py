@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cache_pipeline.config import load_settings
 from cache_pipeline.errors import ConfigError
-from cache_pipeline.poison_guard import FloodBound, PoisonGuard
+from cache_pipeline.tasks.poison_guard import FloodBound, PoisonGuard
 from tests.support import factory
 from tests.support.servers import RedisServer, SqsServer, wait_until
 from tests.support.worker import Workers, create_queue, queue_depth, send, worker_env

@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.contract.messages import Message
 from cache_pipeline.keys import KeyLayout, timestamp_key
-from cache_pipeline.messages import Message
-from cache_pipeline.store import Store
+from cache_pipeline.store.writer import Store
 from tests.support import factory
 from tests.support.factory import parsed
 from tests.support.model import ContractModel, state_differences

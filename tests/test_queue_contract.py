@@ -8,7 +8,7 @@ passes; delete and release answer the receipts they refused; park sends the body
 unchanged to the dead-letter queue with sanitised attributes, and reports what
 the dead-letter queue refused instead of raising.
 
-Parking has a fallback for each way SQS refuses (``cache_pipeline.sqs_queue``):
+Parking has a fallback for each way SQS refuses (``cache_pipeline.sqs.client``):
 a batch refused as a whole is sent one by one; a message refused with its
 attributes is sent with its reason alone; one refused even so is reported. moto
 neither counts attributes into a message's size nor checks their characters, so
@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from cache_pipeline.queue import Poison, QueueClient, Received
-from cache_pipeline.sqs_queue import SqsQueue
-from cache_pipeline.sqs_wire import SignedCalls
+from cache_pipeline.sqs.client import SqsQueue
+from cache_pipeline.sqs.queue import Poison, QueueClient, Received
+from cache_pipeline.sqs.wire import SignedCalls
 from tests.support.memory_queue import MemoryQueue
 from tests.support.servers import AWS_TEST_ENV, SqsServer, StrictSqsServer, wait_until
 from tests.support.worker import send

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from cache_pipeline.scripts import script_source
+from cache_pipeline.store.scripts import script_source
 from tests.support.flow import FAST, Flow
 from tests.support.servers import RedisServer, SqsServer, free_port, wait_until
 from tests.support.worker import Workers, queue_depth, worker_env

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import redis
 
+from cache_pipeline.contract.writes import ScriptCall, invalidate_call, snapshot_call
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
-from cache_pipeline.schema import Marker, SchemaGuard, SchemaStatus
-from cache_pipeline.scope_writes import ScriptCall, invalidate_call, snapshot_call
-from cache_pipeline.store import ScriptRunner
+from cache_pipeline.store.schema import Marker, SchemaGuard, SchemaStatus
+from cache_pipeline.store.writer import ScriptRunner
 from tests.support.cluster import RedisClusterServer
 from tests.support.edge import STUB_API_KEY, EdgeStub, feature, metered
 from tests.support.recording_edge import RecordingEdge
@@ -102,7 +102,7 @@ def run_resync(
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "cli", "resync", *args],
+        [sys.executable, "-m", "cache_pipeline", "resync", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -176,9 +176,11 @@ def test_resync_rebuilds_what_stiggs_sdk_would_after_redis_restarted_empty(
 def test_scopes_from_stdin_and_from_the_stubs_listing_are_read_once(
     stub: EdgeStub, own_redis: RedisServer, client: redis.Redis
 ) -> None:
-    stdin = "\n".join([line(SCOPES[0]), line(SCOPES[0]), line(UNKNOWN)])
+    listed = stub_scopes(stub.url)
+    assert listed.returncode == 0, listed.stderr
+    stdin = "\n".join([line(SCOPES[0]), line(SCOPES[0]), line(UNKNOWN), listed.stdout])
 
-    result = run_resync(stub.url, own_redis.port, "-", "--from-stub", stdin=stdin)
+    result = run_resync(stub.url, own_redis.port, "-", stdin=stdin)
 
     found = counts(result)
     assert found["scopes"] == len(SCOPES) + 1
@@ -245,7 +247,7 @@ def test_a_bad_scopes_line_fetches_and_writes_nothing(
 def test_without_scopes_it_says_how_to_name_them(stub: EdgeStub, own_redis: RedisServer) -> None:
     result = run_resync(stub.url, own_redis.port)
     assert result.returncode == 2
-    assert "a SCOPES file (or - for stdin), or --from-stub" in result.stderr
+    assert "Missing argument 'SCOPES'" in result.stderr
 
 
 def test_a_refused_api_key_writes_nothing_and_says_why(
@@ -262,14 +264,24 @@ def test_a_refused_api_key_writes_nothing_and_says_why(
     assert marker.resynced_at is None
 
 
-def test_from_stub_against_a_real_edge_says_it_cannot_list(
-    own_redis: RedisServer, client: redis.Redis
-) -> None:
+def test_listing_the_scopes_of_a_real_edge_says_it_cannot_list() -> None:
     with RecordingEdge() as edge:
-        result = run_resync(edge.url, own_redis.port, "--from-stub")
+        result = stub_scopes(edge.url)
     assert result.returncode == 1
     assert "/_stub/scopes answered 404 (only the edge stub lists its scopes)" in result.stderr
-    assert read_state(client, KeyLayout(PREFIX)) == {}
+
+
+def stub_scopes(edge_url: str) -> subprocess.CompletedProcess[str]:
+    """``python -m cache_pipeline.dev stub-scopes``: the scopes an edge stub holds."""
+    env = {**os.environ, "EDGE_API_URL": edge_url, "SERVER_API_KEY": STUB_API_KEY}
+    return subprocess.run(
+        [sys.executable, "-m", "cache_pipeline.dev", "stub-scopes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
 
 
 def test_an_edge_answer_it_cannot_cache_fails_that_scope_alone(

@@ -15,17 +15,11 @@ from prometheus_client import REGISTRY
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.errors import SchemaVersionMismatch
-from cache_pipeline.health import HealthState
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
-from cache_pipeline.schema import (
-    DETAIL,
-    Marker,
-    SchemaGuard,
-    SchemaStatus,
-    SchemaWatch,
-    refresh_health,
-)
-from cache_pipeline.store import Store
+from cache_pipeline.ops.health import HealthState
+from cache_pipeline.store.schema import Marker, SchemaGuard, SchemaStatus
+from cache_pipeline.store.writer import Store
+from cache_pipeline.tasks.schema_watch import DETAIL, SchemaWatch, refresh_health
 from tests.support.factory import entitlements, invalidation, parsed
 from tests.support.servers import RedisServer, SqsServer, wait_until
 from tests.support.snapshot import read_state

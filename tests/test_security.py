@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from cache_pipeline.cli.resync import run_resync
 from cache_pipeline.client import EntitlementsCache
 from cache_pipeline.config import CacheUpdatePolicy, load_settings
+from cache_pipeline.contract.scopes import ScopeRef
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.resync import run_resync
-from cache_pipeline.scopes import ScopeRef
 from tests.support import factory
 from tests.support.dockerfile import parse
 from tests.support.edge import STUB_API_KEY, EdgeStub, feature
@@ -98,7 +98,7 @@ def test_secrets_never_reach_logs_metrics_or_probes(
     assert leaks(output, secrets) == []  # ...without a secret in any line
     assert leaks(probes, secrets) == []
     config = subprocess.run(
-        [sys.executable, "-m", "cli", "check-config"],
+        [sys.executable, "-m", "cache_pipeline", "check-config"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from cache_pipeline import __version__
-from tasks.handlers import TASK_NAMES
+from cache_pipeline.tasks.handlers import TASK_NAMES
 from tests.support import factory
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port, wait_until
 from tests.support.worker import WorkerProcess, send_task, worker_env
@@ -30,7 +30,7 @@ TASK_CHILD = textwrap.dedent(
     import sentry_sdk
     from celery import Celery
     from cache_pipeline.config import load_settings
-    from cache_pipeline.error_reporting import configure_sentry
+    from cache_pipeline.ops.error_reporting import configure_sentry
 
     print("enabled" if configure_sentry(load_settings(), celery=True, fastapi=False) else "off")
     app = Celery("sentry-check", broker="memory://")
@@ -49,10 +49,10 @@ ROUTE_CHILD = textwrap.dedent(
     """
     import os, sys
     import httpx, sentry_sdk
-    from api.server import serve_in_thread
+    from cache_pipeline.api.server import serve_in_thread
     from cache_pipeline.config import load_settings
-    from cache_pipeline.error_reporting import configure_sentry
-    from cache_pipeline.health import HealthState
+    from cache_pipeline.ops.error_reporting import configure_sentry
+    from cache_pipeline.ops.health import HealthState
 
     class BrokenHealth(HealthState):
         def as_dict(self):
@@ -77,8 +77,8 @@ LOG_CHILD = textwrap.dedent(
     import sentry_sdk
     from loguru import logger
     from cache_pipeline.config import load_settings
-    from cache_pipeline.error_reporting import configure_sentry
-    from cache_pipeline.logs import configure_logging
+    from cache_pipeline.ops.error_reporting import configure_sentry
+    from cache_pipeline.ops.logs import configure_logging
 
     settings = load_settings()
     configure_logging(settings)

@@ -27,11 +27,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from cache_pipeline import metrics
 from cache_pipeline.config import load_settings
 from cache_pipeline.errors import QueueFault, QueueUnavailable
-from cache_pipeline.http_keepalive import KeepAlive
-from cache_pipeline.sqs_wire import Boto3Calls, SignedCalls, SqsCalls, sqs_calls
+from cache_pipeline.ops import metrics
+from cache_pipeline.sqs.keepalive import KeepAlive
+from cache_pipeline.sqs.wire import Boto3Calls, SignedCalls, SqsCalls, sqs_calls
 from tests.support.servers import AWS_TEST_CLIENT_ARGS, AWS_TEST_ENV, SqsServer, free_port
 
 BODIES = ['{"id":"a","n":1}', "héllo wörld ✓ 𝄞", "<xml>&amp;</xml>", "x" * 5000]

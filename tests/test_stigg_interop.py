@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import redis
 
-from cache_pipeline.dates import edge_version
-from cache_pipeline.plan import ScriptCall
-from cache_pipeline.scope_writes import invalidate_call, snapshot_call
-from cache_pipeline.scripts import script_source
-from cache_pipeline.stigg_map import metered_usages
+from cache_pipeline.contract.dates import edge_version
+from cache_pipeline.contract.plan import ScriptCall
+from cache_pipeline.contract.stigg_map import metered_usages
+from cache_pipeline.contract.writes import invalidate_call, snapshot_call
+from cache_pipeline.store.scripts import script_source
 from tests.support.golden import (
     GOLDEN_CLOCK_MS,
     GOLDEN_TTL,

@@ -9,9 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cache_pipeline.dates import edge_version
-from cache_pipeline.plan import encode
-from cache_pipeline.stigg_map import (
+from cache_pipeline.contract.dates import edge_version
+from cache_pipeline.contract.plan import encode
+from cache_pipeline.contract.stigg_map import (
     entry_problem,
     map_entitlements,
     metered_usages,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from cache_pipeline.dates import edge_version
+from cache_pipeline.contract.dates import edge_version
 from tests.support.golden import (
     GOLDEN_CLOCK_MS,
     edge_scope,

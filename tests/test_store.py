@@ -17,11 +17,11 @@ import pytest
 import redis
 
 from cache_pipeline.config import CacheUpdatePolicy, Settings
+from cache_pipeline.contract.messages import Message
 from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreError, StoreUnavailable
 from cache_pipeline.keys import KeyLayout, timestamp_key
-from cache_pipeline.messages import Message
-from cache_pipeline.redis_client import connect
-from cache_pipeline.store import UNLINK_BATCH, Outcome, RedisClient, Store
+from cache_pipeline.store.connection import connect
+from cache_pipeline.store.writer import UNLINK_BATCH, Outcome, RedisClient, Store
 from tests.support import factory
 from tests.support.factory import parsed
 from tests.support.servers import RedisServer, free_port, wait_until

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis
 
-from cache_pipeline.plan import ScriptCall
-from cache_pipeline.scope_writes import invalidate_call, snapshot_call, usage_call
-from cache_pipeline.scripts import script_source
+from cache_pipeline.contract.plan import ScriptCall
+from cache_pipeline.contract.writes import invalidate_call, snapshot_call, usage_call
+from cache_pipeline.store.scripts import script_source
 
 TTL = 604800
 SEATS = {

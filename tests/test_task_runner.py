@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from cache_pipeline.batch import TASK_NAMES, Call
 from cache_pipeline.config import load_settings
+from cache_pipeline.contract.plan import Planned, Planner
 from cache_pipeline.errors import InvalidMessage, InvalidReason
-from cache_pipeline.plan import Planned, Planner
-from tasks.app import PipelineApp, create_app
-from tasks.handlers import TaskRunner
+from cache_pipeline.tasks.app import PipelineApp, create_app
+from cache_pipeline.tasks.handlers import TaskRunner
+from cache_pipeline.tasks.pipeline import TASK_NAMES, Call
 from tests.support import factory
 
 USAGE = TASK_NAMES["usage.updated"]

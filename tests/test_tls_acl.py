@@ -15,8 +15,8 @@ import pytest
 from cache_pipeline.config import CacheUpdatePolicy, Settings
 from cache_pipeline.errors import StoreError, StoreUnavailable
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.redis_client import connect
-from cache_pipeline.store import Outcome, Store
+from cache_pipeline.store.connection import connect
+from cache_pipeline.store.writer import Outcome, Store
 from tests.support import factory
 from tests.support.factory import parsed
 from tests.support.snapshot import read_state

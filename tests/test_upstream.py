@@ -22,6 +22,12 @@ from typing import Any
 import httpx
 import pytest
 
+from cache_pipeline.client.upstream import (
+    AsyncEdgeClient,
+    EdgeClient,
+    EdgeOptions,
+    entitlements_url,
+)
 from cache_pipeline.errors import (
     InvalidArgument,
     UpstreamError,
@@ -29,7 +35,6 @@ from cache_pipeline.errors import (
     UpstreamRefused,
     UpstreamUnavailable,
 )
-from cache_pipeline.upstream import AsyncEdgeClient, EdgeClient, EdgeOptions, entitlements_url
 from tests.support.servers import free_port
 
 Reply = tuple[int, Any, float]  # status, JSON body (or raw bytes), delay in seconds
@@ -126,7 +131,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
         return real_get(self, url, **kwargs)
 
     clock = SimpleNamespace(monotonic=time.monotonic, sleep=sleep)
-    monkeypatch.setattr("cache_pipeline.upstream.time", clock)
+    monkeypatch.setattr("cache_pipeline.client.upstream.time", clock)
     monkeypatch.setattr(httpx.Client, "get", get)
     return seen
 

@@ -43,8 +43,8 @@ from cache_pipeline.client.reading import (
     script_source,
     with_global_timestamp,
 )
+from cache_pipeline.client.upstream import AsyncEdgeClient, EdgeAnswer
 from cache_pipeline.config import Settings
-from cache_pipeline.upstream import AsyncEdgeClient, EdgeAnswer
 
 T = TypeVar("T")
 

@@ -31,12 +31,12 @@ from cache_pipeline.client.queries import (
     Verdict,
 )
 from cache_pipeline.client.reading import ReadRequest, Scope
+from cache_pipeline.client.upstream import EdgeAnswer
 from cache_pipeline.client.write_back import write_back_call, write_back_problem
 from cache_pipeline.config import Settings
+from cache_pipeline.contract.plan import ScriptCall
 from cache_pipeline.errors import UpstreamError, UpstreamUnavailable
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.plan import ScriptCall
-from cache_pipeline.upstream import EdgeAnswer
 
 logger = logging.getLogger(__name__)
 

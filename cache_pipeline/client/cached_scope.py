@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cache_pipeline.stigg_map import is_metered
+from cache_pipeline.contract.stigg_map import is_metered
 
 UsageKind = Literal["all", "feature", "credit"]
 _LEADING_INT = re.compile(r"^\s*([+-]?\d+)")

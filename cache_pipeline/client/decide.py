@@ -32,9 +32,9 @@ from cache_pipeline.client.answers import (
     NumericEntitlement,
 )
 from cache_pipeline.client.usage_period import UnsupportedResetPeriod, calculate_usage_period
-from cache_pipeline.dates import epoch_ms
+from cache_pipeline.contract.dates import epoch_ms
+from cache_pipeline.contract.stigg_map import is_metered as metered_feature
 from cache_pipeline.errors import InvalidArgument
-from cache_pipeline.stigg_map import is_metered as metered_feature
 
 GetterKind = Literal["BOOLEAN", "NUMERIC", "METERED", "ENUM", "ENTITLEMENT"]
 Entry = Mapping[str, Any]

@@ -16,10 +16,10 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from cache_pipeline.client.upstream import AsyncEdgeClient, EdgeAnswer, EdgeClient
 from cache_pipeline.config import Settings
-from cache_pipeline.redis_client import connect, connection_options
-from cache_pipeline.store import RedisClient
-from cache_pipeline.upstream import AsyncEdgeClient, EdgeAnswer, EdgeClient
+from cache_pipeline.store.connection import connect, connection_options
+from cache_pipeline.store.writer import RedisClient
 
 AsyncRedisClient: TypeAlias = aioredis.Redis | AsyncRedisCluster
 

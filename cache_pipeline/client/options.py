@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cache_pipeline.client.decide import list_fallback
+from cache_pipeline.client.upstream import EdgeOptions
 from cache_pipeline.config import Settings, load_settings
-from cache_pipeline.dates import now_ms
+from cache_pipeline.contract.dates import now_ms
+from cache_pipeline.contract.scopes import check_edge_id
 from cache_pipeline.errors import ConfigError, InvalidArgument
 from cache_pipeline.keys import unsafe_id_problem
-from cache_pipeline.upstream import EdgeOptions, check_edge_id
 
 _ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
 Number = int | float

@@ -30,9 +30,9 @@ from cache_pipeline.client.decide import (
 )
 from cache_pipeline.client.models import CustomerEntitlements, Source
 from cache_pipeline.client.reading import ReadRequest, Scope
-from cache_pipeline.dates import edge_version
-from cache_pipeline.stigg_map import map_entitlements
-from cache_pipeline.upstream import EdgeAnswer
+from cache_pipeline.client.upstream import EdgeAnswer
+from cache_pipeline.contract.dates import edge_version
+from cache_pipeline.contract.stigg_map import map_entitlements
 
 T = TypeVar("T")
 Verdict = CachedScope | ScopeMiss

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cache_pipeline import scripts
 from cache_pipeline.client.cached_scope import UsageKind, read_call
 from cache_pipeline.keys import CustomerKeys, KeyLayout
+from cache_pipeline.store import scripts
 
 # What a cache read, lock or write-back may raise and the SDK never passes on: the
 # promise is an answer whenever the Edge API can give one, so any failure of the

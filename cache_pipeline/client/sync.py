@@ -41,8 +41,8 @@ from cache_pipeline.client.reading import (
     script_source,
     with_global_timestamp,
 )
+from cache_pipeline.client.upstream import EdgeAnswer, EdgeClient
 from cache_pipeline.config import Settings
-from cache_pipeline.upstream import EdgeAnswer, EdgeClient
 
 T = TypeVar("T")
 

@@ -10,12 +10,12 @@ an invalidation lands and one that started before it does not (rule 3.4).
 
 from __future__ import annotations
 
-from cache_pipeline.dates import edge_version
+from cache_pipeline.client.upstream import EdgeAnswer
+from cache_pipeline.contract.dates import edge_version
+from cache_pipeline.contract.plan import ScriptCall
+from cache_pipeline.contract.stigg_map import metered_usages
+from cache_pipeline.contract.writes import snapshot_call
 from cache_pipeline.keys import unsafe_id_problem
-from cache_pipeline.plan import ScriptCall
-from cache_pipeline.scope_writes import snapshot_call
-from cache_pipeline.stigg_map import metered_usages
-from cache_pipeline.upstream import EdgeAnswer
 
 
 def write_back_problem(answer: EdgeAnswer) -> str | None:

@@ -13,10 +13,10 @@ import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["cache_pipeline"]):
     from cache_pipeline.config import CacheUpdatePolicy
+    from cache_pipeline.contract.messages import parse_message
+    from cache_pipeline.contract.plan import ScriptCall, plan
     from cache_pipeline.errors import InvalidMessage, InvalidReason
     from cache_pipeline.keys import KeyLayout
-    from cache_pipeline.messages import parse_message
-    from cache_pipeline.plan import ScriptCall, plan
 
 from tests.fuzz.scope import outside_scope
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cache_pipeline.messages import (
+from cache_pipeline.contract.messages import (
     CacheInvalidated,
     CreditsUpdated,
     EntitlementsUpdated,

@@ -1,4 +1,4 @@
-"""The edge stub (``cache-pipeline edge-stub``) as a real process on a free port."""
+"""The edge stub (``python -m cache_pipeline.dev edge-stub``) as a real process on a free port."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from cache_pipeline.upstream import API_KEY_HEADER, entitlements_url
+from cache_pipeline.client.upstream import API_KEY_HEADER, entitlements_url
 from tests.support.servers import AWS_TEST_ENV, end_process, free_port, wait_until
 
 STUB_API_KEY = "stub-test-key"
@@ -46,7 +46,7 @@ class EdgeStub:
         args = [
             sys.executable,
             "-m",
-            "cli",
+            "cache_pipeline.dev",
             "edge-stub",
             "--file",
             str(self.file),

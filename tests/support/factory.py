@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any
 
-from cache_pipeline.messages import Message, parse_message
+from cache_pipeline.contract.messages import Message, parse_message
 
 
 def envelope(kind: str, timestamp: int, data: dict[str, Any], **extra: Any) -> dict[str, Any]:

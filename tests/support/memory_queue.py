@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cache_pipeline.dlq import REASON, attributes
 from cache_pipeline.errors import QueueFault, QueueUnavailable
-from cache_pipeline.queue import Poison, Received
+from cache_pipeline.sqs.dlq import REASON, attributes
+from cache_pipeline.sqs.queue import Poison, Received
 
 
 @dataclass

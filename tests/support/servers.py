@@ -210,7 +210,7 @@ class StrictSqsServer(SqsServer):
 
     moto neither counts message attributes into a message's size nor checks
     their number or characters; SQS does, and parking poison in the dead-letter
-    queue depends on how it refuses (``cache_pipeline.sqs_queue``).
+    queue depends on how it refuses (``cache_pipeline.sqs.client``).
     """
 
     name = "bench.sqs_server"

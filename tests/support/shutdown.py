@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.sqs_batch import change_visibility_batch
-from cache_pipeline.store import Store
+from cache_pipeline.sqs.batch import change_visibility_batch
+from cache_pipeline.store.writer import Store
 from tests.support.factory import parsed
 from tests.support.servers import wait_until
 from tests.support.snapshot import read_state

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout, is_private
-from cache_pipeline.store import RedisClient
+from cache_pipeline.store.writer import RedisClient
 
 
 def read_state(client: RedisClient, layout: KeyLayout) -> dict[str, Any]:

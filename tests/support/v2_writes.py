@@ -9,10 +9,10 @@ from typing import Any
 from redis.commands.core import Script
 
 from cache_pipeline.client.reading import script_source
-from cache_pipeline.dates import edge_version
+from cache_pipeline.contract.dates import edge_version
+from cache_pipeline.contract.plan import ScriptCall
+from cache_pipeline.contract.writes import invalidate_call, snapshot_call, usage_call
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.plan import ScriptCall
-from cache_pipeline.scope_writes import invalidate_call, snapshot_call, usage_call
 
 TTL = 604800
 

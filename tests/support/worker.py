@@ -1,6 +1,6 @@
 """The real worker as a process of its own, and the queues and checks its tests share.
 
-``WorkerProcess`` runs ``python -m cli worker`` with settings in
+``WorkerProcess`` runs ``python -m cache_pipeline worker`` with settings in
 its environment, waits until its consumers run (read from its own /readyz),
 reads its /metrics, and stops it with SIGTERM or SIGKILL. Its output goes to a
 file that failures print.
@@ -71,7 +71,7 @@ class WorkerProcess:
     def start(self, *, wait: bool = True) -> WorkerProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cli", "worker"],
+                [sys.executable, "-m", "cache_pipeline", "worker"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
@@ -156,7 +156,7 @@ def create_queue(client: SQSClient, **attributes: str) -> str:
 
 def send(client: SQSClient, queue_url: str, bodies: Iterable[dict[str, Any] | str]) -> int:
     """Send bodies (dicts are JSON-encoded) in batches of ten."""
-    from cache_pipeline.sqs import send_bodies
+    from cache_pipeline.sqs.boto import send_bodies
 
     texts = [body if isinstance(body, str) else json.dumps(body) for body in bodies]
     return send_bodies(client, queue_url, texts)
@@ -319,8 +319,8 @@ def send_task(sqs_server: SqsServer, queue_url: str, task: str, args: Any) -> No
 def warm_cache(client: redis.Redis, prefix: str, bodies: list[dict[str, Any]]) -> None:
     """Write snapshots straight to Redis under UPSERT, as a reader's miss path fills a cache
     (a worker under UPDATE_IF_EXISTS would skip them: their scopes do not exist yet)."""
-    from cache_pipeline.plan import Planner
-    from cache_pipeline.store import Store
+    from cache_pipeline.contract.plan import Planner
+    from cache_pipeline.store.writer import Store
 
     planner = Planner(KeyLayout(prefix), ttl=-1, policy=CacheUpdatePolicy.UPSERT)
     store = Store(client, KeyLayout(prefix), ttl=-1, policy=CacheUpdatePolicy.UPSERT)

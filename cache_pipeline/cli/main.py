@@ -1,0 +1,211 @@
+"""The ``cache-pipeline`` command line.
+
+The operator's commands, above ``api`` (the HTTP surface), ``tasks`` (the Celery
+worker) and the rest of ``cache_pipeline``; only the development tools
+(``cache_pipeline.dev``, ``python -m cache_pipeline.dev``) sit above it. Each command builds the
+settings itself (no module-level globals) and imports the part it runs lazily,
+so a command that needs neither Celery nor FastAPI never loads them. A bad
+setting prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+import click
+
+from cache_pipeline import __version__
+from cache_pipeline.config import Settings, load_settings
+from cache_pipeline.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+@click.group()
+@click.version_option(__version__, prog_name="cache-pipeline")
+def cli() -> None:
+    """Persistent cache pipeline: SQS state changes applied to Redis."""
+
+
+@cli.command("check-config")
+def check_config() -> None:
+    """Validate the settings and print them (secrets masked) as JSON."""
+    settings = load_settings()
+    click.echo(json.dumps(_masked(settings), indent=2, sort_keys=True))
+
+
+@cli.command("api")
+def api() -> None:
+    """Serve /livez, /readyz and /metrics alone, without consuming (readiness reports DOWN)."""
+    settings = load_settings()
+    from cache_pipeline.api.server import run_standalone
+
+    run_standalone(settings)
+
+
+@cli.command("worker")
+def worker() -> None:
+    """Consume QUEUE_URL and apply every message to Redis (a Celery worker)."""
+    settings = load_settings(require_queue=True)
+    from cache_pipeline.tasks.worker import run_worker
+
+    sys.exit(run_worker(settings))
+
+
+@cli.command("redrive")
+@click.option(
+    "--max",
+    "limit",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Move at most this many messages.",
+)
+def redrive(limit: int) -> None:
+    """Move messages from DEAD_LETTER_QUEUE_URL back to QUEUE_URL."""
+    settings = load_settings(require_queue=True)
+    if not settings.dead_letter_queue_url:
+        raise ConfigError("DEAD_LETTER_QUEUE_URL is not set: there is no queue to redrive from")
+    from cache_pipeline.sqs.boto import sqs_client
+    from cache_pipeline.sqs.dlq import redrive as move
+
+    assert settings.queue_url is not None
+    client = sqs_client(settings)
+    try:
+        counts = move(client, settings.dead_letter_queue_url, settings.queue_url, limit=limit)
+    finally:
+        client.close()
+    click.echo(f"moved {counts.moved} message(s), {counts.failed} failed")
+    if counts.failed:
+        sys.exit(1)
+
+
+@cli.command("resync")
+@click.argument("scopes_file", metavar="SCOPES", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+    help="Edge API requests in flight.",
+)  # fmt: skip
+def resync(scopes_file: TextIO, concurrency: int) -> None:
+    """Rebuild the cache from Stigg's Edge API (EDGE_API_URL) after Redis lost its data.
+
+    SCOPES is a file (or - for stdin) of JSON lines, one scope per line:
+
+    \b
+        {"customerId": "cus-42"}
+        {"customerId": "acme:eu", "resourceId": "site-1"}
+
+    Stigg's Edge cannot list customers, so the scopes are named here (the edge stub lists
+    its own: `python -m cache_pipeline.dev stub-scopes`). Every line is checked first: a bad one
+    fetches and writes nothing. Each scope is fetched and written as Stigg's SDK writes
+    a miss; newer data in Redis is kept. Prints the counts as one JSON line
+    ({"scopes", "written", "stale", "missing", "failed"}); exits 1 when a scope failed.
+    """
+    settings = load_settings()
+    from cache_pipeline.cli.resync import run_resync
+    from cache_pipeline.contract.scopes import read_scopes, unique
+    from cache_pipeline.errors import CachePipelineError
+
+    try:
+        scopes = unique(read_scopes(scopes_file, scopes_file.name))
+        report = run_resync(settings, scopes, concurrency=concurrency)
+    except CachePipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    for kind, scopes_or_reasons in (("missing", report.missing), ("failed", report.failures)):
+        for line in scopes_or_reasons[:20]:
+            click.echo(f"{kind}: {line}", err=True)
+        if len(scopes_or_reasons) > 20:
+            click.echo(f"{kind}: ... and {len(scopes_or_reasons) - 20} more", err=True)
+    click.echo(json.dumps(report.as_dict()))
+    if not report.complete:
+        sys.exit(1)
+
+
+@cli.command("invalidate")
+@click.option("--customer", "customer_id", required=True, help="Customer id, raw.")
+@click.option("--resource", "resource_id", default=None, help="Resource id, raw (optional).")
+def invalidate(customer_id: str, resource_id: str | None) -> None:
+    """Drop one customer scope now, whatever the versions its keys hold.
+
+    The repair for a scope a producer froze with timestamps from the future: its
+    values go, messages older than now are refused for it, newer ones land again.
+    Prints the count as one JSON line.
+    """
+    settings = load_settings()
+    import time
+
+    from cache_pipeline.errors import CachePipelineError
+    from cache_pipeline.keys import KeyLayout, unsafe_id_problem
+    from cache_pipeline.store.connection import connect
+    from cache_pipeline.store.writer import Store
+
+    for name, value in (("--customer", customer_id), ("--resource", resource_id)):
+        problem = unsafe_id_problem(value) if value is not None else None
+        if problem is not None or value == "":
+            raise click.BadParameter(problem or "an id is not empty", param_hint=name)
+    client = connect(settings)
+    layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
+    store = Store(client, layout, ttl=settings.keys_ttl_in_secs)
+    try:
+        deleted = store.purge(customer_id, resource_id, int(time.time() * 1000))
+    except CachePipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    click.echo(json.dumps({"customer": customer_id, "resource": resource_id, "deleted": deleted}))
+
+
+@cli.command("migrate")
+def migrate() -> None:
+    """Move ENVIRONMENT_PREFIX from key schema 1 (contract 1.x) to 2 (docs/contract.md).
+
+    Schema 1 values cannot be read by Stigg's SDK nor converted: every key of the
+    environment is removed and the version 2 marker written; the cache refills from the
+    stream and readers' misses (or run `cache-pipeline resync`). Prints one JSON line;
+    does nothing on an environment already at version 2.
+    """
+    settings = load_settings()
+    from cache_pipeline.errors import CachePipelineError
+    from cache_pipeline.keys import KeyLayout
+    from cache_pipeline.store.connection import connect
+    from cache_pipeline.store.migrate import migrate as run_migration
+
+    client = connect(settings)
+    layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
+    try:
+        done = run_migration(client, layout, ttl=settings.keys_ttl_in_secs)
+    except CachePipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    click.echo(json.dumps(done.as_dict()))
+
+
+def _masked(settings: Settings) -> dict[str, object]:
+    return {
+        name.upper(): ("**********" if "SecretStr" in type(value).__name__ else value)
+        for name, value in settings.model_dump(mode="json").items()
+    } | {
+        name.upper(): ("**********" if getattr(settings, name) is not None else None)
+        for name in ("server_api_key", "redis_password", "sentry_dsn")
+    }
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    try:
+        cli.main(standalone_mode=False)
+    except ConfigError as exc:
+        click.echo(f"cache-pipeline: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

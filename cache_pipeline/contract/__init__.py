@@ -1,0 +1,1 @@
+"""The wire contract, pure: messages, the Edge mapping, dates, ids, and planned writes."""

@@ -1,0 +1,139 @@
+"""``python -m cache_pipeline.dev``: the development tools, beside the operator's command line.
+
+``stack`` runs the whole stack on this machine (``make run``), ``edge-stub`` serves
+Stigg's Edge API from a file, ``publish`` sends a JSON-lines file of contract
+messages to QUEUE_URL, and ``stub-scopes`` prints the scopes an edge stub holds (as
+the JSON lines ``cache-pipeline resync`` reads). They sit above ``cache_pipeline.cli``
+(the stack runs its commands); neither the worker nor the SDK imports them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import click
+import httpx
+
+from cache_pipeline import __version__
+from cache_pipeline.cli.main import EXIT_CONFIG
+from cache_pipeline.client.upstream import EdgeOptions
+from cache_pipeline.config import load_settings
+from cache_pipeline.contract.scopes import ScopeRef, scope_from_json
+from cache_pipeline.errors import CachePipelineError, ConfigError, UpstreamError
+
+STUB_SCOPES_PATH = "/_stub/scopes"
+
+
+@click.group()
+@click.version_option(__version__, prog_name="cache-pipeline dev tools")
+def dev() -> None:
+    """Development tools of cache-pipeline (not for production)."""
+
+
+@dev.command("stack")
+def stack() -> None:
+    """Redis, SQS (moto), the edge stub, the worker and a demo feed on this machine."""
+    from cache_pipeline.dev.devstack.main import main as run_stack
+
+    run_stack()
+
+
+@dev.command("edge-stub")
+@click.option(
+    "--file",
+    "data_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="edge-data.json",
+    show_default=True,
+    help='JSON file of scope snapshots, {"scopes": [...]} (created on the first write).',
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True)
+@click.option(
+    "--latency-ms", type=click.IntRange(0, 60000), default=0, help="Delay every entitlements GET."
+)
+def edge_stub(data_file: Path, host: str, port: int, latency_ms: int) -> None:
+    """Serve Stigg's Edge API (GET /v1/c/{customerId}/entitlements.json) from a JSON file.
+
+    PUT/DELETE on the same path and POST /_stub/reload change the data and publish the
+    contract v2 messages to QUEUE_URL when set; see docs/upstream-api.yaml.
+    """
+    settings = load_settings()
+    from cache_pipeline.dev.edge_stub import serve
+
+    serve(settings, data_file, host=host, port=port, latency_ms=latency_ms)
+
+
+@dev.command("publish")
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+def publish(source: TextIO) -> None:
+    """Send the JSON-lines messages of SOURCE (a file, or - for stdin) to QUEUE_URL.
+
+    Every line is validated first; one bad line sends nothing.
+    """
+    settings = load_settings(require_queue=True)
+    from cache_pipeline.dev.publish import read_messages
+    from cache_pipeline.sqs.boto import send_bodies, sqs_client
+
+    bodies = read_messages(source, settings.environment_prefix)
+    queue_url = settings.queue_url or ""
+    client = sqs_client(settings)
+    try:
+        sent = send_bodies(client, queue_url, bodies)
+    finally:
+        client.close()
+    click.echo(f"published {sent} message(s) to {queue_url}")
+
+
+@dev.command("stub-scopes")
+def print_stub_scopes() -> None:
+    """Print every scope the edge stub at EDGE_API_URL holds, one JSON line each.
+
+    Pipe it into `cache-pipeline resync -` to refill the cache from the stub.
+    """
+    settings = load_settings()
+    key = settings.server_api_key.get_secret_value() if settings.server_api_key else ""
+    try:
+        scopes = stub_scopes(EdgeOptions(url=settings.edge_api_url, api_key=key))
+    except CachePipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    for scope in scopes:
+        click.echo(json.dumps({"customerId": scope.customer_id, "resourceId": scope.resource_id}))
+
+
+def stub_scopes(options: EdgeOptions) -> list[ScopeRef]:
+    """Every scope an edge stub holds (``GET /_stub/scopes``, a stub extension).
+
+    Raises ``UpstreamError`` when the upstream does not answer it (Stigg's Edge does not).
+    """
+    url = options.url.rstrip("/") + STUB_SCOPES_PATH
+    try:
+        response = httpx.get(url, headers=options.headers(), timeout=options.budget_seconds)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"{url} could not be read: {exc!r}") from None
+    if response.status_code != 200:
+        raise UpstreamError(
+            f"{url} answered {response.status_code} (only the edge stub lists its scopes):"
+            f" {response.text[:200]}"
+        )
+    try:
+        return [scope_from_json(item) for item in response.json()["scopes"]]
+    except (ValueError, KeyError, TypeError, CachePipelineError) as exc:
+        raise UpstreamError(f"{url} answered something that is not a scope list: {exc}") from None
+
+
+def main() -> None:
+    """Entry point of ``python -m cache_pipeline.dev``."""
+    try:
+        dev.main(standalone_mode=False)
+    except ConfigError as exc:
+        click.echo(f"cache-pipeline dev: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Operations: health, metrics, logs, error reporting, and the operator's resync."""

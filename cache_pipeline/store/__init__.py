@@ -1,0 +1,1 @@
+"""Redis: connections, the Lua scripts and the store that runs them, the schema marker."""

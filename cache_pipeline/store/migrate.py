@@ -1,0 +1,49 @@
+"""``cache-pipeline migrate``: move an environment from key schema 1 (contract 1.x) to 2.
+
+Schema 1 keyed the entitlements map ``FEATURE:<id>``, percent-encoded ids and kept
+``#timestamp`` tombstones; no Stigg reader can read it and a version 2 worker refuses
+to write next to it (``SchemaVersionMismatch``). The values cannot be converted in
+place (they lack the Edge API fields Stigg's SDK maps), so the migration removes every
+key of the environment in bounded SCAN + UNLINK batches and writes the version 2
+marker. The cache then refills from the stream, from readers' misses, or at once with
+``cache-pipeline resync``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
+from cache_pipeline.store.schema import Marker, now_ms
+from cache_pipeline.store.writer import RedisClient, Store, translate_errors
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """What ``migrate`` found and did."""
+
+    found: str | None  # the schema version found; None without a marker
+    deleted: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"from": self.found, "to": SCHEMA_VERSION, "deleted": self.deleted}
+
+
+def migrate(client: RedisClient, layout: KeyLayout, *, ttl: int) -> Migration:
+    """Drop a schema 1 keyspace and mark the environment version 2; nothing when it is 2."""
+    with translate_errors():
+        raw = client.get(layout.schema_marker)
+    found = _version(str(raw)) if raw is not None else None
+    if found == SCHEMA_VERSION:
+        return Migration(found, 0)
+    deleted = Store(client, layout, ttl=ttl).purge_environment()
+    with translate_errors():
+        client.set(layout.schema_marker, Marker(SCHEMA_VERSION, now_ms()).to_json())
+    return Migration(found, deleted)
+
+
+def _version(raw: str) -> str:
+    try:
+        return Marker.from_json(raw, "marker").version
+    except Exception:  # an unreadable marker is an incompatible schema too
+        return "unreadable"
