@@ -11,8 +11,8 @@ from cache_pipeline.config import load_settings
 from cache_pipeline.contract.plan import Outcome, Planner
 from cache_pipeline.errors import QueueFault
 from cache_pipeline.ops.health import HealthState, Reason
-from cache_pipeline.tasks.consumer import DeleteBatcher
-from cache_pipeline.tasks.pipeline import Delivery
+from cache_pipeline.tasks.deleter import DeleteBatcher
+from cache_pipeline.tasks.delivery import Delivery
 from tests.support import factory
 from tests.support.memory_queue import MemoryQueue
 from tests.support.servers import wait_until
@@ -25,8 +25,8 @@ def applied(queue: MemoryQueue, count: int) -> list[Delivery]:
     deliveries = []
     for received in queue.receive(count, 0):
         planned = planner.plan(planner.parse(received.body))
-        deliveries.append(Delivery(received, time.perf_counter(), planned=planned))
-        deliveries[-1].result = Outcome.WRITTEN
+        written = Delivery(received, time.perf_counter(), planned=planned, result=Outcome.WRITTEN)
+        deliveries.append(written)
     assert len(deliveries) == count
     return deliveries
 

@@ -37,8 +37,8 @@ ALLOWED: dict[str, set[str]] = {
 PURE = [
     "cache_pipeline.contract.messages",
     "cache_pipeline.contract.plan",
-    "cache_pipeline.contract.envelope",
-    "cache_pipeline.tasks.pipeline",
+    "cache_pipeline.tasks.delivery",
+    "cache_pipeline.tasks.flood_window",
 ]
 CLIENT_LIBRARIES = ("kombu", "celery", "boto3", "botocore", "redis", "fastapi", "httpx")
 WORKER_ONLY = ("celery", "kombu", "boto3", "botocore", "fastapi", "loguru", "sentry_sdk")

@@ -19,7 +19,7 @@ from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
 from cache_pipeline.ops.health import HealthState
 from cache_pipeline.store.schema import Marker, SchemaGuard, SchemaStatus
 from cache_pipeline.store.writer import Store
-from cache_pipeline.tasks.schema_watch import DETAIL, SchemaWatch, refresh_health
+from cache_pipeline.tasks.gates import DETAIL, SchemaGate, refresh_health
 from tests.support.factory import entitlements, invalidation, parsed
 from tests.support.servers import RedisServer, SqsServer, wait_until
 from tests.support.snapshot import read_state
@@ -208,7 +208,7 @@ def test_the_watch_halts_writes_on_a_mismatch_and_resumes_once_it_is_fixed(
 ) -> None:
     now = [0.0]
     health = HealthState(consumers=1, redis_connected=True)
-    watch = SchemaWatch(SchemaGuard(redis_client, layout), health, interval=5, clock=lambda: now[0])
+    watch = SchemaGate(SchemaGuard(redis_client, layout), health, interval=5, clock=lambda: now[0])
     assert watch.allows_writes()
     redis_client.set(layout.schema_marker, json.dumps({"version": "0", "createdAt": 1}))
     assert watch.allows_writes()  # not looked at again before the interval

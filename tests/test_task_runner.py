@@ -16,8 +16,9 @@ from cache_pipeline.config import load_settings
 from cache_pipeline.contract.plan import Planned, Planner
 from cache_pipeline.errors import InvalidMessage, InvalidReason
 from cache_pipeline.tasks.app import PipelineApp, create_app
+from cache_pipeline.tasks.delivery import Call
 from cache_pipeline.tasks.handlers import TaskRunner
-from cache_pipeline.tasks.pipeline import TASK_NAMES, Call
+from cache_pipeline.tasks.pipeline import TASK_NAMES
 from tests.support import factory
 
 USAGE = TASK_NAMES["usage.updated"]

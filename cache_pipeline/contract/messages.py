@@ -1,15 +1,31 @@
-"""Contract models for queue messages (CONTRACT.md section 1) and the parser.
+"""Queue bodies in: the contract's message models (CONTRACT.md section 1), their parser, and
+the Celery envelope a producer's ``send_task`` puts on the queue.
 
-``parse_message(body, environment)`` turns raw bytes into one of the four message
-models or raises ``InvalidMessage`` with a reason code. It is pure: no I/O, no
-clock, so it can be tested and fuzzed on its own.
+``decode(body)`` (a ``Decoder`` of one environment) is what the worker reads a body
+with: a Celery message (kombu's SQS envelope with a ``task`` header) gives the
+``TaskCall`` it carries; anything else is a contract message, validated by
+``parse_message`` into one of the four models. Both raise ``InvalidMessage`` with a
+reason code. Pure: no I/O (the decoder's clock is injected), so everything here can be
+tested and fuzzed on its own.
+
+Celery messages: ``app.send_task(name, args=[message], queue=...)`` puts a JSON
+object on SQS (base64-encoded by kombu's default) whose ``headers.task`` names the
+task and whose ``body`` holds Celery's protocol 2 call ``[args, kwargs, embed]`` as
+JSON (base64 again when ``properties.body_encoding`` says so). Only a body of that
+shape *with* a task header is a Celery message; any other body is a contract
+message, whatever its top-level fields. No kombu, no Celery.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -315,3 +331,107 @@ def _short(value: Any) -> str:
 
 def _short_text(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Reads queue bodies for one environment, timestamps within the accepted clock skew."""
+
+    environment: str
+    max_future_skew_secs: int = 300
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+
+    def __call__(self, body: str) -> Message | TaskCall:
+        """The Celery call ``body`` carries, else the contract message it is.
+
+        Raises ``InvalidMessage``.
+        """
+        call = task_call(body)
+        return call if call is not None else self.message(body)
+
+    def message(self, body: str | bytes) -> Message:
+        """``body`` as a contract message of this environment. Raises ``InvalidMessage``."""
+        latest = int(self.clock() * 1000) + self.max_future_skew_secs * 1000
+        return parse_message(body, self.environment, latest_ms=latest)
+
+
+# Celery messages (kombu's SQS envelope)
+
+JSON_CONTENT = "application/json"
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCall:
+    """A Celery protocol 2 call: the task's name, its id and its arguments as sent."""
+
+    task: str
+    task_id: str
+    args: Any  # a list when the producer used Celery; anything when it did not
+    kwargs: dict[str, Any]
+
+
+def task_call(body: str) -> TaskCall | None:
+    """The Celery call ``body`` carries, or None when it is not a Celery message.
+
+    Raises ``InvalidMessage`` for a Celery message that cannot be read (another
+    content type, a broken encoding, a body that is not ``[args, kwargs, embed]``).
+    """
+    envelope = _envelope(body)
+    if envelope is None:
+        return None
+    headers: dict[str, Any] = envelope["headers"]
+    name, task_id = str(headers["task"]), headers.get("id")
+    content_type = envelope.get("content-type", JSON_CONTENT)
+    if content_type != JSON_CONTENT:
+        raise InvalidMessage(
+            InvalidReason.NOT_JSON, f"Celery message for {name} is {content_type!r}, not JSON"
+        )
+    call = decode_json(_inner_text(envelope, name))
+    if not (isinstance(call, list) and len(call) == 3 and isinstance(call[1], dict)):
+        raise InvalidMessage(
+            InvalidReason.INVALID_FIELD, f"Celery message for {name} is not [args, kwargs, embed]"
+        )
+    return TaskCall(name, task_id if isinstance(task_id, str) else "", call[0], call[1])
+
+
+def _envelope(body: str) -> dict[str, Any] | None:
+    """kombu's envelope of a task message, or None (cheap for a contract message)."""
+    text = body.strip()
+    if not text.startswith("{"):
+        text = _unbase64(text) or ""
+    if not text.startswith("{") or '"task"' not in text or '"properties"' not in text:
+        return None
+    try:
+        payload = decode_json(text)
+    except InvalidMessage:
+        return None
+    headers = payload.get("headers") if isinstance(payload, dict) else None
+    if (
+        isinstance(payload, dict)
+        and isinstance(payload.get("properties"), dict)
+        and "body" in payload
+        and isinstance(headers, dict)
+        and isinstance(headers.get("task"), str)
+        and headers["task"]
+    ):
+        return payload
+    return None
+
+
+def _inner_text(envelope: dict[str, Any], name: str) -> str:
+    body = envelope["body"]
+    if envelope["properties"].get("body_encoding") == "base64":
+        body = _unbase64(body) if isinstance(body, str) else None
+    if not isinstance(body, str):
+        raise InvalidMessage(InvalidReason.NOT_JSON, f"Celery message for {name}: unreadable body")
+    return body
+
+
+def _unbase64(text: str) -> str | None:
+    if not _BASE64.fullmatch(text):
+        return None
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None

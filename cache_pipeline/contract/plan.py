@@ -23,10 +23,10 @@ from cache_pipeline.contract.messages import (
     CacheInvalidated,
     CreditsData,
     CreditsUpdated,
+    Decoder,
     EntitlementsUpdated,
     Message,
     UsageUpdated,
-    parse_message,
 )
 from cache_pipeline.contract.writes import (
     ScriptCall,
@@ -167,13 +167,17 @@ class Planner:
     def environment(self) -> str:
         return self.layout.prefix
 
+    @property
+    def decoder(self) -> Decoder:
+        """The decoder of this environment's queue bodies."""
+        return Decoder(self.environment, self.max_future_skew_secs, self.clock)
+
     def parse(self, body: str | bytes) -> Message:
         """A body as a message of this environment, its timestamp within the clock skew.
 
         Raises ``InvalidMessage``.
         """
-        latest = int(self.clock() * 1000) + self.max_future_skew_secs * 1000
-        return parse_message(body, self.environment, latest_ms=latest)
+        return self.decoder.message(body)
 
     def plan(self, message: Message) -> Planned:
         """The script calls that apply ``message``.

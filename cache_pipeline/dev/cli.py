@@ -33,12 +33,17 @@ def dev() -> None:
     """Development tools of cache-pipeline (not for production)."""
 
 
-@dev.command("stack")
-def stack() -> None:
-    """Redis, SQS (moto), the edge stub, the worker and a demo feed on this machine."""
+@dev.command("stack", context_settings={"ignore_unknown_options": True})
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+def stack(options: tuple[str, ...]) -> None:
+    """Redis, SQS (moto), the edge stub, the worker and a demo feed on this machine.
+
+    OPTIONS: --demo-dir DIR (customers.json and feed.jsonl), --keep (keep the run
+    directory); `make run RUN_ARGS="--keep"` passes them.
+    """
     from cache_pipeline.dev.devstack.main import main as run_stack
 
-    run_stack()
+    run_stack(list(options))
 
 
 @dev.command("edge-stub")

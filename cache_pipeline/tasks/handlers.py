@@ -39,7 +39,8 @@ from pydantic import BaseModel
 from cache_pipeline.contract.messages import Message
 from cache_pipeline.contract.plan import Planned, Planner
 from cache_pipeline.errors import InvalidMessage, InvalidReason
-from cache_pipeline.tasks.pipeline import TASK_NAMES, UNKNOWN, Call, customer_of
+from cache_pipeline.tasks.delivery import UNKNOWN, Call, customer_of
+from cache_pipeline.tasks.pipeline import TASK_NAMES
 
 __all__ = ["TASK_NAMES", "MessageTask", "TaskRunner", "register_tasks"]
 

@@ -13,7 +13,7 @@ from loguru import logger
 
 from cache_pipeline.contract.plan import Outcome
 from cache_pipeline.ops import metrics
-from cache_pipeline.tasks.pipeline import Delivery
+from cache_pipeline.tasks.delivery import Delivery
 
 
 def record_applied(delivery: Delivery) -> None:

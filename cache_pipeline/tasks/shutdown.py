@@ -36,13 +36,9 @@ from loguru import logger
 
 from cache_pipeline.config import SHUTDOWN_BUDGET_SECS
 from cache_pipeline.sqs.client import SqsQueue
-from cache_pipeline.tasks.consumer import (
-    LONG_POLL_SECONDS,
-    DeleteBatcher,
-    QueueConsumer,
-    Settled,
-    Tally,
-)
+from cache_pipeline.tasks.consumer import QueueConsumer
+from cache_pipeline.tasks.deleter import DeleteBatcher, Settled, Tally
+from cache_pipeline.tasks.pipeline import LONG_POLL_SECONDS
 
 DRAIN_SECS = LONG_POLL_SECONDS + 1.0  # the consumers' own time: a long poll in flight returns
 CLOSE_SECS = 0.5  # after the SQS connections are shut: threads waiting on them end

@@ -3,11 +3,11 @@
 Celery runs the process (signals, warm and soft shutdown, the task registry,
 the solo pool), but its own task consumer is given no queue: the queue carries
 raw JSON, which Celery's consumer would reject. Instead the ``QueueConsumers``
-bootstep starts ``Settings.consumers`` ``QueueConsumer`` threads on the queue
-(``cache_pipeline.tasks.consumer``: WORKER_CONCURRENCY, or a number derived from BATCH_SIZE),
-sharing one ``SqsQueue`` and one ``DeleteBatcher``; each
-runs the per-type tasks (``cache_pipeline.tasks.handlers.TaskRunner``) in its own thread, so
-that many receives are in flight at once. On SIGTERM the worker stops them
+bootstep starts ``Settings.consumers`` consumer threads (WORKER_CONCURRENCY, or a
+number derived from BATCH_SIZE), each with its own ``Pipeline``
+(``cache_pipeline.tasks.pipeline``), sharing one ``SqsQueue``, one
+``DeleteBatcher`` and the gates; each runs the per-type tasks in its own thread,
+so that many receives are in flight at once. On SIGTERM the worker stops them
 within SHUTDOWN_BUDGET_SECS, whatever Redis and SQS do (``cache_pipeline.tasks.shutdown``):
 each finishes the batch it holds (written messages are deleted, the others are
 made visible again at once), the pending deletes are sent, one line says what
@@ -41,13 +41,18 @@ from cache_pipeline.store.connection import connect
 from cache_pipeline.store.schema import SchemaGuard
 from cache_pipeline.store.writer import RedisClient, Store
 from cache_pipeline.tasks.app import PipelineApp, create_app, queue_name
-from cache_pipeline.tasks.backoff import RedisGate
-from cache_pipeline.tasks.consumer import DeleteBatcher, QueueConsumer, Tally
-from cache_pipeline.tasks.flood import FloodBrake
+from cache_pipeline.tasks.consumer import QueueConsumer
+from cache_pipeline.tasks.deleter import DeleteBatcher, Tally
+from cache_pipeline.tasks.flood_window import FloodLimits, FloodWindow
+from cache_pipeline.tasks.gates import FloodGate, Gates, RedisGate, SchemaGate
 from cache_pipeline.tasks.handlers import TaskRunner
-from cache_pipeline.tasks.pipeline import TASK_NAMES
-from cache_pipeline.tasks.poison_guard import FloodBound, PoisonGuard
-from cache_pipeline.tasks.schema_watch import SchemaWatch
+from cache_pipeline.tasks.pipeline import (
+    TASK_NAMES,
+    GiveBack,
+    Receive,
+    Settle,
+    build_pipeline,
+)
 from cache_pipeline.tasks.shutdown import stop_consumers
 
 HTTP_STOP_SECS = 2.0  # after the consumers: the HTTP surface's own stop (a probe may hang)
@@ -63,9 +68,7 @@ class Runtime:
     planner: Planner
     queue: SqsQueue
     health: HealthState
-    schema: SchemaWatch
-    flood: FloodBrake
-    gate: RedisGate
+    gates: Gates
     stopping: threading.Event = field(default_factory=threading.Event)
     tally: Tally = field(default_factory=Tally)
 
@@ -90,9 +93,11 @@ class Runtime:
             planner=planner,
             queue=SqsQueue.from_settings(settings),
             health=health,
-            schema=SchemaWatch(SchemaGuard(client, planner.layout), health),
-            flood=FloodBrake(PoisonGuard(FloodBound.from_settings(settings)), health),
-            gate=RedisGate(store.probe_write, health, stopping),
+            gates=Gates(
+                redis=RedisGate(store.probe_write, health, stopping),
+                flood=FloodGate(FloodWindow(FloodLimits.from_settings(settings)), health),
+                schema=SchemaGate(SchemaGuard(client, planner.layout), health),
+            ),
             stopping=stopping,
         )
 
@@ -130,6 +135,7 @@ class QueueConsumers(bootsteps.StartStopStep):
             name="queue-deleter",
             tally=runtime.tally,
         )
+        runtime.gates.deletes = self.deleter
         consumers = [
             new_consumer(runtime, runner, self.deleter, f"queue-consumer-{i}") for i in range(count)
         ]
@@ -177,22 +183,16 @@ def delete_senders(consumers: int) -> int:
 def new_consumer(
     runtime: Runtime, runner: TaskRunner, deleter: DeleteBatcher, name: str
 ) -> QueueConsumer:
-    """A consumer of the runtime's queue, running the tasks through ``runner``."""
-    return QueueConsumer(
-        name=name,
-        queue=runtime.queue,
-        store=runtime.store,
-        parse=runtime.planner.parse,
-        run=runner,
-        gate=runtime.gate,
-        health=runtime.health,
-        stopping=runtime.stopping,
-        deleter=deleter,
-        batch_size=runtime.settings.batch_size,
-        schema=runtime.schema,
-        flood=runtime.flood,
-        tally=runtime.tally,
+    """A consumer thread's pipeline on the runtime's queue, running the tasks through ``runner``."""
+    give_back = GiveBack(runtime.queue, runtime.stopping, runtime.tally)
+    receive = Receive(
+        runtime.queue, runtime.settings.batch_size, runtime.health, runtime.stopping, give_back
     )
+    settle = Settle(runtime.queue, deleter, give_back, beat=lambda: runtime.health.beat(name))
+    pipeline = build_pipeline(
+        receive, runtime.planner.decoder, runner, runtime.gates, runtime.store, settle
+    )
+    return QueueConsumer(name, pipeline, runtime.gates, runtime.health, runtime.stopping)
 
 
 def _run_consumer(consumer: QueueConsumer, runtime: Runtime) -> None:

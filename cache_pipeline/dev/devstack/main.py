@@ -23,7 +23,7 @@ from cache_pipeline.dev.devstack.stack import (
 )
 from cache_pipeline.errors import ConfigError
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "deploy" / "demo"
+DEMO_DIR = Path(__file__).resolve().parents[3] / "deploy" / "demo"
 EXIT_FAILED = 1
 EXIT_MISSING = 2
 

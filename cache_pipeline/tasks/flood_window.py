@@ -1,8 +1,8 @@
-"""Poison-flood guard: stop consuming when most recent messages are invalid.
+"""The poison-flood window: has the share of invalid messages among the latest ones tripped?
 
 One bad message is parked (DLQ or redrive). A flood of them, for example after
 an upstream schema change, means the fault is not in the messages: parking the
-whole queue would only move the backlog into the DLQ. The guard keeps the
+whole queue would only move the backlog into the DLQ. The window keeps the
 outcomes of the last POISON_FLOOD_WINDOW messages; once at least
 POISON_FLOOD_MIN_MESSAGES are in the window and the invalid share reaches
 POISON_FLOOD_RATIO, it trips: the consumer stops, leaves the invalid message
@@ -27,7 +27,7 @@ from cache_pipeline.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
-class FloodBound:
+class FloodLimits:
     """When the guard trips, and for how long."""
 
     ratio: float = 0.5  # 0 turns the guard off
@@ -42,7 +42,7 @@ class FloodBound:
             raise ValueError("cooldown must be >= 0")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FloodBound:
+    def from_settings(cls, settings: Settings) -> FloodLimits:
         return cls(
             ratio=settings.poison_flood_ratio,
             window=settings.poison_flood_window,
@@ -55,13 +55,13 @@ class FloodBound:
         return self.ratio > 0
 
 
-class PoisonGuard:
+class FloodWindow:
     """Sliding window of message outcomes; thread-safe."""
 
-    def __init__(self, bound: FloodBound, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.bound = bound
+    def __init__(self, limits: FloodLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.bound = limits
         self._clock = clock
-        self._outcomes: deque[bool] = deque(maxlen=bound.window)  # True = invalid
+        self._outcomes: deque[bool] = deque(maxlen=limits.window)  # True = invalid
         self._invalid = 0
         self._tripped_at: float | None = None
         self._reason: str | None = None

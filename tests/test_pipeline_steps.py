@@ -1,32 +1,34 @@
-"""The batch algorithm as plain functions: routing, per-message isolation, verdicts.
+"""The pipeline's pure steps: routing, per-message isolation, store answers, verdicts.
 
-No process, no Redis, no queue: ``prepare`` gets a parser and a task runner as
-plain functions, ``settle`` gets deliveries with their store answers.
+No process, no Redis, no queue: ``decode`` and ``run_tasks`` get a parser and a task
+runner as plain functions, ``verdicts`` gets deliveries with their store answers.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from cache_pipeline.config import CacheUpdatePolicy
-from cache_pipeline.contract.messages import Message
+from cache_pipeline.contract.messages import Message, TaskCall
 from cache_pipeline.contract.plan import Outcome, Planned, Planner
 from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreError
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.sqs.queue import Received
+from cache_pipeline.tasks.delivery import Batch, Call, Delivery
 from cache_pipeline.tasks.pipeline import (
     TASK_NAMES,
     Action,
-    Call,
-    Delivery,
-    prepare,
-    record_results,
-    settle,
-    to_write,
+    Decode,
+    Run,
+    decode,
+    run_tasks,
+    verdicts,
+    with_answers,
 )
 from tests.support import factory
 
@@ -47,10 +49,11 @@ def received(body: dict[str, Any] | str, n: int = 0) -> Received:
     return Received(receipt=f"r-{n}", body=text, message_id=f"sqs-{n}", sent_at=1.0)
 
 
-def run_batch(bodies: list[dict[str, Any] | str], **kwargs: Any) -> list[Delivery]:
-    options: dict[str, Any] = {"parse": PLANNER.parse, "run": plan_call, "received_at": 0.0}
-    options.update(kwargs)
-    return prepare([received(b, i) for i, b in enumerate(bodies)], **options)
+def run_batch(
+    bodies: list[dict[str, Any] | str], parse: Decode = PLANNER.decoder, run: Run = plan_call
+) -> Batch:
+    batch = tuple(Delivery(received(b, i), 0.0) for i, b in enumerate(bodies))
+    return run_tasks(run)(decode(parse)(batch))
 
 
 def celery_envelope(task: str, args: Any, kwargs: Any = None, *, b64: bool = True) -> str:
@@ -140,10 +143,10 @@ def test_whatever_one_message_raises_makes_it_alone_unprocessable(
     good = factory.usage("cus-1", 100, "seats", 1)
     bad = factory.usage("cus-2", 100, "seats", 1)
 
-    def parse(body: str) -> Message:
+    def parse(body: str) -> Message | TaskCall:
         if '"cus-2"' in body and stage == "parse":
             boom(exc)()
-        return PLANNER.parse(body)
+        return PLANNER.decoder(body)
 
     def run(call: Call) -> Planned:
         if call.message is not None and call.message.data.customer_id == "cus-2":  # type: ignore[union-attr]
@@ -159,11 +162,11 @@ def test_whatever_one_message_raises_makes_it_alone_unprocessable(
     assert broken.invalid.detail.startswith(type(exc).__name__ + ":")
     if stage == "run":
         assert broken.invalid.message_id == bad["id"]
-    assert len(to_write([first, broken, last])) == 2
+    assert [d.writable for d in (first, broken, last)] == [True, False, True]
 
 
 def test_a_task_that_returns_something_else_than_its_writes_is_unprocessable() -> None:
-    (delivery,) = run_batch([factory.usage("cus-1", 1, "seats", 1)], run=lambda call: "ok")
+    (delivery,) = run_batch([factory.usage("cus-1", 1, "seats", 1)], run=lambda call: "ok")  # type: ignore[arg-type,return-value]
     assert delivery.invalid is not None
     assert delivery.invalid.reason is InvalidReason.UNPROCESSABLE
     assert "TypeError" in delivery.invalid.detail
@@ -190,12 +193,10 @@ def deliveries_for(*results: Outcome | StoreError | InvalidMessage | None) -> li
     for n, result in enumerate(results):
         delivery = Delivery(received(f"body-{n}", n), 0.0)
         if isinstance(result, InvalidMessage):
-            delivery.invalid = result
+            delivery = replace(delivery, invalid=result)
         else:
-            delivery.planned = PLANNER.plan(
-                PLANNER.parse(json.dumps(factory.usage("c", 1, "f", n)))
-            )
-            delivery.result = result
+            message = PLANNER.parse(json.dumps(factory.usage("c", 1, "f", n)))
+            delivery = replace(delivery, planned=PLANNER.plan(message), result=result)
         made.append(delivery)
     return made
 
@@ -221,34 +222,26 @@ def test_each_verdict(
     result: Outcome | StoreError | InvalidMessage | None, has_dlq: bool, action: Action
 ) -> None:
     (delivery,) = deliveries_for(result)
-    settlement = settle([delivery], has_dlq=has_dlq)
-    lists = {
-        Action.DELETE: settlement.delete,
-        Action.PARK: settlement.park,
-        Action.LEAVE: settlement.leave,
-        Action.RELEASE: settlement.release,
-    }
+    lists = verdicts((delivery,), has_dlq=has_dlq)
     assert lists.pop(action) == [delivery]
     assert all(other == [] for other in lists.values())
 
 
 def test_held_poison_is_released_not_parked() -> None:
     (delivery,) = deliveries_for(POISON)
-    delivery.held = True
-    assert settle([delivery], has_dlq=True).release == [delivery]
+    delivery = replace(delivery, held=True)
+    assert verdicts((delivery,), has_dlq=True)[Action.RELEASE] == [delivery]
 
 
 def test_store_answers_go_to_the_written_messages_in_order() -> None:
-    deliveries = deliveries_for(None, POISON, None, None)
-    deliveries[3].held = True  # never written
-    for delivery in deliveries:
-        delivery.result = None
-    record_results(deliveries, [Outcome.WRITTEN, REFUSED])
-    assert [d.result for d in deliveries] == [Outcome.WRITTEN, None, REFUSED, None]
-    settlement = settle(deliveries, has_dlq=False)
-    assert settlement.delete == [deliveries[0]]
-    assert settlement.leave == [deliveries[1], deliveries[2]]
-    assert settlement.release == [deliveries[3]]
+    made = deliveries_for(None, POISON, None, None)
+    made[3] = replace(made[3], held=True)  # never written
+    answered = with_answers(tuple(made), [Outcome.WRITTEN, REFUSED])
+    assert [d.result for d in answered] == [Outcome.WRITTEN, None, REFUSED, None]
+    split = verdicts(answered, has_dlq=False)
+    assert split[Action.DELETE] == [answered[0]]
+    assert split[Action.LEAVE] == [answered[1], answered[2]]
+    assert split[Action.RELEASE] == [answered[3]]
 
 
 def test_a_poison_message_keeps_its_body_and_names_its_ids() -> None:
