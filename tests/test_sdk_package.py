@@ -1,11 +1,13 @@
-"""``pip install cache-pipeline`` alone is the reader SDK: built as a wheel, installed into a
-fresh virtualenv without the worker's extra, it reads entitlements from a real redis-server."""
+"""``pip install cache-pipeline`` alone is the reader SDK: built as a wheel (one top-level
+package, ``cache_pipeline``), installed into a fresh virtualenv without the worker's extra, it
+reads entitlements from a real redis-server and loads nothing of the worker."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,9 @@ def test_the_bare_package_reads_entitlements_without_the_worker_dependencies(
     wheels = tmp_path / "wheels"
     run(python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(ROOT))
     (wheel,) = wheels.glob("cache_pipeline-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        tops = {name.split("/")[0] for name in archive.namelist()}
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"cache_pipeline"}
     run(python, "-m", "pip", "install", "--quiet", str(wheel))
     installed = {
         item["name"].lower()
