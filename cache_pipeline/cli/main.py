@@ -137,14 +137,11 @@ def invalidate(customer_id: str, resource_id: str | None) -> None:
     import time
 
     from cache_pipeline.errors import CachePipelineError
-    from cache_pipeline.keys import KeyLayout, unsafe_id_problem
+    from cache_pipeline.keys import KeyLayout
     from cache_pipeline.store.connection import connect
     from cache_pipeline.store.writer import Store
 
-    for name, value in (("--customer", customer_id), ("--resource", resource_id)):
-        problem = unsafe_id_problem(value) if value is not None else None
-        if problem is not None or value == "":
-            raise click.BadParameter(problem or "an id is not empty", param_hint=name)
+    _check_ids(customer_id, resource_id)
     client = connect(settings)
     layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
     store = Store(client, layout, ttl=settings.keys_ttl_in_secs)
@@ -155,6 +152,40 @@ def invalidate(customer_id: str, resource_id: str | None) -> None:
     finally:
         client.close()
     click.echo(json.dumps({"customer": customer_id, "resource": resource_id, "deleted": deleted}))
+
+
+@cli.command("inspect")
+@click.argument("customer_id", metavar="CUSTOMER")
+@click.option("--resource", "resource_id", default=None, help="Resource id, raw (optional).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def inspect(customer_id: str, resource_id: str | None, as_json: bool) -> None:
+    """Show what the cache holds for CUSTOMER (every key, version, TTL, decoded value) and
+    whether Stigg's SDK 3.95.0 and a 4.x reader would take it as a hit. Read-only."""
+    settings = load_settings()
+    from cache_pipeline.cli.inspect import inspect_scope, render
+    from cache_pipeline.errors import CachePipelineError
+    from cache_pipeline.keys import KeyLayout
+    from cache_pipeline.store.connection import connect
+
+    _check_ids(customer_id, resource_id)
+    client = connect(settings)
+    layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
+    try:
+        found = inspect_scope(client, layout, customer_id, resource_id)
+    except CachePipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        client.close()
+    click.echo(json.dumps(found.as_dict(), sort_keys=True) if as_json else render(found))
+
+
+def _check_ids(customer_id: str, resource_id: str | None) -> None:
+    from cache_pipeline.keys import unsafe_id_problem
+
+    for name, value in (("CUSTOMER", customer_id), ("--resource", resource_id)):
+        problem = unsafe_id_problem(value) if value is not None else None
+        if problem is not None or value == "":
+            raise click.BadParameter(problem or "an id is not empty", param_hint=name)
 
 
 @cli.command("migrate")
