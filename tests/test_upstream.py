@@ -271,12 +271,13 @@ def test_a_timed_out_attempt_leaves_no_budget(server: ScriptedServer, calls: Cal
     assert calls.waits == []  # nothing left for a retry
 
 
-def test_connection_refused_is_retried(calls: Calls) -> None:
+def test_a_refused_connection_is_not_retried(calls: Calls) -> None:
+    """Unlike Stigg's SDK (a retry 4 s later): the caller's request waits for nothing."""
     options = EdgeOptions(f"http://127.0.0.1:{free_port()}", base_delay_seconds=0.05, jitter=0.0)
-    with pytest.raises(UpstreamUnavailable):
+    with pytest.raises(UpstreamUnavailable, match="ConnectError"):
         EdgeClient(options).fetch("cus-1")
-    assert len(calls.timeouts) == 4  # the attempt and three retries
-    assert calls.waits == pytest.approx([0.1, 0.2, 0.4])  # 2, 4, 8 x base
+    assert len(calls.timeouts) == 1  # the attempt alone
+    assert calls.waits == []
 
 
 def test_delay_is_exponential_with_up_to_20_percent_jitter() -> None:

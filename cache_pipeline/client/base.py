@@ -29,6 +29,7 @@ from cache_pipeline.client.queries import (
     ScopeQuery,
     ScopeView,
     Verdict,
+    edge_view,
 )
 from cache_pipeline.client.reading import ReadRequest, Scope
 from cache_pipeline.client.upstream import EdgeAnswer
@@ -60,6 +61,7 @@ class ReaderBase:
         self.layout = KeyLayout(self.settings.environment_prefix, self.settings.redis_cluster)
         self.local = LocalCache(self.options.local_ttl_seconds, self.options.local_max_entries)
         self._redis_down_until = 0.0
+        self._edge_down_until = 0.0
 
     # -- arguments, checked before any I/O -------------------------------------------------
 
@@ -110,7 +112,20 @@ class ReaderBase:
         return query.judge(reply, scope, self._now())
 
     def _from_cache(self, query: Query[T], scope: Scope, hit: CachedScope) -> T:
+        self._count("hit")
         return query.answer(scope, ScopeView(hit, "cache"), self._now())
+
+    def _from_edge(self, query: Query[T], scope: Scope, answer: EdgeAnswer) -> T:
+        self._count("miss")
+        return query.answer(scope, edge_view(answer), self._now())
+
+    def _fallback(self, query: Query[T], scope: Scope) -> T:
+        self._count("fallback")
+        return query.fallback(scope)
+
+    def _count(self, outcome: str) -> None:
+        if self.options.outcomes is not None:
+            self.options.outcomes(outcome)
 
     def _local_answer(self, query: Query[T], scope: Scope, request: ReadRequest) -> T | None:
         """The answer from the in-process cache, when it holds a hit for this call."""
@@ -130,7 +145,14 @@ class ReaderBase:
             scope.resource_id,
             exc,
         )
-        return query.fallback(scope)
+        if isinstance(exc, UpstreamUnavailable):
+            self._edge_down_until = time.monotonic() + self.options.edge_retry_after_seconds
+        self._count("edge_error")
+        return self._fallback(query, scope)
+
+    def _edge_resting(self) -> bool:
+        """True while the Edge API is skipped after it was unavailable."""
+        return time.monotonic() < self._edge_down_until
 
     def _write_call(self, scope_key: str, answer: EdgeAnswer) -> ScriptCall | None:
         """The write-back of an Edge answer, or None when it is not written (logged)."""

@@ -36,6 +36,14 @@ class ReaderOptions:
     * ``poll_interval_seconds`` is how often a waiting reader looks at the cache.
     * ``redis_retry_after_seconds``: after a Redis failure, reads skip Redis
       (and go to the Edge API) for that long instead of waiting on timeouts.
+    * ``edge_retry_after_seconds``: after the Edge API was unavailable (refused, timed
+      out, failing), getters that would ask it answer their fallback at once for that
+      long, so an application's request path never waits on a dead upstream twice.
+      A refused connection is not retried within a call.
+    * ``outcomes``: called with ``"hit"``, ``"miss"`` (answered from the Edge API),
+      ``"fallback"`` or ``"edge_error"`` once per getter call (``edge_error`` beside
+      the ``fallback`` it leads to); off by default. ``cache_pipeline.client.metrics``
+      makes one that counts into Prometheus.
     * ``entitlements_fallback``: ``{feature_id: {field: value}}``, the fallback of a
       getter called without its own ``fallback=`` (Stigg's ``entitlementsFallback``);
       fields are the answers' snake_case names (``{"has_access": True}``).
@@ -52,6 +60,8 @@ class ReaderOptions:
     lock_wait_seconds: float | None = None
     poll_interval_seconds: float = 0.01
     redis_retry_after_seconds: float = 1.0
+    edge_retry_after_seconds: float = 5.0
+    outcomes: Callable[[str], None] | None = None
     entitlements_fallback: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     clock: Callable[[], int] = now_ms
 
@@ -68,6 +78,7 @@ class ReaderOptions:
             "backoff_base_seconds",
             "local_ttl_seconds",
             "redis_retry_after_seconds",
+            "edge_retry_after_seconds",
         ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must be >= 0, got {getattr(self, name)!r}")

@@ -33,7 +33,7 @@ from cache_pipeline.client.flavours import (
 )
 from cache_pipeline.client.models import CustomerEntitlements
 from cache_pipeline.client.options import ReaderOptions
-from cache_pipeline.client.queries import Query, Verdict, edge_view
+from cache_pipeline.client.queries import Query, Verdict
 from cache_pipeline.client.reading import (
     CACHE_TROUBLE,
     ReadRequest,
@@ -271,17 +271,19 @@ class EntitlementsCache(ReaderBase):
 
     def _fetch(self, query: Query[T], scope: Scope, request: ReadRequest, miss: ScopeMiss) -> T:
         """Ask the Edge API (the global scope too when it is missing), write back, answer."""
+        if self._edge_resting():
+            return self._fallback(query, scope)
         try:
             answer = self._fetch_scopes(scope, miss)
         except UPSTREAM_TROUBLE as exc:
             return self._upstream_failed(query, scope, exc)
         self._write(scope.keys.entitlements, answer)
         if not query.needs_cache:
-            return query.answer(scope, edge_view(answer), self._now())
+            return self._from_edge(query, scope, answer)
         again = self._read_verdict(query, scope, request)
         if isinstance(again, CachedScope):
             return self._from_cache(query, scope, again)
-        return query.fallback(scope)
+        return self._fallback(query, scope)
 
     def _fetch_scopes(self, scope: Scope, miss: ScopeMiss) -> EdgeAnswer:
         """The scope's Edge answer; the global scope's is written back when it is missing."""
@@ -292,13 +294,13 @@ class EntitlementsCache(ReaderBase):
 
     def _without_cache(self, query: Query[T], scope: Scope) -> T:
         """Redis is in trouble: answer from the Edge API alone, nothing written."""
-        if query.needs_cache:
-            return query.fallback(scope)
+        if query.needs_cache or self._edge_resting():
+            return self._fallback(query, scope)
         try:
             answer = self.edge.fetch(scope.customer_id, scope.resource_id)
         except UPSTREAM_TROUBLE as exc:
             return self._upstream_failed(query, scope, exc)
-        return query.answer(scope, edge_view(answer), self._now())
+        return self._from_edge(query, scope, answer)
 
     def _write(self, scope_key: str, answer: EdgeAnswer) -> None:
         """Write an Edge answer back (v2_write_scope.lua); cache trouble is only logged."""

@@ -90,7 +90,11 @@ def entitlements_url(base_url: str, customer_id: str, resource_id: str | None = 
 
 
 class _Retry(Exception):
-    """An attempt failed in a way another attempt may not."""
+    """An attempt failed in a way another attempt may not (``retriable``: worth one)."""
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable
 
 
 def interpret(response: httpx.Response) -> list[dict[str, Any]]:
@@ -146,8 +150,10 @@ class _Budget:
     def remaining(self) -> float:
         return max(self.deadline - time.monotonic(), 0.001)
 
-    def next_delay(self, error: BaseException) -> float:
+    def next_delay(self, error: _Retry) -> float:
         """Seconds to wait before the next attempt, or ``UpstreamUnavailable``."""
+        if not error.retriable:
+            raise UpstreamUnavailable(f"Edge API unavailable: {error}") from None
         self.retries += 1
         delay = self.options.delay(self.retries)
         if self.retries > self.options.retries or self.deadline - time.monotonic() <= delay:
@@ -156,7 +162,11 @@ class _Budget:
 
 
 def _transport_error(exc: httpx.TransportError) -> _Retry:
-    return _Retry(f"{type(exc).__name__}: {exc}")
+    """A connection that could not be made (refused, no route, no such host) is not
+    retried: the caller's request waits for nothing (Stigg's SDK retries a refusal after
+    4 s); the reader then rests the Edge API for a while. Timeouts and broken answers are
+    retried as Stigg's SDK retries them."""
+    return _Retry(f"{type(exc).__name__}: {exc}", retriable=not isinstance(exc, httpx.ConnectError))
 
 
 class EdgeClient:
