@@ -15,7 +15,8 @@ import pytest
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.dev.publish import InvalidLine, read_messages
-from cache_pipeline.sqs.dlq import Poison, attributes, sqs_text
+from cache_pipeline.sqs.dlq import attributes, sqs_text
+from cache_pipeline.sqs.queue import Poison
 from cache_pipeline.store.writer import Outcome, Store
 from tests.support import factory
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer
@@ -82,7 +83,7 @@ def test_publish_sends_nothing_when_a_line_is_invalid(
     assert result.returncode == 1
     assert "line 3" in result.stderr
     assert "not_json" in result.stderr
-    assert queue_depth(sqs_server.client(), queue_url) == 0
+    assert queue_depth(sqs_server, queue_url) == 0
 
 
 def test_read_messages_names_the_line_and_the_reason() -> None:
@@ -97,7 +98,7 @@ def test_redrive_moves_the_dlq_back_unchanged(sqs_server: SqsServer) -> None:
     client = sqs_server.client()
     queue_url, dlq_url = create_queue(client), create_queue(client)
     bodies = [json.dumps(factory.usage("cus-1", 100 + i, "seats", i)) for i in range(23)]
-    send(client, dlq_url, bodies)
+    send(sqs_server, dlq_url, bodies)
     env = {
         "QUEUE_URL": queue_url,
         "DEAD_LETTER_QUEUE_URL": dlq_url,
@@ -106,7 +107,7 @@ def test_redrive_moves_the_dlq_back_unchanged(sqs_server: SqsServer) -> None:
     result = run_cli("redrive", env=env)
     assert result.returncode == 0, result.stderr
     assert "moved 23 message(s), 0 failed" in result.stdout
-    assert queue_depth(client, dlq_url) == 0
+    assert queue_depth(sqs_server, dlq_url) == 0
     assert sorted(drain(sqs_server, queue_url)) == sorted(bodies)
 
 
@@ -114,7 +115,9 @@ def test_redrive_stops_at_its_limit(sqs_server: SqsServer) -> None:
     client = sqs_server.client()
     queue_url, dlq_url = create_queue(client), create_queue(client)
     send(
-        client, dlq_url, [json.dumps(factory.usage("cus-1", 100 + i, "seats", i)) for i in range(5)]
+        sqs_server,
+        dlq_url,
+        [json.dumps(factory.usage("cus-1", 100 + i, "seats", i)) for i in range(5)],
     )
     env = {
         "QUEUE_URL": queue_url,
