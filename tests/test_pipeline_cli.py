@@ -19,7 +19,7 @@ from cache_pipeline.sqs.dlq import attributes, sqs_text
 from cache_pipeline.sqs.queue import Poison
 from cache_pipeline.store.writer import Outcome, Store
 from tests.support import factory
-from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer
+from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port
 from tests.support.worker import create_queue, queue_depth, send
 
 
@@ -127,6 +127,24 @@ def test_redrive_stops_at_its_limit(sqs_server: SqsServer) -> None:
     result = run_cli("redrive", "--max", "3", env=env)
     assert "moved 3 message(s)" in result.stdout
     assert len(drain(sqs_server, queue_url)) == 3
+
+
+def test_redrive_and_publish_against_an_unreachable_endpoint_stop_with_one_line(
+    tmp_path: Path,
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    env = {
+        "QUEUE_URL": f"{nowhere}/000000000000/q",
+        "DEAD_LETTER_QUEUE_URL": f"{nowhere}/000000000000/dlq",
+        "SQS_ENDPOINT_URL": nowhere,
+    }
+    source = tmp_path / "messages.jsonl"
+    source.write_text(json.dumps(factory.usage("cus-1", 100, "seats", 1)) + "\n")
+    for args, what in ((["redrive"], "redrive"), (["publish", str(source)], "publishing")):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 1
+        assert result.stderr.strip().count("\n") == 0, result.stderr
+        assert f"{what} stopped: unreachable" in result.stderr
 
 
 def test_redrive_without_a_dlq_stops_with_one_line(sqs_server: SqsServer) -> None:
