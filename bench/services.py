@@ -17,15 +17,16 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 from botocore.config import Config
 
-from tests.support.servers import RedisServer, end_process, free_port, wait_until
+from cache_pipeline.errors import QueueUnavailable
+from tests.support.servers import RedisServer, end_process, free_port, queue_at, wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -40,7 +41,6 @@ AWS_DEFAULTS = {
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-SEND_BATCH = 10
 
 
 class ServiceError(RuntimeError):
@@ -154,24 +154,18 @@ class Queues:
         return url
 
     def fill(self, url: str, bodies: Sequence[str]) -> None:
-        """Send the bodies in order, ten per SendMessageBatch."""
-        for start in range(0, len(bodies), SEND_BATCH):
-            chunk = bodies[start : start + SEND_BATCH]
-            entries: list[Any] = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(chunk)]
-            reply = self.client.send_message_batch(QueueUrl=url, Entries=entries)
-            if reply.get("Failed"):
-                raise ServiceError(f"SQS refused a message: {reply['Failed'][0]}")
+        """Send the bodies in order through the pipeline's SQS client."""
+        with closing(queue_at(self.endpoint, url)) as queue:
+            try:
+                queue.send(bodies)
+            except QueueUnavailable as exc:
+                raise ServiceError(f"sending to {url} failed: {exc}") from None
 
     def depth(self, url: str) -> tuple[int, int]:
         """(visible, in flight) messages, as the queue reports them."""
-        attributes = self.client.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return (
-            int(attributes["ApproximateNumberOfMessages"]),
-            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-        )
+        with closing(queue_at(self.endpoint, url)) as queue:
+            depth = queue.depth()
+        return depth.visible, depth.in_flight
 
     def wait_empty(self, url: str, timeout: float = 60.0) -> None:
         """Wait until the queue holds no message, visible or in flight."""

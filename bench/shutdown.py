@@ -67,8 +67,8 @@ def started() -> Iterator[Setup]:
         queue = create_queue(client, VisibilityTimeout="30")
         workers = Workers(worker_env(queue, sqs, redis_server, "bench-shutdown", **DEFAULTS))
         worker = workers.start()
-        send(client, queue, seed(CUSTOMERS))
-        wait_for_queue_empty(client, queue)
+        send(sqs, queue, seed(CUSTOMERS))
+        wait_for_queue_empty(sqs, queue)
         yield Setup(redis_server, sqs, queue, worker)
     finally:
         if workers is not None:
@@ -82,16 +82,14 @@ def started() -> Iterator[Setup]:
 
 def redis_hung(setup: Setup) -> None:
     setup.redis.pause()
-    client = setup.sqs.client()
-    send(client, setup.queue, stream(CUSTOMERS, IN_FLIGHT, duplicates=0))
-    wait_until(lambda: in_flight(client, setup.queue) > 0, timeout=30, what="in flight")
+    send(setup.sqs, setup.queue, stream(CUSTOMERS, IN_FLIGHT, duplicates=0))
+    wait_until(lambda: in_flight(setup.sqs, setup.queue) > 0, timeout=30, what="in flight")
 
 
 def redis_killed(setup: Setup) -> None:
     setup.redis.kill()
-    client = setup.sqs.client()
-    send(client, setup.queue, stream(CUSTOMERS, IN_FLIGHT, duplicates=0))
-    wait_until(lambda: in_flight(client, setup.queue) > 0, timeout=30, what="in flight")
+    send(setup.sqs, setup.queue, stream(CUSTOMERS, IN_FLIGHT, duplicates=0))
+    wait_until(lambda: in_flight(setup.sqs, setup.queue) > 0, timeout=30, what="in flight")
 
 
 def sqs_hung(setup: Setup) -> None:

@@ -32,9 +32,8 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.config import SQS_BATCH_LIMIT, CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.sqs.boto import send_bodies
 from tests.support import factory
 from tests.support.model import ContractModel
 from tests.support.servers import (
@@ -42,6 +41,7 @@ from tests.support.servers import (
     RedisServer,
     SqsServer,
     free_port,
+    queue_at,
     wait_until,
 )
 from tests.support.snapshot import read_state
@@ -149,11 +149,11 @@ def _services(stack: ExitStack) -> tuple[RedisServer, str]:
 
 
 def _ticks(rate: float, seconds: float) -> Iterator[float]:
-    """Elapsed time at each send of ten messages, paced to ``rate`` messages per second."""
+    """Elapsed time at each send of a full batch, paced to ``rate`` messages per second."""
     start = time.monotonic()
     sent = 0
     while (elapsed := time.monotonic() - start) < seconds:
-        due = sent * 10 / rate
+        due = sent * SQS_BATCH_LIMIT / rate
         if due > elapsed:
             time.sleep(due - elapsed)
         yield time.monotonic() - start
@@ -194,18 +194,18 @@ def main(minutes: float, rate: float, customers: int, interval: float) -> None:
         client = redis_server.client()
         stack.callback(client.close)
         stream = Stream(customers)
-        sent = send_bodies(sqs, queue, stream.seed())
+        sender = queue_at(endpoint, queue)
+        stack.callback(sender.close)
+        sent = sender.send(stream.seed())
         click.echo(f"soak: {minutes:g} min at {rate:g} msg/s, worker log {log}")
         samples: list[int] = []
         next_print = interval
         for elapsed in _ticks(rate, minutes * 60):
-            sent += send_bodies(sqs, queue, [stream.next() for _ in range(10)])
+            sent += sender.send([stream.next() for _ in range(SQS_BATCH_LIMIT)])
             if elapsed >= next_print:
                 next_print += interval
                 samples.append(worker.rss())
-                depth = sqs.get_queue_attributes(
-                    QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
-                )["Attributes"]["ApproximateNumberOfMessages"]
+                depth = sender.depth().visible
                 used = int(client.info("memory")["used_memory"])
                 click.echo(
                     f"soak: t={elapsed / 60:5.1f}min sent={sent} handled={worker.handled():g}"

@@ -20,6 +20,7 @@ NO_EXPIRY = -1
 AUTO_RECEIVES = 16
 AUTO_MIN_CONSUMERS = 12
 SQS_READ_TIMEOUT_SECS = 20  # cache_pipeline.sqs.wire.READ_TIMEOUT: above SQS's longest long poll
+SQS_BATCH_LIMIT = 10  # SQS's most messages per receive and entries per batch call
 # Seconds from SIGTERM until the worker's consumers are stopped, whatever Redis and SQS do
 # (cache_pipeline/tasks/shutdown.py); the process exits well within a second after that.
 # Below docker compose's default stop grace period (10 s) and Kubernetes' default
@@ -83,7 +84,11 @@ class Settings(BaseSettings):
     batch_size: Annotated[
         int,
         Field(
-            ge=1, le=10, json_schema_extra=_allowed("an integer 1..10 (SQS receives at most 10)")
+            ge=1,
+            le=SQS_BATCH_LIMIT,
+            json_schema_extra=_allowed(
+                f"an integer 1..{SQS_BATCH_LIMIT} (SQS receives at most {SQS_BATCH_LIMIT})"
+            ),
         ),
     ] = 1
     keys_ttl_in_secs: Annotated[

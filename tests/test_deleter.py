@@ -21,7 +21,7 @@ from tests.support.servers import wait_until
 def applied(queue: MemoryQueue, count: int) -> list[Delivery]:
     """``count`` messages sent, received and marked applied, as a consumer hands them over."""
     planner = Planner.from_settings(load_settings())
-    queue.send(*(json.dumps(factory.usage("c", 100 + i, "seats", i)) for i in range(count)))
+    queue.send(json.dumps(factory.usage("c", 100 + i, "seats", i)) for i in range(count))
     deliveries = []
     for received in queue.receive(count, 0):
         planned = planner.plan(planner.parse(received.body))

@@ -140,7 +140,7 @@ class Scene:
         return self.workers.start()
 
     def send(self, bodies: list[dict[str, Any]]) -> int:
-        return send(self.sqs.client(), self.queue, bodies)
+        return send(self.sqs, self.queue, bodies)
 
     def handled(self) -> float:
         return self.counts.handled(self.workers.started)
@@ -170,8 +170,7 @@ class Scene:
         """
         wait_until(lambda: self.handled() > before, timeout=60, what="worker resumed")
         report.resume_s = time.monotonic() - fault_ended
-        client = self.sqs.client()
-        wait_until(lambda: queue_depth(client, self.queue) == 0, timeout=90, what="queue empty")
+        wait_until(lambda: queue_depth(self.sqs, self.queue) == 0, timeout=90, what="queue empty")
         report.converge_s = time.monotonic() - fault_ended
         expected = expected_state(self.prefix, bodies, POLICY)
         actual = read_state(self.client, KeyLayout(self.prefix))
@@ -324,7 +323,7 @@ def test_worker_sigkilled_mid_batch_then_a_new_one(
     os.kill(first.pid, signal.SIGSTOP)  # a backlog: running, it keeps up with the sender
     sent.send_rest()
     os.kill(first.pid, signal.SIGCONT)
-    held = freeze_holding(first, sqs_server.client(), scene.queue)
+    held = freeze_holding(first, sqs_server, scene.queue)
     first.kill()  # lands on messages it received and has not deleted
     report.note = f"killed holding {held} message(s) in flight"
     ended, before = time.monotonic(), scene.handled()

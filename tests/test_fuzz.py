@@ -517,13 +517,13 @@ def test_pathological_bodies_through_the_real_worker_are_parked_with_their_reaso
     workers = Workers({**env, "POISON_FLOOD_RATIO": "0"})
     try:
         worker = workers.start()
-        send(sqs, queue, [text for text, _ in cases])
+        send(sqs_server, queue, [text for text, _ in cases])
         last = factory.entitlements("cus-after", 10, features={"seats": 1})
-        send(sqs, queue, [last])
+        send(sqs_server, queue, [last])
         wait_for_state(
             redis_client, prefix, expected_state(prefix, [last], CacheUpdatePolicy.UPSERT)
         )
-        wait_until(lambda: queue_depth(sqs, queue) == 0, timeout=30, what="queue drained")
+        wait_until(lambda: queue_depth(sqs_server, queue) == 0, timeout=30, what="queue drained")
         assert worker.readyz()["status"] == "UP"
         parked = Counter(
             reason

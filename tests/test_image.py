@@ -201,7 +201,7 @@ def test_hardened_container_applies_the_stream_and_stops_cleanly_on_sigterm(
     assert_hardened(first.container)
 
     seeded, head = seed(CUSTOMERS), stream(CUSTOMERS, 100, seed_value=31)
-    send(sqs, queue_url, seeded + head)
+    send(sqs_server, queue_url, seeded + head)
     wait_for_state(client, prefix, expected_state(prefix, seeded + head, CacheUpdatePolicy.UPSERT))
     assert first.http.get("/readyz").json()["status"] == "UP"
     exported = first.metrics()
@@ -213,11 +213,11 @@ def test_hardened_container_applies_the_stream_and_stops_cleanly_on_sigterm(
     tail = stream(CUSTOMERS, 400, seed_value=32)
     sent = seeded + head + tail
     first.signal("STOP")  # a backlog: running, the worker keeps up with the sender
-    send(sqs, queue_url, tail)
+    send(sqs_server, queue_url, tail)
     held = hold_frozen(
         lambda: first.signal("STOP"),
         lambda: first.signal("CONT"),
-        sqs,
+        sqs_server,
         queue_url,
         left_at_most=len(tail) - 30,
     )
@@ -225,18 +225,18 @@ def test_hardened_container_applies_the_stream_and_stops_cleanly_on_sigterm(
     print(f"\nimage: SIGTERM holding {held} message(s): exit {code} after {seconds:.1f} s")
     assert code == 0, first.container.logs()
     assert seconds < SHUTDOWN_BOUND_SECS, first.container.logs()
-    assert in_flight(sqs, queue_url) == 0, first.container.logs()  # deleted or handed back
-    leftover = take_leftover(sqs, queue_url, sent)
+    assert in_flight(sqs_server, queue_url) == 0, first.container.logs()  # deleted or handed back
+    leftover = take_leftover(sqs_server, queue_url, sent)
     deleted_state = expected_state(prefix, leftover.deleted, CacheUpdatePolicy.UPSERT)
     assert read_state(client, KeyLayout(prefix)) == deleted_state  # written iff deleted
-    give_back(sqs, queue_url, leftover)
+    give_back(sqs_server, queue_url, leftover)
     built.timings.mark("sigterm")
 
     second = Worker(built, worker_settings)
     containers.append(second)
     second.start()
     wait_for_state(client, prefix, expected_state(prefix, sent, CacheUpdatePolicy.UPSERT))
-    wait_until(lambda: queue_depth(sqs, queue_url) == 0, timeout=30, what="an empty queue")
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == 0, timeout=30, what="an empty queue")
     assert second.container.terminate() == 0, second.container.logs()
     built.timings.mark("drain")
 

@@ -159,13 +159,13 @@ OUTCOMES = ("persistent_cache_messages_processed_total", "persistent_cache_messa
 
 
 def test_metrics_count_every_message_by_type_and_reason(
-    start_worker: Any, sqs: SQSClient, prefix: str, redis_admin: redis.Redis
+    start_worker: Any, sqs_server: SqsServer, prefix: str, redis_admin: redis.Redis
 ) -> None:
     worker, queue, dlq = start_worker()
     bodies, by_type, by_reason = traffic(prefix)
-    send(sqs, queue, bodies)
+    send(sqs_server, queue, bodies)
     wait_settled(worker, len(bodies))
-    wait_until(lambda: queue_depth(sqs, queue) == 0, timeout=30, what="queue drained")
+    wait_until(lambda: queue_depth(sqs_server, queue) == 0, timeout=30, what="queue drained")
     samples = worker.metrics()  # counted once each: nothing more after the queue drained
 
     processed = labelled(samples, "persistent_cache_messages_processed_total", "type")
@@ -174,7 +174,7 @@ def test_metrics_count_every_message_by_type_and_reason(
     assert failed == by_reason
     parked = labelled(samples, "persistent_cache_messages_parked_total", "destination")
     assert parked == {"dlq": sum(by_reason.values())}
-    assert queue_depth(sqs, dlq) == sum(by_reason.values())
+    assert queue_depth(sqs_server, dlq) == sum(by_reason.values())
     handled = samples[("persistent_cache_message_handling_duration_seconds_count", ())]
     assert handled == len(bodies)
     assert samples[("persistent_cache_write_errors_total", ())] == 0
@@ -207,13 +207,13 @@ def labelled(samples: Samples, name: str, label: str) -> dict[str, int]:
 
 
 def test_worker_output_is_json_lines_without_secrets(
-    start_worker: Any, sqs: SQSClient, prefix: str
+    start_worker: Any, sqs_server: SqsServer, prefix: str
 ) -> None:
     worker, queue, _ = start_worker(
         LOG_LEVEL="debug", LOG_MESSAGE_KEY="message_text", LOG_ERROR_KEY="failure"
     )
     bodies, _, by_reason = traffic(prefix)
-    send(sqs, queue, bodies)
+    send(sqs_server, queue, bodies)
     wait_settled(worker, len(bodies))
     assert worker.terminate() == 0
     output = worker.log.read_text()

@@ -123,11 +123,11 @@ def test_every_metric_of_the_dashboard_and_the_rules_is_exported_by_a_worker(
         factory.usage("cus-1", 2000, "feature-1", 5),
         factory.usage("cus-1", 1000, "feature-1", 1),
     )
-    send(sqs, queue_url, [factory.entitlements("cus-1", 500), newer])
+    send(sqs_server, queue_url, [factory.entitlements("cus-1", 500), newer])
     wait_until(
         lambda: worker.counter("persistent_cache_messages_processed_total", type=newer["type"])
     )
-    send(sqs, queue_url, [older, "not json"])
+    send(sqs_server, queue_url, [older, "not json"])
     wait_until(lambda: worker.counter("persistent_cache_messages_parked_total", destination="dlq"))
     wait_until(lambda: sum_of(worker, "persistent_cache_messages_skipped_total") > 0)
     exported = {name for name, _labels in worker.metrics()}

@@ -15,10 +15,11 @@ import pytest
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.dev.publish import InvalidLine, read_messages
-from cache_pipeline.sqs.dlq import Poison, attributes, sqs_text
+from cache_pipeline.sqs.dlq import attributes, sqs_text
+from cache_pipeline.sqs.queue import Poison
 from cache_pipeline.store.writer import Outcome, Store
 from tests.support import factory
-from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer
+from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port
 from tests.support.worker import create_queue, queue_depth, send
 
 
@@ -82,7 +83,7 @@ def test_publish_sends_nothing_when_a_line_is_invalid(
     assert result.returncode == 1
     assert "line 3" in result.stderr
     assert "not_json" in result.stderr
-    assert queue_depth(sqs_server.client(), queue_url) == 0
+    assert queue_depth(sqs_server, queue_url) == 0
 
 
 def test_read_messages_names_the_line_and_the_reason() -> None:
@@ -97,7 +98,7 @@ def test_redrive_moves_the_dlq_back_unchanged(sqs_server: SqsServer) -> None:
     client = sqs_server.client()
     queue_url, dlq_url = create_queue(client), create_queue(client)
     bodies = [json.dumps(factory.usage("cus-1", 100 + i, "seats", i)) for i in range(23)]
-    send(client, dlq_url, bodies)
+    send(sqs_server, dlq_url, bodies)
     env = {
         "QUEUE_URL": queue_url,
         "DEAD_LETTER_QUEUE_URL": dlq_url,
@@ -106,7 +107,7 @@ def test_redrive_moves_the_dlq_back_unchanged(sqs_server: SqsServer) -> None:
     result = run_cli("redrive", env=env)
     assert result.returncode == 0, result.stderr
     assert "moved 23 message(s), 0 failed" in result.stdout
-    assert queue_depth(client, dlq_url) == 0
+    assert queue_depth(sqs_server, dlq_url) == 0
     assert sorted(drain(sqs_server, queue_url)) == sorted(bodies)
 
 
@@ -114,7 +115,9 @@ def test_redrive_stops_at_its_limit(sqs_server: SqsServer) -> None:
     client = sqs_server.client()
     queue_url, dlq_url = create_queue(client), create_queue(client)
     send(
-        client, dlq_url, [json.dumps(factory.usage("cus-1", 100 + i, "seats", i)) for i in range(5)]
+        sqs_server,
+        dlq_url,
+        [json.dumps(factory.usage("cus-1", 100 + i, "seats", i)) for i in range(5)],
     )
     env = {
         "QUEUE_URL": queue_url,
@@ -124,6 +127,24 @@ def test_redrive_stops_at_its_limit(sqs_server: SqsServer) -> None:
     result = run_cli("redrive", "--max", "3", env=env)
     assert "moved 3 message(s)" in result.stdout
     assert len(drain(sqs_server, queue_url)) == 3
+
+
+def test_redrive_and_publish_against_an_unreachable_endpoint_stop_with_one_line(
+    tmp_path: Path,
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    env = {
+        "QUEUE_URL": f"{nowhere}/000000000000/q",
+        "DEAD_LETTER_QUEUE_URL": f"{nowhere}/000000000000/dlq",
+        "SQS_ENDPOINT_URL": nowhere,
+    }
+    source = tmp_path / "messages.jsonl"
+    source.write_text(json.dumps(factory.usage("cus-1", 100, "seats", 1)) + "\n")
+    for args, what in ((["redrive"], "redrive"), (["publish", str(source)], "publishing")):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 1
+        assert result.stderr.strip().count("\n") == 0, result.stderr
+        assert f"{what} stopped: unreachable" in result.stderr
 
 
 def test_redrive_without_a_dlq_stops_with_one_line(sqs_server: SqsServer) -> None:

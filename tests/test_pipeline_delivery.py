@@ -31,15 +31,14 @@ def seed_then_stream(
     """Seed a warm cache (written as a reader's miss path writes it), then send a realistic
     stream reordered by up to 400 places with duplicates and invalidations, and check the
     end state against the model."""
-    client = sqs_server.client()
     warm = seeds(CUSTOMERS)
     warm_cache(redis_client, prefix, warm)
     wait_for_model(redis_client, prefix, warm, policy)
     rng = random.Random(count)
     messages = realistic_stream(rng, count, customers=CUSTOMERS)
-    send(client, queue_url, deliver(messages, rng, distance=400, duplicates=0.1))
+    send(sqs_server, queue_url, deliver(messages, rng, distance=400, duplicates=0.1))
     wait_for_model(redis_client, prefix, warm + messages, policy, timeout=90)
-    wait_until(lambda: queue_depth(client, queue_url) == 0, timeout=30, what="queue drained")
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == 0, timeout=30, what="queue drained")
 
 
 @POLICIES

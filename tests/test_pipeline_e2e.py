@@ -37,9 +37,9 @@ def run_through_worker(
     bodies: list[dict[str, Any]],
 ) -> None:
     workers.start()
-    send(sqs_server.client(), queue_url, bodies)
+    send(sqs_server, queue_url, bodies)
     wait_for_state(redis_client, prefix, expected_state(prefix, bodies, CacheUpdatePolicy.UPSERT))
-    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="queue drained")
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == 0, what="queue drained")
 
 
 def test_entitlements_usage_and_credits_reach_redis(
@@ -76,13 +76,13 @@ def test_invalidations_drop_customers_and_the_environment(
     ]
     run_through_worker(workers, sqs_server, queue_url, redis_client, prefix, bodies)
     customer = [factory.invalidation(200, "cus-1")]
-    send(sqs_server.client(), queue_url, customer)
+    send(sqs_server, queue_url, customer)
     wait_for_state(
         redis_client,
         prefix,
         expected_state(prefix, bodies + customer, CacheUpdatePolicy.UPSERT),
     )
-    send(sqs_server.client(), queue_url, [factory.invalidation(300, everything=True)])
+    send(sqs_server, queue_url, [factory.invalidation(300, everything=True)])
     wait_for_state(redis_client, prefix, {})
 
 
@@ -92,7 +92,7 @@ def test_sns_wrapped_messages_are_unwrapped(
     body = factory.entitlements("cus-sns", 100, features={"seats": 1})
     envelope = {"Type": "Notification", "MessageId": "m-1", "Message": json.dumps(body)}
     workers.start()
-    send(sqs_server.client(), queue_url, [envelope])
+    send(sqs_server, queue_url, [envelope])
     wait_for_state(redis_client, prefix, expected_state(prefix, [body], CacheUpdatePolicy.UPSERT))
 
 
@@ -115,7 +115,7 @@ def test_a_contract_message_with_a_properties_field_is_applied_with_its_batch(
     bodies[0]["properties"] = {"delivery_info": "not kombu's"}
     bodies[1]["properties"] = "text"
     workers.start(BATCH_SIZE="10")
-    send(sqs_server.client(), queue_url, bodies)
+    send(sqs_server, queue_url, bodies)
     wait_for_state(redis_client, prefix, expected_state(prefix, bodies, CacheUpdatePolicy.UPSERT))
 
 
@@ -127,7 +127,7 @@ def test_a_message_that_breaks_its_handling_is_poison_and_the_consumer_goes_on(
     send_task(sqs_server, queue_url, TASK_NAMES["entitlements.updated"], 5)
     wait_until(lambda: worker.counter(FAILED, reason="unprocessable") >= 1, timeout=20)
     body = factory.entitlements("cus-after", 100, features={"seats": 2})
-    send(sqs_server.client(), queue_url, [body])
+    send(sqs_server, queue_url, [body])
     wait_for_state(redis_client, prefix, expected_state(prefix, [body], CacheUpdatePolicy.UPSERT))
     assert '"reason": "unprocessable"' in worker.output()
     assert "TypeError" in worker.output()

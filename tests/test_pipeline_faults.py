@@ -36,7 +36,7 @@ from tests.support.worker import (
 )
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
+    pass
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -87,19 +87,18 @@ def test_redis_stopped_mid_stream_pauses_then_resumes_without_loss(
     own_client: redis.Redis,
     prefix: str,
 ) -> None:
-    client = sqs_server.client()
     seeded, messages = seed(CUSTOMERS), stream(CUSTOMERS, 120, seed_value=11)
     worker = workers.start()
-    send(client, queue_url, seeded)
+    send(sqs_server, queue_url, seeded)
     wait_for_state(own_client, prefix, expected_state(prefix, seeded, CacheUpdatePolicy.UPSERT))
-    send(client, queue_url, messages[:60])
+    send(sqs_server, queue_url, messages[:60])
     wait_until(lambda: processed(worker) >= len(seeded) + 10, what="part of the stream applied")
     own_redis.stop()
-    send(client, queue_url, messages[60:])
+    send(sqs_server, queue_url, messages[60:])
     wait_until(lambda: worker.readyz().get("reason") == "redis_unreachable", what="worker paused")
     assert worker.readyz()["status"] == "DOWN"
     assert worker.counter("persistent_cache_messages_failed_total", reason="transient") > 0
-    assert queue_depth(client, queue_url) > 0  # nothing deleted while Redis was away
+    assert queue_depth(sqs_server, queue_url) > 0  # nothing deleted while Redis was away
     own_redis.start()
     expected = expected_state(prefix, seeded + messages, CacheUpdatePolicy.UPSERT)
     wait_for_state(own_client, prefix, expected, timeout=60)
@@ -110,7 +109,7 @@ def test_redis_stopped_mid_stream_pauses_then_resumes_without_loss(
 
 def frozen_mid_stream(
     workers: Workers,
-    client: SQSClient,
+    sqs_server: SqsServer,
     queue_url: str,
     admin: redis.Redis,
     prefix: str,
@@ -127,13 +126,13 @@ def frozen_mid_stream(
     """
     first = workers.start()
     seeded, messages = seed(CUSTOMERS), stream(CUSTOMERS, 300, seed_value=seed_value)
-    send(client, queue_url, seeded)
+    send(sqs_server, queue_url, seeded)
     wait_for_state(admin, prefix, expected_state(prefix, seeded, CacheUpdatePolicy.UPSERT))
-    wait_until(lambda: queue_depth(client, queue_url) == 0, what="the seeds deleted")
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == 0, what="the seeds deleted")
     os.kill(first.pid, signal.SIGSTOP)
-    send(client, queue_url, messages)
+    send(sqs_server, queue_url, messages)
     os.kill(first.pid, signal.SIGCONT)
-    held = freeze_holding(first, client, queue_url, left_at_most=len(messages) - 30)
+    held = freeze_holding(first, sqs_server, queue_url, left_at_most=len(messages) - 30)
     return first, seeded + messages, held
 
 
@@ -152,17 +151,17 @@ def test_sigterm_mid_batch_hands_back_or_deletes_everything_and_a_new_worker_fin
     client.set_queue_attributes(QueueUrl=queue_url, Attributes=long)  # type: ignore[arg-type]
     workers.env["VISIBILITY_TIMEOUT"] = str(LONG_VISIBILITY)
     first, sent, held = frozen_mid_stream(
-        workers, client, queue_url, own_client, prefix, seed_value=12
+        workers, sqs_server, queue_url, own_client, prefix, seed_value=12
     )
     code, seconds = terminate_frozen(first, timeout=20)
     print(f"\nSIGTERM holding {held} message(s): exit {code} after {seconds:.1f} s")
     assert code == 0
-    assert in_flight(client, queue_url) == 0, shutdown_report(first.output())
-    leftover = take_leftover(client, queue_url, sent)
+    assert in_flight(sqs_server, queue_url) == 0, shutdown_report(first.output())
+    leftover = take_leftover(sqs_server, queue_url, sent)
     assert leftover.remaining, "stopped mid-stream: messages are left for the next worker"
     deleted_state = expected_state(prefix, leftover.deleted, CacheUpdatePolicy.UPSERT)
     assert read_state(own_client, KeyLayout(prefix)) == deleted_state  # written iff deleted
-    give_back(client, queue_url, leftover)
+    give_back(sqs_server, queue_url, leftover)
     workers.start()
     expected = expected_state(prefix, sent, CacheUpdatePolicy.UPSERT)
     wait_for_state(own_client, prefix, expected, timeout=FINISH_SECS)
@@ -175,13 +174,12 @@ def test_sigkill_mid_batch_then_a_new_worker_after_the_visibility_timeout(
     own_client: redis.Redis,
     prefix: str,
 ) -> None:
-    client = sqs_server.client()
     first, sent, held = frozen_mid_stream(  # the kill lands on messages in flight
-        workers, client, queue_url, own_client, prefix, seed_value=13
+        workers, sqs_server, queue_url, own_client, prefix, seed_value=13
     )
     first.kill()
     print(f"\nSIGKILL holding {held} message(s)")
     workers.start()
     expected = expected_state(prefix, sent, CacheUpdatePolicy.UPSERT)
     wait_for_state(own_client, prefix, expected, timeout=FINISH_SECS)
-    wait_until(lambda: queue_depth(client, queue_url) == 0, timeout=20, what="queue drained")
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == 0, timeout=20, what="queue drained")

@@ -99,7 +99,7 @@ def test_poison_goes_to_the_dlq_with_its_reason_and_the_rest_is_applied(
 ) -> None:
     valid, texts, poison = mixed(prefix)
     worker = workers.start(DEAD_LETTER_QUEUE_URL=dlq_url)
-    send(sqs_server.client(), queue_url, texts)
+    send(sqs_server, queue_url, texts)
     wait_for_state(redis_client, prefix, expected_state(prefix, valid, CacheUpdatePolicy.UPSERT))
     total = sum(len(bodies) for bodies in poison.values())
     parked = dlq_messages(sqs_server, dlq_url, total)
@@ -108,7 +108,7 @@ def test_poison_goes_to_the_dlq_with_its_reason_and_the_rest_is_applied(
         reason = message["MessageAttributes"]["reason"]["StringValue"]
         by_reason.setdefault(reason, []).append(message["Body"])
     assert {k: sorted(v) for k, v in by_reason.items()} == {k: sorted(v) for k, v in poison.items()}
-    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="queue drained")
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == 0, what="queue drained")
     for reason, bodies in poison.items():
         assert worker.counter(FAILED, reason=reason) == len(bodies)
     assert worker.counter(PARKED, destination="dlq") == total
@@ -124,7 +124,7 @@ def test_without_a_dlq_poison_stays_on_the_queue_and_the_rest_is_applied(
 ) -> None:
     valid, texts, poison = mixed(prefix)
     worker = workers.start()
-    send(sqs_server.client(), queue_url, texts)
+    send(sqs_server, queue_url, texts)
     wait_for_state(redis_client, prefix, expected_state(prefix, valid, CacheUpdatePolicy.UPSERT))
 
     def all_met_twice() -> bool:  # a message deleted never comes back to be met again
@@ -133,8 +133,8 @@ def test_without_a_dlq_poison_stays_on_the_queue_and_the_rest_is_applied(
     wait_until(all_met_twice, timeout=30, what="every poison message back after its timeout")
     total = sum(len(bodies) for bodies in poison.values())
     assert worker.counter(PARKED, destination="redrive") >= 2 * total
-    client = sqs_server.client()  # the valid ones are deleted in the background: wait for it
-    wait_until(lambda: queue_depth(client, queue_url) == total, what="only the poison left")
+    # the valid ones are deleted in the background: wait for it
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == total, what="only the poison left")
 
 
 def read_keys(client: redis.Redis, keys: Iterable[str]) -> dict[str, Any]:
@@ -160,12 +160,11 @@ def test_a_write_redis_refuses_does_not_block_the_others(
     good = [factory.entitlements(f"cus-{i}", 100, features={"seats": i}) for i in range(5)]
     broken = factory.entitlements("cus-broken", 100, features={"seats": 1})
     worker = workers.start()
-    client = sqs_server.client()
-    send(client, queue_url, [good[0], good[1], broken, *good[2:]])
+    send(sqs_server, queue_url, [good[0], good[1], broken, *good[2:]])
     wait_until(lambda: worker.counter(FAILED, reason="store_error") >= 1, what="store error")
     # A marker sent once Redis refused the write: applied, so the worker is past that batch.
     marker = factory.entitlements("cus-marker", 100, features={"seats": 7})
-    send(client, queue_url, [marker])
+    send(sqs_server, queue_url, [marker])
     applied = expected_state(prefix, [*good, marker], CacheUpdatePolicy.UPSERT)
     wait_until(
         lambda: read_keys(redis_client, applied) == applied,
@@ -173,7 +172,7 @@ def test_a_write_redis_refuses_does_not_block_the_others(
         what="the messages around the refused one, and the marker, applied",
     )
     wait_until(
-        lambda: queue_depth(client, queue_url) == 1,
+        lambda: queue_depth(sqs_server, queue_url) == 1,
         timeout=30,
         what="every message deleted but the refused one",
     )
@@ -192,7 +191,7 @@ def killer_bodies(sqs_server: SqsServer, queue_url: str) -> None:
     usage = factory.usage("cus-1", 600, "seats", 1)
     huge = json.dumps(usage).replace('"currentUsage": 1', '"currentUsage": 1e400')
     nested = json.dumps(usage)[:-1] + ', "deep": ' + "[" * 1000 + "]" * 1000 + "}"
-    send(sqs_server.client(), queue_url, [huge, nested])
+    send(sqs_server, queue_url, [huge, nested])
     send_task(sqs_server, queue_url, TASK_NAMES["usage.updated"], 5)  # args=5: TypeError
 
 
@@ -206,7 +205,7 @@ def test_bodies_that_ended_the_consumer_are_poison_and_a_restarted_worker_stays_
     first = workers.start()
     killer_bodies(sqs_server, queue_url)
     valid = [factory.entitlements("cus-1", 100, features={"seats": 1})]
-    send(sqs_server.client(), queue_url, valid)
+    send(sqs_server, queue_url, valid)
     wait_for_state(redis_client, prefix, expected_state(prefix, valid, CacheUpdatePolicy.UPSERT))
 
     def counted(worker: WorkerProcess) -> bool:
@@ -221,14 +220,14 @@ def test_bodies_that_ended_the_consumer_are_poison_and_a_restarted_worker_stays_
     second = workers.start()
     wait_until(lambda: counted(second), timeout=30, what="met again by the new worker")
     more = [factory.usage("cus-1", 200, "seats", 4)]
-    send(sqs_server.client(), queue_url, more)
+    send(sqs_server, queue_url, more)
     expected = expected_state(prefix, valid + more, CacheUpdatePolicy.UPSERT)
     wait_for_state(redis_client, prefix, expected)
     assert second.process is not None
     assert second.process.poll() is None
     assert second.http.get("/livez").status_code == 200
     assert second.readyz()["status"] == "UP"
-    assert queue_depth(sqs_server.client(), queue_url) == 3  # left for the redrive policy
+    assert queue_depth(sqs_server, queue_url) == 3  # left for the redrive policy
 
 
 def test_ids_sqs_refuses_in_attributes_are_parked_with_sanitised_attributes(
@@ -237,13 +236,13 @@ def test_ids_sqs_refuses_in_attributes_are_parked_with_sanitised_attributes(
     body = factory.usage("cus-1", 100, "seats", 1, id="a\u0001b\uffffc")
     del body["data"]["featureId"]
     worker = workers.start(DEAD_LETTER_QUEUE_URL=dlq_url)
-    send(sqs_server.client(), queue_url, [body])
+    send(sqs_server, queue_url, [body])
     (parked,) = dlq_messages(sqs_server, dlq_url, 1)
     assert json.loads(parked["Body"]) == body
     attributes = {k: v["StringValue"] for k, v in parked["MessageAttributes"].items()}
     assert attributes["reason"] == "invalid_field"
     assert attributes["messageId"] == "a\ufffdb\ufffdc"
-    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="deleted")
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == 0, what="deleted")
     assert worker.counter(PARKED, destination="dlq") == 1
     assert worker.counter(REFUSED) == 0
 
@@ -254,11 +253,11 @@ def test_poison_the_dead_letter_queue_refuses_stays_with_an_error_and_a_count(
     small_dlq = create_queue(sqs_server.client(), MaximumMessageSize="1024")
     poison = json.dumps(factory.usage("cus-1", 100, "seats", 1) | {"type": "x" * 2000})
     worker = workers.start(DEAD_LETTER_QUEUE_URL=small_dlq)
-    send(sqs_server.client(), queue_url, [poison])
+    send(sqs_server, queue_url, [poison])
     wait_until(lambda: worker.counter(REFUSED) >= 1, timeout=20, what="refusal counted")
     assert worker.counter(PARKED, destination="redrive") >= 1
-    assert queue_depth(sqs_server.client(), small_dlq) == 0
-    assert queue_depth(sqs_server.client(), queue_url) == 1  # left for the redrive policy
+    assert queue_depth(sqs_server, small_dlq) == 0
+    assert queue_depth(sqs_server, queue_url) == 1  # left for the redrive policy
     refusals = [
         json.loads(line)
         for line in worker.output().splitlines()
@@ -291,13 +290,15 @@ def test_each_park_fallback_through_the_worker_on_a_server_that_refuses_as_sqs_d
     )
     try:
         worker = workers.start()
-        send(client, queue, [whole, bare, refused])
+        send(strict_sqs_server, queue, [whole, bare, refused])
         wait_until(lambda: worker.counter(REFUSED) >= 1, timeout=20, what="refusal counted")
         marker = factory.entitlements("cus-marker", 100, features={"seats": 1})
-        send(client, queue, [marker])
+        send(strict_sqs_server, queue, [marker])
         applied = expected_state(prefix, [marker], CacheUpdatePolicy.UPSERT)
         wait_for_state(redis_client, prefix, applied)
-        wait_until(lambda: queue_depth(client, queue) == 1, what="all deleted but the refused")
+        wait_until(
+            lambda: queue_depth(strict_sqs_server, queue) == 1, what="all deleted but the refused"
+        )
         parked = {
             m["Body"]: {k: v["StringValue"] for k, v in m["MessageAttributes"].items()}
             for m in dlq_messages(strict_sqs_server, dlq, 2)

@@ -188,10 +188,9 @@ def test_a_flood_stops_the_worker_instead_of_filling_the_dlq(
     flood_workers: Workers, flood_queues: tuple[str, str], sqs_server: SqsServer
 ) -> None:
     queue, dlq = flood_queues
-    sqs = sqs_server.client()
     worker = flood_workers.start(POISON_FLOOD_COOLDOWN_SECS="0")
     bodies, invalid = flood(60)
-    send(sqs, queue, bodies)
+    send(sqs_server, queue, bodies)
 
     wait_until(lambda: worker.counter(PAUSES) == 1, timeout=30, what="flood pause")
     response = worker.http.get("/readyz")
@@ -209,13 +208,13 @@ def test_a_flood_stops_the_worker_instead_of_filling_the_dlq(
         for t in ("entitlements.updated",)
     )
     assert parked < 20  # about one window's worth, not the whole flood
-    wait_until(lambda: queue_depth(sqs, dlq) == parked, what="DLQ holds the parked ones")
+    wait_until(lambda: queue_depth(sqs_server, dlq) == parked, what="DLQ holds the parked ones")
     # nothing lost: every message not written or parked is still on the queue
     wait_until(
-        lambda: queue_depth(sqs, queue) == len(bodies) - parked - processed,
+        lambda: queue_depth(sqs_server, queue) == len(bodies) - parked - processed,
         what="the rest stays on the queue",
     )
-    assert queue_depth(sqs, queue) >= invalid - parked
+    assert queue_depth(sqs_server, queue) >= invalid - parked
     print(
         f"flood: sent {len(bodies)} ({invalid} invalid), parked {parked:g}, written {processed:g}"
     )
@@ -226,15 +225,14 @@ def test_after_the_cooldown_the_worker_resumes_and_trips_again(
     flood_workers: Workers, flood_queues: tuple[str, str], sqs_server: SqsServer
 ) -> None:
     queue, dlq = flood_queues
-    sqs = sqs_server.client()
     worker = flood_workers.start(POISON_FLOOD_COOLDOWN_SECS="2")
     bodies, invalid = flood(60)
-    send(sqs, queue, bodies)
+    send(sqs_server, queue, bodies)
 
     wait_until(lambda: worker.counter(PAUSES) >= 3, timeout=60, what="three pauses")
     parked = worker.counter("persistent_cache_messages_parked_total", destination="dlq")
     assert parked < 3 * 20 + 20  # at most about a window per pause
     assert parked < invalid / 2
-    wait_until(lambda: queue_depth(sqs, dlq) >= parked, what="DLQ holds the parked ones")
+    wait_until(lambda: queue_depth(sqs_server, dlq) >= parked, what="DLQ holds the parked ones")
     assert "resumes after 2s" in worker.output()
     assert "consumption resumed" in worker.output()

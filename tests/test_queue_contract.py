@@ -6,7 +6,10 @@ the queue's id, the time SQS accepted it and how often it was received; a
 received message stays hidden until it is released or its visibility timeout
 passes; delete and release answer the receipts they refused; park sends the body
 unchanged to the dead-letter queue with sanitised attributes, and reports what
-the dead-letter queue refused instead of raising.
+the dead-letter queue refused instead of raising. What the operator's commands
+and the dev tools rely on: send hands bodies over unchanged, in batches, and names
+a message the queue refuses; redrive moves the dead-letter queue back, deleting
+only what was sent; depth counts what is visible, in flight and delayed.
 
 Parking has a fallback for each way SQS refuses (``cache_pipeline.sqs.client``):
 a batch refused as a whole is sent one by one; a message refused with its
@@ -25,12 +28,12 @@ from typing import Any
 
 import pytest
 
+from cache_pipeline.errors import QueueFault, QueueUnavailable
 from cache_pipeline.sqs.client import SqsQueue
-from cache_pipeline.sqs.queue import Poison, QueueClient, Received
+from cache_pipeline.sqs.queue import Poison, Queue, QueueDepth, Received, RedriveCounts
 from cache_pipeline.sqs.wire import SignedCalls
 from tests.support.memory_queue import MemoryQueue
-from tests.support.servers import AWS_TEST_ENV, SqsServer, StrictSqsServer, wait_until
-from tests.support.worker import send
+from tests.support.servers import SqsServer, StrictSqsServer, wait_until
 
 BODIES = ['{"id":"a","n":1}', "héllo wörld ✓ 𝄞", "<xml>&amp;</xml>", "x" * 5000]
 DLQ_MAX = 1024  # the smallest MaximumMessageSize SQS allows
@@ -40,8 +43,7 @@ DLQ_MAX = 1024  # the smallest MaximumMessageSize SQS allows
 class Backend:
     """A queue client and what the test needs to look behind it."""
 
-    client: QueueClient
-    send: Callable[[list[str]], None]
+    client: Queue
     parked: Callable[[], list[tuple[str, dict[str, str]]]]
     send_to_dlq: Callable[[str, dict[str, str]], str | None] | None = None  # SQS's answer
 
@@ -59,7 +61,7 @@ def all_parked(backend: Backend, count: int) -> dict[str, dict[str, str]]:
     return seen
 
 
-def receive_all(client: QueueClient, count: int) -> list[Received]:
+def receive_all(client: Queue, count: int) -> list[Received]:
     received: list[Received] = []
 
     def more() -> bool:
@@ -70,15 +72,15 @@ def receive_all(client: QueueClient, count: int) -> list[Received]:
     return received
 
 
-def _sqs(server: SqsServer, monkeypatch: pytest.MonkeyPatch, **dlq: str) -> Iterator[Backend]:
-    for name, value in AWS_TEST_ENV.items():
-        monkeypatch.setenv(name, value)
+def _sqs(server: SqsServer, queue: dict[str, str], dlq: dict[str, str]) -> Iterator[Backend]:
+    """``SqsQueue`` on ``server``, with a fresh queue and dead-letter queue of these attributes."""
     boto = server.client()
     name = f"contract-{uuid.uuid4().hex[:8]}"
-    url = boto.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
-    dlq_url = boto.create_queue(QueueName=name + "-dlq", Attributes=dlq)["QueueUrl"]  # type: ignore[arg-type]
-    calls = SignedCalls(server.endpoint, "us-east-1")
-    client = SqsQueue(calls, url, dead_letter_url=dlq_url, visibility_timeout=30)
+    queue_attributes: Any = {"VisibilityTimeout": "30", **queue}
+    dlq_attributes: Any = dlq
+    url = boto.create_queue(QueueName=name, Attributes=queue_attributes)["QueueUrl"]
+    dlq_url = boto.create_queue(QueueName=name + "-dlq", Attributes=dlq_attributes)["QueueUrl"]
+    client = server.queue(url, dead_letter_url=dlq_url, visibility_timeout=30)
 
     def parked() -> list[tuple[str, dict[str, str]]]:
         reply = boto.receive_message(
@@ -92,23 +94,21 @@ def _sqs(server: SqsServer, monkeypatch: pytest.MonkeyPatch, **dlq: str) -> Iter
             for m in reply.get("Messages", [])
         ]
 
-    def put(bodies: list[str]) -> None:
-        send(boto, url, bodies)
-
     def send_to_dlq(body: str, attrs: dict[str, str]) -> str | None:
         """Send straight to the dead-letter queue: None when taken, else SQS's code."""
         entry: dict[str, Any] = {"Id": "0", "MessageBody": body}
         entry["MessageAttributes"] = {
             k: {"DataType": "String", "StringValue": v} for k, v in attrs.items()
         }
-        reply = calls.call("SendMessageBatch", {"QueueUrl": dlq_url, "Entries": [entry]})
+        reply = client.calls.call("SendMessageBatch", {"QueueUrl": dlq_url, "Entries": [entry]})
         failed = reply.get("Failed") or []
         return str(failed[0]["Code"]) if failed else None
 
-    yield Backend(client, put, parked, send_to_dlq)
+    yield Backend(client, parked, send_to_dlq)
     client.close()
-    for queue in (url, dlq_url):
-        boto.delete_queue(QueueUrl=queue)
+    for queue_url in (url, dlq_url):
+        boto.delete_queue(QueueUrl=queue_url)
+    boto.close()
 
 
 def _memory(**options: Any) -> Iterator[Backend]:
@@ -117,7 +117,7 @@ def _memory(**options: Any) -> Iterator[Backend]:
     def parked() -> list[tuple[str, dict[str, str]]]:
         return [(m.body, m.attributes) for m in queue.parked()]
 
-    yield Backend(queue, lambda bodies: queue.send(*bodies), parked)
+    yield Backend(queue, parked)
 
 
 def _server(request: pytest.FixtureRequest) -> SqsServer:
@@ -129,34 +129,36 @@ def _server(request: pytest.FixtureRequest) -> SqsServer:
 
 
 @pytest.fixture(params=["moto", "strict", "memory"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "memory":
         yield from _memory()
     else:
-        yield from _sqs(_server(request), monkeypatch)
+        yield from _sqs(_server(request), {}, {})
 
 
 @pytest.fixture(params=["moto", "strict", "memory"])
-def small_dlq(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+def small_dlq(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """A backend whose dead-letter queue takes messages of at most DLQ_MAX bytes."""
     if request.param == "memory":
         yield from _memory(dlq_max_bytes=DLQ_MAX)
     else:
-        yield from _sqs(_server(request), monkeypatch, MaximumMessageSize=str(DLQ_MAX))
+        yield from _sqs(_server(request), {}, {"MaximumMessageSize": str(DLQ_MAX)})
+
+
+@pytest.fixture(params=["moto", "strict"])
+def small_queue(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """``SqsQueue`` whose queue takes messages of at most DLQ_MAX bytes (its DLQ any size)."""
+    yield from _sqs(_server(request), {"MaximumMessageSize": str(DLQ_MAX)}, {})
 
 
 @pytest.fixture
-def strict(
-    strict_sqs_server: StrictSqsServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Backend]:
+def strict(strict_sqs_server: StrictSqsServer) -> Iterator[Backend]:
     """``SqsQueue`` on the strict server alone."""
-    yield from _sqs(strict_sqs_server, monkeypatch)
+    yield from _sqs(strict_sqs_server, {}, {})
 
 
 @pytest.fixture(params=["strict", "memory"])
-def counting_dlq(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Backend]:
+def counting_dlq(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """A dead-letter queue of DLQ_MAX bytes that counts attributes into a message's size.
 
     SQS does (name, data type and value), and so do the strict server and the
@@ -165,7 +167,7 @@ def counting_dlq(
     if request.param == "memory":
         yield from _memory(dlq_max_bytes=DLQ_MAX)
     else:
-        yield from _sqs(_server(request), monkeypatch, MaximumMessageSize=str(DLQ_MAX))
+        yield from _sqs(_server(request), {}, {"MaximumMessageSize": str(DLQ_MAX)})
 
 
 def poison(body: str, message_id: str | None = "a\x01b\uffff") -> Poison:
@@ -174,7 +176,7 @@ def poison(body: str, message_id: str | None = "a\x01b\uffff") -> Poison:
 
 def test_receive_hands_over_bodies_with_receipts_ids_and_times(backend: Backend) -> None:
     before = time.time()
-    backend.send(BODIES)
+    assert backend.client.send(BODIES) == len(BODIES)
     received = receive_all(backend.client, len(BODIES))
     assert sorted(r.body for r in received) == sorted(BODIES)
     assert len({r.receipt for r in received}) == len(BODIES)
@@ -186,7 +188,7 @@ def test_receive_hands_over_bodies_with_receipts_ids_and_times(backend: Backend)
 
 
 def test_a_received_message_stays_hidden_until_released(backend: Backend) -> None:
-    backend.send(["one", "two", "three"])
+    backend.client.send(["one", "two", "three"])
     first = receive_all(backend.client, 3)
     assert backend.client.receive(10, 0) == []
     by_body = {r.body: r.receipt for r in first}
@@ -199,7 +201,7 @@ def test_a_received_message_stays_hidden_until_released(backend: Backend) -> Non
 
 
 def test_a_receipt_the_queue_does_not_know_is_reported_not_raised(backend: Backend) -> None:
-    backend.send(["kept"])
+    backend.client.send(["kept"])
     (received,) = receive_all(backend.client, 1)
     assert backend.client.delete(["not-a-receipt", received.receipt]) == ["not-a-receipt"]
     assert backend.client.release(["not-a-receipt"], 0) == ["not-a-receipt"]
@@ -274,10 +276,102 @@ def test_a_batch_refused_as_a_whole_is_parked_one_by_one(backend: Backend) -> No
     assert all(attrs == SANITISED for attrs in parked.values())
 
 
-def test_without_a_dead_letter_queue_nothing_is_parked() -> None:
+def test_without_a_dead_letter_queue_nothing_is_parked_or_moved() -> None:
     queue = MemoryQueue(dead_letter=False)
-    assert not queue.has_dead_letter
-    assert queue.park([poison("x")]) == ["no dead-letter queue is configured"]
     sqs = SqsQueue(SignedCalls("http://127.0.0.1:1", "us-east-1"), "http://127.0.0.1:1/1/q")
-    assert not sqs.has_dead_letter
-    assert sqs.park([poison("x")]) == ["no dead-letter queue is configured"]
+    for client in (queue, sqs):
+        assert not client.has_dead_letter
+        assert client.park([poison("x")]) == ["no dead-letter queue is configured"]
+        with pytest.raises(ValueError, match="no dead-letter queue"):
+            client.redrive(10)
+        with pytest.raises(ValueError, match="no dead-letter queue"):
+            client.depth(dead_letter=True)
+
+
+def test_send_hands_the_bodies_over_unchanged_in_batches(backend: Backend) -> None:
+    bodies = [f"{i}:{body}" for i in range(6) for body in BODIES]  # 24: three batches
+    assert backend.client.send(iter(bodies)) == len(bodies)
+    assert sorted(r.body for r in receive_all(backend.client, len(bodies))) == sorted(bodies)
+
+
+def test_a_batch_too_long_as_a_whole_is_sent_one_by_one(backend: Backend) -> None:
+    """Five 250,000-byte messages: each fits, together they are more than a batch may hold."""
+    bodies = [f"{i}" + "b" * 249_999 for i in range(5)]
+    assert backend.client.send(bodies) == 5
+    assert sorted(r.body for r in receive_all(backend.client, 5)) == bodies
+
+
+def test_a_message_the_queue_refuses_is_named(strict: Backend) -> None:
+    with pytest.raises(QueueUnavailable) as caught:
+        strict.client.send(["first", "second", "third \x01", "fourth"])
+    assert caught.value.fault is QueueFault.REFUSED
+    assert "message 3 was refused" in caught.value.detail
+    assert "InvalidMessageContents" in caught.value.detail
+
+
+def test_depth_counts_visible_and_in_flight(backend: Backend) -> None:
+    assert backend.client.depth() == QueueDepth(0, 0, 0)
+    backend.client.send(["one", "two", "three"])
+    wait_until(lambda: backend.client.depth() == QueueDepth(3, 0, 0), what="three visible")
+    (first,) = backend.client.receive(1, 1)
+    assert backend.client.depth() == QueueDepth(2, 1, 0)
+    assert backend.client.release([first.receipt], 0) == []
+    assert backend.client.depth() == QueueDepth(3, 0, 0)
+    received = receive_all(backend.client, 3)
+    assert backend.client.delete([r.receipt for r in received]) == []
+    assert backend.client.depth() == QueueDepth(0, 0, 0)
+    assert backend.client.depth().total == 0
+
+
+def test_depth_counts_delayed_messages(sqs_server: SqsServer) -> None:
+    """moto delays messages (the strict server and the fake do not)."""
+    boto = sqs_server.client()
+    url = boto.create_queue(QueueName=f"delayed-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    boto.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+    boto.send_message(QueueUrl=url, MessageBody="now")
+    queue = sqs_server.queue(url)
+    try:
+        assert queue.depth() == QueueDepth(visible=1, in_flight=0, delayed=1)
+        assert queue.depth().total == 2
+    finally:
+        queue.close()
+        boto.delete_queue(QueueUrl=url)
+        boto.close()
+
+
+def test_redrive_moves_the_dead_letter_queue_back_unchanged(backend: Backend) -> None:
+    bodies = [f"{i}:{body}" for i in range(3) for body in BODIES]  # 12: more than a batch
+    assert backend.client.park([poison(body) for body in bodies]) == [None] * len(bodies)
+    wait_until(
+        lambda: backend.client.depth(dead_letter=True).visible == len(bodies),
+        what="every message in the dead-letter queue",
+    )
+    assert backend.client.redrive(1000) == RedriveCounts(moved=len(bodies), failed=0)
+    assert backend.client.depth(dead_letter=True) == QueueDepth(0, 0, 0)
+    assert sorted(r.body for r in receive_all(backend.client, len(bodies))) == sorted(bodies)
+
+
+def test_redrive_stops_at_its_limit(backend: Backend) -> None:
+    assert backend.client.park([poison(f"m{i}") for i in range(5)]) == [None] * 5
+    wait_until(
+        lambda: backend.client.depth(dead_letter=True).visible == 5,
+        what="five messages in the dead-letter queue",
+    )
+    assert backend.client.redrive(3) == RedriveCounts(moved=3, failed=0)
+    assert backend.client.depth(dead_letter=True) == QueueDepth(2, 0, 0)
+    assert len(receive_all(backend.client, 3)) == 3
+
+
+def test_redrive_leaves_what_the_queue_refuses_in_the_dead_letter_queue(
+    small_queue: Backend,
+) -> None:
+    """Sent first, deleted only once sent: a message the queue refuses stays where it was."""
+    small, big = "s" * 100, "b" * (DLQ_MAX + 1)
+    assert small_queue.client.park([poison(small), poison(big)]) == [None, None]
+    wait_until(
+        lambda: small_queue.client.depth(dead_letter=True).visible == 2,
+        what="two messages in the dead-letter queue",
+    )
+    assert small_queue.client.redrive(10) == RedriveCounts(moved=1, failed=1)
+    assert [r.body for r in receive_all(small_queue.client, 1)] == [small]
+    assert small_queue.client.depth(dead_letter=True) == QueueDepth(0, 1, 0)  # hidden, not gone

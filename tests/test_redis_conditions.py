@@ -168,11 +168,10 @@ def test_the_script_cache_flushed_again_and_again(
 
     thread = threading.Thread(target=flush, daemon=True)
     thread.start()
-    sqs = flow.sqs.client()
     try:
         flow.stream(150, seed_value=6)
         wait_until(  # the fault itself: scripts reloaded a few times, or the stream done
-            lambda: _script_counts(admin)["loads"] >= 3 or queue_depth(sqs, flow.queue) == 0,
+            lambda: _script_counts(admin)["loads"] >= 3 or queue_depth(flow.sqs, flow.queue) == 0,
             timeout=60,
             what="the worker reloading its scripts",
         )

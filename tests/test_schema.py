@@ -178,7 +178,7 @@ def test_the_worker_reports_a_restart_of_redis_without_its_data(
     assert worker.counter(LOSS_METRIC) == 1
     assert "cache-pipeline resync" in worker.readyz()["details"][DETAIL]
     bodies = [entitlements("cus-1", 10, features={"seats": 1})]
-    send(sqs_server.client(), queue_url, bodies)  # the worker keeps writing meanwhile
+    send(sqs_server, queue_url, bodies)  # the worker keeps writing meanwhile
     wait_for_state(own_client, "prod", expected_state("prod", bodies, CacheUpdatePolicy.UPSERT))
 
 
@@ -189,7 +189,7 @@ def test_the_worker_refuses_another_schema_version_and_says_why(
     own_client.set(layout.schema_marker, json.dumps({"version": "0", "createdAt": 1}))
     worker = workers.start()
     bodies = [entitlements(f"cus-{i}", 10, features={"seats": 1}) for i in range(5)]
-    send(sqs_server.client(), queue_url, bodies)
+    send(sqs_server, queue_url, bodies)
 
     wait_until(lambda: worker.readyz().get("reason"), what="readiness reason")
     ready = worker.http.get("/readyz")
@@ -199,7 +199,7 @@ def test_the_worker_refuses_another_schema_version_and_says_why(
     assert "refusing to write" in ready.json()["message"]
     assert "version '0'" in ready.json()["message"]
     assert "refusing to write" in worker.output()
-    assert queue_depth(sqs_server.client(), queue_url) == len(bodies)
+    assert queue_depth(sqs_server, queue_url) == len(bodies)
     assert read_state(own_client, layout) == {}
 
 

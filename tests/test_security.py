@@ -77,11 +77,11 @@ def test_secrets_never_reach_logs_metrics_or_probes(
     try:
         worker = workers.start()
         good = [factory.entitlements("cus-1", 10, features={"seats": 1})]
-        send(sqs_server.client(), queue, [*good, "{not json", factory.usage("cus-1", -1, "f", 1)])
+        send(sqs_server, queue, [*good, "{not json", factory.usage("cus-1", -1, "f", 1)])
         wait_for_state(admin, prefix, expected_state(prefix, good, CacheUpdatePolicy.UPSERT))
         server.kill()  # the error paths: connection failures, retries, paused readiness
         wait_until(lambda: worker.readyz()["status"] == "DOWN", timeout=30, what="paused")
-        send(sqs_server.client(), queue, [factory.usage("cus-1", 20, "seats", 2)])
+        send(sqs_server, queue, [factory.usage("cus-1", 20, "seats", 2)])
         wait_until(lambda: "unavailable" in worker.output(), timeout=30, what="write failed")
         probes = worker.http.get("/readyz").text + worker.http.get("/livez").text
         server.start()
@@ -229,10 +229,10 @@ def test_the_documented_acl_user_is_enough_and_no_more(
             factory.invalidation(50, everything=True),
             factory.entitlements("cus-3", 60, features={"seats": 3}),
         ]
-        send(sqs_server.client(), queue, bodies)
+        send(sqs_server, queue, bodies)
         model = expected_state(prefix, bodies, CacheUpdatePolicy.UPSERT)
         wait_for_state(admin, prefix, model)
-        wait_until(lambda: queue_depth(sqs_server.client(), queue) == 0, what="queue drained")
+        wait_until(lambda: queue_depth(sqs_server, queue) == 0, what="queue drained")
         metrics = worker.http.get("/metrics").text
         assert re.search(r"^persistent_cache_memory_usage_bytes [1-9]", metrics, re.M), metrics
 

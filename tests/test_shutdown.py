@@ -70,10 +70,9 @@ def own_sqs() -> Iterator[SqsServer]:
 def seeded(admin: redis.Redis, sqs: SqsServer, queue: str, prefix: str) -> list[dict[str, Any]]:
     """One snapshot per customer, applied and deleted."""
     bodies = seed(CUSTOMERS)
-    client = sqs.client()
-    send(client, queue, bodies)
+    send(sqs, queue, bodies)
     wait_for_state(admin, prefix, expected_state(prefix, bodies, POLICY))
-    wait_for_queue_empty(client, queue)
+    wait_for_queue_empty(sqs, queue)
     return bodies
 
 
@@ -99,16 +98,16 @@ def test_sigterm_while_redis_hangs(
         messages = stream(CUSTOMERS, 30, seed_value=41)
         own_redis.pause()  # SIGSTOP: every write now waits on a socket that never answers
         try:
-            send(client, queue, messages)
+            send(sqs_server, queue, messages)
             sent += messages
             wait_until(
-                lambda: in_flight(client, queue) == len(messages),
+                lambda: in_flight(sqs_server, queue) == len(messages),
                 what="every message received, its write hanging",
             )
             started = time.monotonic()
             code = first.terminate(timeout=60)
             figures = report_of("redis hung", first, code, time.monotonic() - started)
-            visible, flying = queue_counts(client, queue)
+            visible, flying = queue_counts(sqs_server, queue)
         finally:
             own_redis.resume()
         assert flying == 0, "messages left in flight instead of handed back at once"
@@ -118,7 +117,7 @@ def test_sigterm_while_redis_hangs(
         assert figures["unfinished"] == 0
         workers.start()
         wait_for_state(admin, prefix, expected_state(prefix, sent, POLICY), timeout=60)
-        wait_for_queue_empty(client, queue)
+        wait_for_queue_empty(sqs_server, queue)
     finally:
         workers.stop_all()
         admin.close()
@@ -138,9 +137,9 @@ def test_sigterm_while_sqs_hangs(
         first = workers.start()
         sent = seeded(prefixed_redis, own_sqs, queue, prefix)
         messages = stream(CUSTOMERS, 300, seed_value=42)
-        send(client, queue, messages)
+        send(own_sqs, queue, messages)
         sent += messages
-        held = freeze_holding(first, client, queue)
+        held = freeze_holding(first, own_sqs, queue)
         os.kill(sqs_pid, signal.SIGSTOP)  # its deletes, hand-backs and long polls now hang
         try:
             code, seconds = terminate_frozen(first, timeout=60)
@@ -148,12 +147,12 @@ def test_sigterm_while_sqs_hangs(
             os.kill(sqs_pid, signal.SIGCONT)
         figures = report_of(f"sqs hung, {held} held", first, code, seconds)
         assert figures["unconfirmed"] + figures["in_flight"] > 0, "the hang caught nothing"
-        wait_until(lambda: in_flight(client, queue) == 0, timeout=60, what="in flight back")
-        leftover = take_leftover(client, queue, sent)
+        wait_until(lambda: in_flight(own_sqs, queue) == 0, timeout=60, what="in flight back")
+        leftover = take_leftover(own_sqs, queue, sent)
         assert_deleted_were_written(prefixed_redis, prefix, leftover.deleted)
-        give_back(client, queue, leftover)
+        give_back(own_sqs, queue, leftover)
         workers.start()
         wait_for_state(prefixed_redis, prefix, expected_state(prefix, sent, POLICY), timeout=90)
-        wait_for_queue_empty(client, queue)
+        wait_for_queue_empty(own_sqs, queue)
     finally:
         workers.stop_all()

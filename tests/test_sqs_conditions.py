@@ -23,8 +23,16 @@ import httpx
 import pytest
 import redis
 
+from cache_pipeline.sqs.client import SqsQueue
 from tests.support.flow import FAST, Flow
-from tests.support.servers import AWS_TEST_CLIENT_ARGS, AWS_TEST_ENV, RedisServer, SqsServer
+from tests.support.servers import (
+    AWS_TEST_CLIENT_ARGS,
+    AWS_TEST_ENV,
+    RedisServer,
+    SqsServer,
+    StaticCredentials,
+    queue_at,
+)
 from tests.support.sqs_proxy import THROTTLED, SqsFaultProxy
 from tests.support.worker import WorkerProcess, Workers, create_queue, worker_env
 
@@ -134,9 +142,6 @@ class IamSqs:
         )
         return session.client(service, endpoint_url=self.server.endpoint)  # type: ignore[call-overload]
 
-    def admin(self) -> Any:
-        return self.client("sqs")
-
 
 USERS = {
     "admin": ["sqs:*", "iam:*"],
@@ -186,8 +191,10 @@ class _Admin:
     def __init__(self, guarded: IamSqs) -> None:
         self.guarded = guarded
 
-    def client(self) -> Any:
-        return self.guarded.admin()
+    def queue(self, queue_url: str) -> SqsQueue:
+        keys = self.guarded.keys["admin"]
+        credentials = StaticCredentials(keys["key"], keys["secret"])
+        return queue_at(self.guarded.server.endpoint, queue_url, credentials=credentials)
 
 
 def test_throttled_receives_and_deletes(

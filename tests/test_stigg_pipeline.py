@@ -60,14 +60,14 @@ def _through_the_worker(
     bodies: list[dict[str, Any]],
 ) -> None:
     workers.start()
-    send(sqs_server.client(), queue_url, bodies)
+    send(sqs_server, queue_url, bodies)
     scopes = [
         f"{prefix}:c_{b['data']['customerId']}"
         + (f":r_{b['data']['resourceId']}" if b["data"]["resourceId"] else "")
         for b in bodies
     ]
     wait_until(lambda: client.exists(*scopes) == len(scopes), what="every scope written")
-    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="queue drained")
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == 0, what="queue drained")
 
 
 def _hit_reads(golden: dict[str, Any]) -> list[dict[str, Any]]:
@@ -120,7 +120,7 @@ def test_after_an_invalidation_through_the_queue_stiggs_refill_lands(
         "timestamp": version + 86_400_000,  # a day after the data the refill will carry
         "data": {"customers": [{"customerId": "cus-basic", "resourceId": None}]},
     }
-    send(sqs_server.client(), queue_url, [invalidation])
+    send(sqs_server, queue_url, [invalidation])
     wait_until(lambda: redis_client.exists(scope) == 0, what="scope invalidated")
     assert redis_client.exists(scope + "#timestamp") == 0  # no tombstone to refuse the refill
     first = golden["sdkReads"][0]
@@ -134,8 +134,8 @@ def test_after_an_invalidation_through_the_queue_stiggs_refill_lands(
         assert hit == ([first["result"]], [["cacheHit"]])
         assert edge.requests == []
     # a queue message older than the invalidation is refused for the refilled scope
-    send(sqs_server.client(), queue_url, [{**bodies[0], "id": "late-1"}])
-    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="queue drained")
+    send(sqs_server, queue_url, [{**bodies[0], "id": "late-1"}])
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == 0, what="queue drained")
     assert redis_client.get(scope + "#timestamp") == str(version)
 
 
@@ -166,7 +166,7 @@ def test_the_worker_adopts_a_keyspace_stiggs_sdk_wrote(
             "timestamp": used_at + 1000,
             "data": {"customerId": "cus-basic", "featureId": "feature-seats", "currentUsage": 9},
         }
-        send(sqs_server.client(), queue_url, [usage])
+        send(sqs_server, queue_url, [usage])
         wait_until(
             lambda: redis_client.get(f"{scope}:f_feature-seats#timestamp") == str(used_at + 1000),
             what="the usage update on Stigg's key",
@@ -182,7 +182,7 @@ def test_the_worker_adopts_a_keyspace_stiggs_sdk_wrote(
         snapshot["data"]["entitlements"] = [
             e for e in snapshot["data"]["entitlements"] if e["feature"]["refId"] != "feature-sso"
         ]
-        send(sqs_server.client(), queue_url, [snapshot])
+        send(sqs_server, queue_url, [snapshot])
         wait_until(
             lambda: redis_client.get(scope + "#timestamp") == str(version + 2000),
             what="the snapshot on Stigg's map",
@@ -217,11 +217,11 @@ def test_a_late_invalidation_leaves_a_newer_snapshot_readable_as_hits(
         "timestamp": version - 86_400_000,  # sent after the snapshot, from a day before it
         "data": {"customers": [{"customerId": "cus-basic", "resourceId": None}]},
     }
-    send(sqs_server.client(), queue_url, [late])
+    send(sqs_server, queue_url, [late])
     wait_until(
         lambda: redis_client.exists(scope + "#invalidated") == 1, what="invalidation applied"
     )
-    wait_until(lambda: queue_depth(sqs_server.client(), queue_url) == 0, what="queue drained")
+    wait_until(lambda: queue_depth(sqs_server, queue_url) == 0, what="queue drained")
     assert redis_client.get(scope + "#timestamp") == str(version)
     reads = _hit_reads(golden)
     with RecordingEdge() as edge:

@@ -18,7 +18,7 @@ import click
 
 from cache_pipeline import __version__
 from cache_pipeline.config import Settings, load_settings
-from cache_pipeline.errors import ConfigError
+from cache_pipeline.errors import ConfigError, QueueUnavailable
 
 EXIT_CONFIG = 2
 
@@ -68,15 +68,15 @@ def redrive(limit: int) -> None:
     settings = load_settings(require_queue=True)
     if not settings.dead_letter_queue_url:
         raise ConfigError("DEAD_LETTER_QUEUE_URL is not set: there is no queue to redrive from")
-    from cache_pipeline.sqs.boto import sqs_client
-    from cache_pipeline.sqs.dlq import redrive as move
+    from cache_pipeline.sqs.client import SqsQueue
 
-    assert settings.queue_url is not None
-    client = sqs_client(settings)
+    queue = SqsQueue.from_settings(settings)
     try:
-        counts = move(client, settings.dead_letter_queue_url, settings.queue_url, limit=limit)
+        counts = queue.redrive(limit)
+    except QueueUnavailable as exc:
+        raise click.ClickException(f"redrive stopped: {exc}") from None
     finally:
-        client.close()
+        queue.close()
     click.echo(f"moved {counts.moved} message(s), {counts.failed} failed")
     if counts.failed:
         sys.exit(1)

@@ -22,7 +22,7 @@ from cache_pipeline.cli.main import EXIT_CONFIG
 from cache_pipeline.client.upstream import EdgeOptions
 from cache_pipeline.config import load_settings
 from cache_pipeline.contract.scopes import ScopeRef, scope_from_json
-from cache_pipeline.errors import CachePipelineError, ConfigError, UpstreamError
+from cache_pipeline.errors import CachePipelineError, ConfigError, QueueUnavailable, UpstreamError
 
 STUB_SCOPES_PATH = "/_stub/scopes"
 
@@ -81,16 +81,17 @@ def publish(source: TextIO) -> None:
     """
     settings = load_settings(require_queue=True)
     from cache_pipeline.dev.publish import read_messages
-    from cache_pipeline.sqs.boto import send_bodies, sqs_client
+    from cache_pipeline.sqs.client import SqsQueue
 
     bodies = read_messages(source, settings.environment_prefix)
-    queue_url = settings.queue_url or ""
-    client = sqs_client(settings)
+    queue = SqsQueue.from_settings(settings)
     try:
-        sent = send_bodies(client, queue_url, bodies)
+        sent = queue.send(bodies)
+    except QueueUnavailable as exc:
+        raise click.ClickException(f"publishing stopped: {exc}") from None
     finally:
-        client.close()
-    click.echo(f"published {sent} message(s) to {queue_url}")
+        queue.close()
+    click.echo(f"published {sent} message(s) to {queue.queue_url}")
 
 
 @dev.command("stub-scopes")

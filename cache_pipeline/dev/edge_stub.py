@@ -51,7 +51,7 @@ from cache_pipeline.errors import ConfigError
 from cache_pipeline.ops.logs import configure_logging
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
+    from cache_pipeline.sqs.client import SqsQueue
 
 Scope = tuple[str, str | None]
 ResourceId = Annotated[str | None, Query(alias="resourceId", min_length=1, max_length=256)]
@@ -201,17 +201,14 @@ class Publisher:
     """Sends change messages to the queue, when one is configured."""
 
     environment: str
-    queue_url: str | None = None
-    client: SQSClient | None = None
+    queue: SqsQueue | None = None
 
     def publish(self, message: dict[str, Any]) -> bool:
-        if self.client is None or self.queue_url is None:
+        if self.queue is None:
             return False
         message = {"id": str(uuid.uuid4()), "environment": self.environment, **message}
-        from cache_pipeline.sqs.boto import send_bodies
-
         try:
-            send_bodies(self.client, self.queue_url, [json.dumps(message, ensure_ascii=False)])
+            self.queue.send([json.dumps(message, ensure_ascii=False)])
         except Exception as exc:  # the stub keeps serving; the cache heals on a miss
             logger.warning("edge stub could not publish {}: {!r}", message["type"], exc)
             return False
@@ -352,11 +349,11 @@ def create_app(data: EdgeData, api_key: str | None, latency_ms: int = 0) -> Fast
 
 def build(settings: Settings, path: Path, latency_ms: int = 0) -> FastAPI:
     """The stub app for these settings: key from SERVER_API_KEY, queue from QUEUE_URL."""
-    publisher = Publisher(settings.environment_prefix, settings.queue_url)
+    publisher = Publisher(settings.environment_prefix)
     if settings.queue_url:
-        from cache_pipeline.sqs.boto import sqs_client  # boto3 only when there is a queue
+        from cache_pipeline.sqs.client import SqsQueue  # botocore only when there is a queue
 
-        publisher.client = sqs_client(settings)
+        publisher.queue = SqsQueue.from_settings(settings)
     data = EdgeData(path, publisher, load_snapshots(path))
     key = settings.server_api_key.get_secret_value() if settings.server_api_key else None
     if key is None:

@@ -1,9 +1,11 @@
-"""The queue as the pipeline sees it: received messages and four operations.
+"""The queue as the pipeline sees it: received messages and what is done with them.
 
 ``QueueClient`` is all the consumer needs from a queue: receive a batch, delete
 what was applied, release what must come back soon, park poison in the
-dead-letter queue. ``cache_pipeline.sqs.client`` implements it on SQS; the test
-suite has an in-memory one, and one contract suite runs against both.
+dead-letter queue. ``Queue`` adds what the operator's commands and the
+development tools do: send messages, move the dead-letter queue back (redrive)
+and read the approximate depth. ``cache_pipeline.sqs.client`` implements both on
+SQS; the test suite has an in-memory one, and one contract suite runs against both.
 
 Every operation raises ``QueueUnavailable`` (with its ``QueueFault``) when the
 call itself fails; nothing it was asked to do is then known to be done, and an
@@ -12,7 +14,7 @@ undeleted message comes back by itself after its visibility timeout.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,4 +70,51 @@ class QueueClient(Protocol):
 
     def close(self) -> None:
         """Let go of connections."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """How many messages a queue holds, as it reports them (approximately)."""
+
+    visible: int  # waiting to be received (ApproximateNumberOfMessages)
+    in_flight: int  # received, neither deleted nor visible again (...NotVisible)
+    delayed: int  # sent with a delay that has not passed yet (...Delayed)
+
+    @property
+    def total(self) -> int:
+        """Every message the queue holds, whatever its state."""
+        return self.visible + self.in_flight + self.delayed
+
+
+@dataclass(slots=True)
+class RedriveCounts:
+    """What a redrive did."""
+
+    moved: int = 0  # sent to the queue and deleted from the dead-letter queue
+    failed: int = 0  # not sent, or sent and not deleted (then in both queues)
+
+
+class Queue(QueueClient, Protocol):
+    """A queue and its dead-letter queue, for the worker, the operator and the dev tools."""
+
+    def send(self, bodies: Iterable[str]) -> int:
+        """Send message bodies to the queue, in order; return how many were sent.
+
+        Raises ``QueueUnavailable`` (``REFUSED`` naming the message when the
+        queue refuses one; those before it were sent).
+        """
+        ...
+
+    def redrive(self, limit: int) -> RedriveCounts:
+        """Move up to ``limit`` messages from the dead-letter queue back to the queue.
+
+        A message is deleted from the dead-letter queue only once it is sent.
+        Raises ``QueueUnavailable`` when a call fails, ``ValueError`` without a
+        dead-letter queue.
+        """
+        ...
+
+    def depth(self, *, dead_letter: bool = False) -> QueueDepth:
+        """The queue's approximate depth, or its dead-letter queue's."""
         ...

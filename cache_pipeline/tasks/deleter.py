@@ -18,6 +18,7 @@ from enum import StrEnum
 from loguru import logger
 from redis.backoff import EqualJitterBackoff
 
+from cache_pipeline.config import SQS_BATCH_LIMIT
 from cache_pipeline.errors import QueueUnavailable
 from cache_pipeline.ops import metrics
 from cache_pipeline.ops.health import HealthState, Reason
@@ -79,7 +80,6 @@ def queue_failed(
         health.failed(reason, str(exc))
 
 
-DELETE_BATCH = 10  # SQS's most entries per DeleteMessageBatch
 DELETE_BACKOFF = EqualJitterBackoff(cap=10.0, base=0.5)
 
 
@@ -218,7 +218,7 @@ class DeleteBatcher:
                     self._cond.wait()
                 if not self._pending:
                     return
-                size = min(DELETE_BATCH, len(self._pending))
+                size = min(SQS_BATCH_LIMIT, len(self._pending))
                 chunk = [self._pending.popleft() for _ in range(size)]
                 self._busy += 1
                 self._sending += size

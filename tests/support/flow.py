@@ -51,7 +51,7 @@ class Flow:
     sent: list[dict[str, Any]] = field(default_factory=list)
 
     def send(self, bodies: list[dict[str, Any]]) -> None:
-        send(self.sqs.client(), self.queue, bodies)
+        send(self.sqs, self.queue, bodies)
         self.sent += bodies
 
     def seed(self, customers: int = CUSTOMERS) -> None:
@@ -96,9 +96,8 @@ class Flow:
 
     def drained(self, *, timeout: float = 90) -> None:
         """Wait until the queue holds nothing, visible or in flight."""
-        client = self.sqs.client()
         wait_until(
-            lambda: queue_depth(client, self.queue) == 0,
+            lambda: queue_depth(self.sqs, self.queue) == 0,
             timeout=timeout,
             what=f"queue drained\n{self.worker.output()[-3000:]}",
         )

@@ -1,4 +1,4 @@
-"""An in-memory ``QueueClient``: a queue, its visibility timeouts and a dead-letter queue.
+"""An in-memory ``Queue``: a queue, its visibility timeouts and a dead-letter queue.
 
 It behaves as ``SqsQueue`` does against a real SQS server (the contract suite,
 ``tests/test_queue_contract.py``, runs against both), so the consumer's settle
@@ -13,13 +13,13 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cache_pipeline.errors import QueueFault, QueueUnavailable
 from cache_pipeline.sqs.dlq import REASON, attributes
-from cache_pipeline.sqs.queue import Poison, Received
+from cache_pipeline.sqs.queue import Poison, QueueDepth, Received, RedriveCounts
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Stored:
 
 
 class MemoryQueue:
-    """A ``QueueClient`` whose queue lives in this process."""
+    """A ``Queue`` whose queue and dead-letter queue live in this process."""
 
     def __init__(
         self,
@@ -58,14 +58,8 @@ class MemoryQueue:
 
     # -- the test's side -------------------------------------------------------------------
 
-    def send(self, *bodies: str) -> None:
-        with self._lock:
-            for body in bodies:
-                number = next(self._ids)
-                self.messages.append(Stored(body, f"m-{number}", sent_at=time.time()))
-
     def fail(self, operation: str, fault: QueueFault | None) -> None:
-        """Make ``operation`` (receive, delete, release, park) raise, or stop raising (None)."""
+        """Make ``operation`` (a method of ``Queue``) raise, or stop raising (None)."""
         if fault is None:
             self.failing.pop(operation, None)
         else:
@@ -122,6 +116,33 @@ class MemoryQueue:
         if self.dead_letter is None:
             return ["no dead-letter queue is configured"] * len(poison)
         return [self._park_one(item) for item in poison]
+
+    def send(self, bodies: Iterable[str]) -> int:
+        self._call("send")
+        with self._lock:
+            added = [Stored(body, f"m-{next(self._ids)}", sent_at=time.time()) for body in bodies]
+            self.messages += added
+            return len(added)
+
+    def redrive(self, limit: int) -> RedriveCounts:
+        self._call("redrive")
+        if self.dead_letter is None:
+            raise ValueError("no dead-letter queue is configured")
+        with self._lock:
+            moved, self.dead_letter = self.dead_letter[:limit], self.dead_letter[limit:]
+        self.send(m.body for m in moved)
+        return RedriveCounts(moved=len(moved))
+
+    def depth(self, *, dead_letter: bool = False) -> QueueDepth:
+        self._call("depth")
+        if dead_letter:
+            if self.dead_letter is None:
+                raise ValueError("no dead-letter queue is configured")
+            return QueueDepth(len(self.dead_letter), 0, 0)
+        with self._lock:
+            now = self._clock()
+            visible = sum(1 for m in self.messages if m.visible_at <= now)
+            return QueueDepth(visible, len(self.messages) - visible, 0)
 
     def close(self) -> None:
         self.calls.append("close")

@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Self, TypeVar
 
 import boto3
 import redis
+from botocore.credentials import ReadOnlyCredentials
+
+from cache_pipeline.sqs.client import SqsQueue
+from cache_pipeline.sqs.wire import DefaultChain, SignedCalls
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -193,8 +197,20 @@ class SqsServer:
             return False
 
     def client(self) -> SQSClient:
+        """A boto3 client: for creating queues and for looking behind the pipeline's client."""
         return boto3.client(  # type: ignore[call-overload,no-any-return]
             "sqs", endpoint_url=self.endpoint, **AWS_TEST_CLIENT_ARGS
+        )
+
+    def queue(
+        self, queue_url: str, *, dead_letter_url: str | None = None, visibility_timeout: int = 30
+    ) -> SqsQueue:
+        """The pipeline's own client of a queue on this server."""
+        return queue_at(
+            self.endpoint,
+            queue_url,
+            dead_letter_url=dead_letter_url,
+            visibility_timeout=visibility_timeout,
         )
 
     def kill(self) -> None:
@@ -231,3 +247,36 @@ AWS_TEST_CLIENT_ARGS = {
     "aws_access_key_id": "testing",
     "aws_secret_access_key": "testing",
 }
+
+
+class StaticCredentials(DefaultChain):
+    """Fixed credentials (the suite's test keys unless named), whatever the environment holds."""
+
+    def __init__(
+        self,
+        key: str = AWS_TEST_ENV["AWS_ACCESS_KEY_ID"],
+        secret: str = AWS_TEST_ENV["AWS_SECRET_ACCESS_KEY"],
+    ) -> None:
+        super().__init__()
+        self._keys = ReadOnlyCredentials(key, secret, None)
+
+    def frozen(self) -> ReadOnlyCredentials:
+        return self._keys
+
+    def forget(self) -> None:
+        return
+
+
+def queue_at(
+    endpoint: str,
+    queue_url: str,
+    *,
+    dead_letter_url: str | None = None,
+    visibility_timeout: int = 30,
+    credentials: StaticCredentials | None = None,
+) -> SqsQueue:
+    """``SqsQueue`` of ``queue_url`` at ``endpoint``, signed with the suite's test credentials."""
+    calls = SignedCalls(endpoint, "us-east-1", chain=credentials or StaticCredentials())
+    return SqsQueue(
+        calls, queue_url, dead_letter_url=dead_letter_url, visibility_timeout=visibility_timeout
+    )

@@ -18,54 +18,49 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cache_pipeline.config import CacheUpdatePolicy
+from cache_pipeline.config import SQS_BATCH_LIMIT, CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.sqs.batch import change_visibility_batch
 from cache_pipeline.store.writer import Store
 from tests.support.factory import parsed
-from tests.support.servers import wait_until
+from tests.support.servers import SqsServer, wait_until
 from tests.support.snapshot import read_state
 from tests.support.worker import WorkerProcess, queue_depth
 
 if TYPE_CHECKING:
     import redis
-    from mypy_boto3_sqs import SQSClient
 
 LONG_VISIBILITY = 60  # seconds: a message the worker dropped stays in flight this long
 
 
-def queue_counts(client: SQSClient, queue_url: str) -> tuple[int, int]:
+def queue_counts(sqs: SqsServer, queue_url: str) -> tuple[int, int]:
     """(visible, in flight): ApproximateNumberOfMessages and ...NotVisible.
 
     moto counts them exactly: a message is in flight from its receive until its
     visibility timeout ends, it is deleted, or its visibility is changed to 0.
     """
-    attrs = client.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
+    with closing(sqs.queue(queue_url)) as queue:
+        depth = queue.depth()
+    return depth.visible, depth.in_flight
 
 
-def in_flight(client: SQSClient, queue_url: str) -> int:
+def in_flight(sqs: SqsServer, queue_url: str) -> int:
     """Messages received and neither deleted nor visible again."""
-    return queue_counts(client, queue_url)[1]
+    return queue_counts(sqs, queue_url)[1]
 
 
-def wait_for_queue_empty(client: SQSClient, queue_url: str, *, timeout: float = 60) -> None:
+def wait_for_queue_empty(sqs: SqsServer, queue_url: str, *, timeout: float = 60) -> None:
     """Poll until the queue holds nothing, visible or in flight."""
-    wait_until(lambda: queue_depth(client, queue_url) == 0, timeout=timeout, what="an empty queue")
+    wait_until(lambda: queue_depth(sqs, queue_url) == 0, timeout=timeout, what="an empty queue")
 
 
 def hold_frozen(
     freeze: Callable[[], None],
     thaw: Callable[[], None],
-    client: SQSClient,
+    sqs: SqsServer,
     queue_url: str,
     *,
     left_at_most: int | None = None,
@@ -83,7 +78,7 @@ def hold_frozen(
 
     def frozen_holding() -> int:
         freeze()
-        visible, held = queue_counts(client, queue_url)
+        visible, held = queue_counts(sqs, queue_url)
         if held and (left_at_most is None or visible + held <= left_at_most):
             return held
         thaw()
@@ -95,13 +90,13 @@ def hold_frozen(
 
 
 def freeze_holding(
-    worker: WorkerProcess, client: SQSClient, queue_url: str, *, left_at_most: int | None = None
+    worker: WorkerProcess, sqs: SqsServer, queue_url: str, *, left_at_most: int | None = None
 ) -> int:
     """SIGSTOP ``worker`` while it holds messages in flight (``hold_frozen``); how many."""
     return hold_frozen(
         lambda: os.kill(worker.pid, signal.SIGSTOP),
         lambda: os.kill(worker.pid, signal.SIGCONT),
-        client,
+        sqs,
         queue_url,
         left_at_most=left_at_most,
     )
@@ -155,7 +150,7 @@ class Leftover:
 
 
 def take_leftover(
-    client: SQSClient, queue_url: str, sent: Sequence[dict[str, Any]], *, hide: int = 60
+    sqs: SqsServer, queue_url: str, sent: Sequence[dict[str, Any]], *, hide: int = 60
 ) -> Leftover:
     """Receive every message still on the queue (hiding them ``hide`` s); the rest was deleted.
 
@@ -163,16 +158,14 @@ def take_leftover(
     """
     receipts: list[str] = []
     bodies: Counter[str] = Counter()
-    for _ in range(len(sent) + 10):
-        reply = client.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=hide, WaitTimeSeconds=0
-        )
-        messages = reply.get("Messages", [])
-        if not messages and queue_counts(client, queue_url)[0] == 0:
-            break
-        for message in messages:
-            receipts.append(message["ReceiptHandle"])
-            bodies[message["Body"]] += 1
+    with closing(sqs.queue(queue_url, visibility_timeout=hide)) as queue:
+        for _ in range(len(sent) + SQS_BATCH_LIMIT):
+            messages = queue.receive(SQS_BATCH_LIMIT, 0)
+            if not messages and queue.depth().visible == 0:
+                break
+            for message in messages:
+                receipts.append(message.receipt)
+                bodies[message.body] += 1
     remaining, deleted = [], []
     for body in sent:
         text = json.dumps(body)
@@ -185,10 +178,10 @@ def take_leftover(
     return Leftover(receipts, remaining, deleted)
 
 
-def give_back(client: SQSClient, queue_url: str, leftover: Leftover) -> None:
+def give_back(sqs: SqsServer, queue_url: str, leftover: Leftover) -> None:
     """Make the messages ``take_leftover`` hid visible again at once."""
-
-    assert change_visibility_batch(client, queue_url, leftover.receipts, 0) == []
+    with closing(sqs.queue(queue_url)) as queue:
+        assert queue.release(leftover.receipts, 0) == []
 
 
 def assert_deleted_were_written(

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,23 +155,17 @@ def create_queue(client: SQSClient, **attributes: str) -> str:
     return client.create_queue(QueueName=name, Attributes=attrs)["QueueUrl"]
 
 
-def send(client: SQSClient, queue_url: str, bodies: Iterable[dict[str, Any] | str]) -> int:
-    """Send bodies (dicts are JSON-encoded) in batches of ten."""
-    from cache_pipeline.sqs.boto import send_bodies
-
+def send(sqs: SqsServer, queue_url: str, bodies: Iterable[dict[str, Any] | str]) -> int:
+    """Send bodies (dicts are JSON-encoded) through the pipeline's SQS client."""
     texts = [body if isinstance(body, str) else json.dumps(body) for body in bodies]
-    return send_bodies(client, queue_url, texts)
+    with closing(sqs.queue(queue_url)) as queue:
+        return queue.send(texts)
 
 
-def queue_depth(client: SQSClient, queue_url: str) -> int:
-    """Visible plus in-flight messages."""
-    attrs = client.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
+def queue_depth(sqs: SqsServer, queue_url: str) -> int:
+    """Every message on the queue: visible, in flight or delayed."""
+    with closing(sqs.queue(queue_url)) as queue:
+        return queue.depth().total
 
 
 def expected_state(

@@ -200,6 +200,9 @@ class Stack:
 
 def create_queues(endpoint: str) -> tuple[str, str]:
     """Create the dead-letter queue, then the queue with a redrive policy to it."""
+    # boto3, not cache_pipeline.sqs.client: creating queues is no call of the service (in
+    # production the queues come from infrastructure, and IAM grants the worker no
+    # sqs:CreateQueue), and the local stack's fixed credentials are not this process's own.
     client = boto3.client(
         "sqs",
         endpoint_url=endpoint,
