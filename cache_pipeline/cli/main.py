@@ -141,7 +141,7 @@ def invalidate(customer_id: str, resource_id: str | None) -> None:
     from cache_pipeline.store.connection import connect
     from cache_pipeline.store.writer import Store
 
-    _check_ids(customer_id, resource_id)
+    _check_ids(customer_id, resource_id, "--customer")
     client = connect(settings)
     layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
     store = Store(client, layout, ttl=settings.keys_ttl_in_secs)
@@ -179,10 +179,10 @@ def inspect(customer_id: str, resource_id: str | None, as_json: bool) -> None:
     click.echo(json.dumps(found.as_dict(), sort_keys=True) if as_json else render(found))
 
 
-def _check_ids(customer_id: str, resource_id: str | None) -> None:
+def _check_ids(customer_id: str, resource_id: str | None, customer_hint: str = "CUSTOMER") -> None:
     from cache_pipeline.keys import unsafe_id_problem
 
-    for name, value in (("CUSTOMER", customer_id), ("--resource", resource_id)):
+    for name, value in ((customer_hint, customer_id), ("--resource", resource_id)):
         problem = unsafe_id_problem(value) if value is not None else None
         if problem is not None or value == "":
             raise click.BadParameter(problem or "an id is not empty", param_hint=name)
