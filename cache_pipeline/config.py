@@ -1,14 +1,18 @@
-"""Settings: one validated model, read from the environment by the entry point.
+"""Settings: validated models, read from the environment by the entry point.
 
-Every variable of the published settings table keeps its name, type and default.
-A bad value raises ``ConfigError`` with one line naming the variable, the value
-and what is allowed; the CLI prints that line and exits with code 2.
+``ReaderSettings`` is what the reader SDK reads (Redis, the environment prefix, the
+Edge API); ``Settings`` adds the rest of the service's (the queue optional: commands
+that do not consume); ``WorkerSettings`` requires QUEUE_URL (the worker, and the
+commands that talk to the queue). Every variable of the published settings table
+keeps its name, type and default. A bad value raises ``ConfigError`` with one line
+naming the variable, the value and what is allowed; the CLI prints that line and
+exits with code 2.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,15 +53,13 @@ Port = Annotated[int, Field(ge=1, le=65535, json_schema_extra=_allowed("an integ
 Flag = Annotated[bool, Field(json_schema_extra=_allowed("0 or 1"))]
 
 
-class Settings(BaseSettings):
-    """Every setting of the service, read from environment variables of the same name."""
+class ReaderSettings(BaseSettings):
+    """What the reader SDK reads, from environment variables of the same name."""
 
     model_config = SettingsConfigDict(
         case_sensitive=False, extra="ignore", frozen=True, validate_default=True
     )
 
-    aws_region: str = "us-east-1"
-    queue_url: str | None = None
     server_api_key: SecretStr | None = None
     environment_prefix: Annotated[
         str,
@@ -80,7 +82,36 @@ class Settings(BaseSettings):
     redis_timeout_secs: Annotated[
         float, Field(gt=0, le=60, json_schema_extra=_allowed("seconds, more than 0 and at most 60"))
     ] = 2.0
+    keys_ttl_in_secs: Annotated[
+        int, Field(json_schema_extra=_allowed("a positive number of seconds, or -1 for no expiry"))
+    ] = 604800
+    edge_api_url: Annotated[
+        str, Field(pattern=r"^https?://\S+$", json_schema_extra=_allowed("an http(s) URL"))
+    ] = "https://edge.api.stigg.io"
 
+    @field_validator("keys_ttl_in_secs")
+    @classmethod
+    def _ttl(cls, value: int) -> int:
+        if value != NO_EXPIRY and value < 1:
+            raise ValueError("must be a positive number of seconds or -1")
+        return value
+
+    @field_validator("redis_username", "redis_tls_ca_file", mode="before")
+    @classmethod
+    def _empty_reader_value_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def ttl(self) -> int | None:
+        """Seconds every written key lives, or None for no expiry."""
+        return None if self.keys_ttl_in_secs == NO_EXPIRY else self.keys_ttl_in_secs
+
+
+class Settings(ReaderSettings):
+    """Every setting of the service; QUEUE_URL optional (``WorkerSettings`` requires it)."""
+
+    aws_region: str = "us-east-1"
+    queue_url: str | None = None
     batch_size: Annotated[
         int,
         Field(
@@ -91,12 +122,6 @@ class Settings(BaseSettings):
             ),
         ),
     ] = 1
-    keys_ttl_in_secs: Annotated[
-        int, Field(json_schema_extra=_allowed("a positive number of seconds, or -1 for no expiry"))
-    ] = 604800
-    edge_api_url: Annotated[
-        str, Field(pattern=r"^https?://\S+$", json_schema_extra=_allowed("an http(s) URL"))
-    ] = "https://edge.api.stigg.io"
     sentry_dsn: SecretStr | None = None
     disable_sentry: Flag = False
     port: Port = 4000
@@ -146,21 +171,7 @@ class Settings(BaseSettings):
         int, Field(ge=10, le=86400, json_schema_extra=_allowed("seconds 10..86400"))
     ] = 120
 
-    @field_validator("keys_ttl_in_secs")
-    @classmethod
-    def _ttl(cls, value: int) -> int:
-        if value != NO_EXPIRY and value < 1:
-            raise ValueError("must be a positive number of seconds or -1")
-        return value
-
-    @field_validator(
-        "queue_url",
-        "dead_letter_queue_url",
-        "redis_username",
-        "redis_tls_ca_file",
-        "worker_concurrency",
-        mode="before",
-    )
+    @field_validator("queue_url", "dead_letter_queue_url", "worker_concurrency", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -193,31 +204,48 @@ class Settings(BaseSettings):
             " SQS answers slowly"
         )
 
-    @property
-    def ttl(self) -> int | None:
-        """Seconds every written key lives, or None for no expiry."""
-        return None if self.keys_ttl_in_secs == NO_EXPIRY else self.keys_ttl_in_secs
+
+class WorkerSettings(Settings):
+    """The service's settings with QUEUE_URL set: what consuming or sending needs."""
+
+    queue_url: Annotated[str, Field(min_length=1)]
 
 
-def load_settings(*, require_queue: bool = False, **overrides: Any) -> Settings:
-    """Build the settings from the environment (and explicit overrides).
+S = TypeVar("S", bound=ReaderSettings)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The service's settings from the environment (and explicit overrides).
 
     Raises ``ConfigError`` with one line per bad variable.
     """
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-    if require_queue and not settings.queue_url:
+    return _load(Settings, overrides)
+
+
+def load_worker_settings(**overrides: Any) -> WorkerSettings:
+    """The settings of a process that consumes or sends: QUEUE_URL is required."""
+    if not load_settings(**overrides).queue_url:
         raise ConfigError("QUEUE_URL is not set: the worker needs the URL of the queue to consume")
-    return settings
+    return _load(WorkerSettings, overrides)
 
 
-def _describe(exc: ValidationError) -> str:
+def load_reader_settings(**overrides: Any) -> ReaderSettings:
+    """The reader SDK's settings from the environment (and explicit overrides)."""
+    return _load(ReaderSettings, overrides)
+
+
+def _load(model: type[S], overrides: dict[str, Any]) -> S:
+    try:
+        return model(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(model, exc)) from None
+
+
+def _describe(model: type[ReaderSettings], exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        info = Settings.model_fields.get(field)
+        info = model.model_fields.get(field)
         extra = info.json_schema_extra if info is not None else None
         allowed = extra.get("allowed") if isinstance(extra, dict) else None
         reason = str(allowed) if allowed else error["msg"]

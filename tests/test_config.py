@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from cache_pipeline.config import CacheUpdatePolicy, Settings, load_settings
+from cache_pipeline.config import CacheUpdatePolicy, Settings, load_settings, load_worker_settings
 from cache_pipeline.errors import ConfigError
 
 # (variable, default, an override as the environment gives it, the parsed override)
@@ -145,12 +145,12 @@ def test_two_bad_values_give_two_lines(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_queue_url_required_for_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"^QUEUE_URL is not set"):
-        load_settings(require_queue=True)
+        load_worker_settings()
     monkeypatch.setenv("QUEUE_URL", "")
     with pytest.raises(ConfigError, match=r"^QUEUE_URL is not set"):
-        load_settings(require_queue=True)
+        load_worker_settings()
     monkeypatch.setenv("QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
-    assert load_settings(require_queue=True).queue_url == "http://127.0.0.1:1/000000000000/q"
+    assert load_worker_settings().queue_url == "http://127.0.0.1:1/000000000000/q"
 
 
 def test_lower_case_names_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ import yaml
 from dotenv import dotenv_values
 
 from cache_pipeline.cli.main import cli
-from cache_pipeline.config import SHUTDOWN_GRACE_SECS, Settings, load_settings
+from cache_pipeline.config import SHUTDOWN_GRACE_SECS, Settings, load_worker_settings
 from cache_pipeline.dev.cli import dev
 from tests.support.servers import AWS_TEST_ENV, SqsServer
 from tests.support.status_server import status_server
@@ -117,8 +117,7 @@ def test_env_example_points_at_the_compose_services(compose: dict[str, Any]) -> 
     values = {k: v or "" for k, v in dotenv_values(ENV_EXAMPLE).items()}
     unknown = {k for k in values if k.lower() not in Settings.model_fields} - AWS_VARIABLES
     assert unknown == set(), "every variable is a setting of the service"
-    settings = load_settings(
-        require_queue=True,
+    settings = load_worker_settings(
         **{k.lower(): v for k, v in values.items() if k.lower() in Settings.model_fields},
     )
     services = set(compose["services"])

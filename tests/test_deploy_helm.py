@@ -25,6 +25,7 @@ from cache_pipeline.config import (
     SHUTDOWN_GRACE_SECS,
     Settings,
     load_settings,
+    load_worker_settings,
 )
 from tests.support.manifests import by_kind, load_objects, validate_object
 
@@ -193,7 +194,7 @@ def test_all_on_config_and_secrets_are_accepted_by_the_service(
     assert not SECRET_KEYS & set(rendered["ConfigMap"]["data"]), "secrets stay out of the ConfigMap"
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings = load_settings(require_queue=True)
+    settings = load_worker_settings()
     config = values["config"]
     assert settings.keys_ttl_in_secs == config["keysTtlInSecs"] == 2592000
     assert settings.redis_timeout_secs == config["redisTimeoutSecs"]

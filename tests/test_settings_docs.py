@@ -12,7 +12,7 @@ import annotated_types
 import pytest
 import yaml
 
-from cache_pipeline.config import Settings, load_settings
+from cache_pipeline.config import Settings, load_worker_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "cache-pipeline"
@@ -83,7 +83,7 @@ def test_env_example_names_only_settings_and_is_accepted(monkeypatch: pytest.Mon
     assert not unknown, f".env.example sets what no setting reads: {sorted(unknown)}"
     for name, value in example.items():
         monkeypatch.setenv(name, value)
-    settings = load_settings(require_queue=True)
+    settings = load_worker_settings()
     assert settings.queue_url == example["QUEUE_URL"]
 
 

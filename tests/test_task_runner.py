@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from cache_pipeline.config import load_settings
+from cache_pipeline.config import load_worker_settings
 from cache_pipeline.contract.plan import Planned, Planner
 from cache_pipeline.errors import InvalidMessage, InvalidReason
 from cache_pipeline.tasks.app import PipelineApp, create_app
@@ -26,7 +26,9 @@ USAGE = TASK_NAMES["usage.updated"]
 
 @pytest.fixture
 def app() -> PipelineApp:
-    settings = load_settings(queue_url="http://127.0.0.1:1/000/q", environment_prefix="runner")
+    settings = load_worker_settings(
+        queue_url="http://127.0.0.1:1/000/q", environment_prefix="runner"
+    )
     made = create_app(settings)
     made.planner = Planner.from_settings(settings)
     return made

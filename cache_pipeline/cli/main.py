@@ -17,7 +17,7 @@ from typing import TextIO
 import click
 
 from cache_pipeline import __version__
-from cache_pipeline.config import Settings, load_settings
+from cache_pipeline.config import Settings, load_settings, load_worker_settings
 from cache_pipeline.errors import ConfigError, QueueUnavailable
 
 EXIT_CONFIG = 2
@@ -48,7 +48,7 @@ def api() -> None:
 @cli.command("worker")
 def worker() -> None:
     """Consume QUEUE_URL and apply every message to Redis (a Celery worker)."""
-    settings = load_settings(require_queue=True)
+    settings = load_worker_settings()
     from cache_pipeline.tasks.worker import run_worker
 
     sys.exit(run_worker(settings))
@@ -65,7 +65,7 @@ def worker() -> None:
 )
 def redrive(limit: int) -> None:
     """Move messages from DEAD_LETTER_QUEUE_URL back to QUEUE_URL."""
-    settings = load_settings(require_queue=True)
+    settings = load_worker_settings()
     if not settings.dead_letter_queue_url:
         raise ConfigError("DEAD_LETTER_QUEUE_URL is not set: there is no queue to redrive from")
     from cache_pipeline.sqs.client import SqsQueue

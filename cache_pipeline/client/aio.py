@@ -44,7 +44,7 @@ from cache_pipeline.client.reading import (
     with_global_timestamp,
 )
 from cache_pipeline.client.upstream import AsyncEdgeClient, EdgeAnswer
-from cache_pipeline.config import Settings
+from cache_pipeline.config import ReaderSettings
 
 T = TypeVar("T")
 
@@ -56,7 +56,7 @@ class AsyncEntitlementsCache(ReaderBase):
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: ReaderSettings | None = None,
         options: ReaderOptions | None = None,
         *,
         redis: AsyncRedisClient | None = None,

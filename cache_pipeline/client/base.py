@@ -34,7 +34,7 @@ from cache_pipeline.client.queries import (
 from cache_pipeline.client.reading import ReadRequest, Scope
 from cache_pipeline.client.upstream import EdgeAnswer
 from cache_pipeline.client.write_back import write_back_call, write_back_problem
-from cache_pipeline.config import Settings
+from cache_pipeline.config import ReaderSettings
 from cache_pipeline.contract.plan import ScriptCall
 from cache_pipeline.errors import UpstreamError, UpstreamUnavailable
 from cache_pipeline.keys import KeyLayout
@@ -54,7 +54,10 @@ class ReaderBase:
     """
 
     def __init__(
-        self, settings: Settings | None, options: ReaderOptions | None, overrides: dict[str, Any]
+        self,
+        settings: ReaderSettings | None,
+        options: ReaderOptions | None,
+        overrides: dict[str, Any],
     ) -> None:
         self.settings = resolve_settings(settings, overrides)
         self.options = options or ReaderOptions()

@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from cache_pipeline.client.upstream import AsyncEdgeClient, EdgeAnswer, EdgeClient
-from cache_pipeline.config import Settings
+from cache_pipeline.config import ReaderSettings
 from cache_pipeline.store.connection import connect, connection_options
 from cache_pipeline.store.writer import RedisClient
 
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-def connect_async(settings: Settings) -> AsyncRedisClient:
+def connect_async(settings: ReaderSettings) -> AsyncRedisClient:
     """An asyncio client for the configured Redis; nothing is sent until it is used."""
     options = connection_options(settings)
     retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)

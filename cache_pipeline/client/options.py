@@ -10,7 +10,7 @@ from typing import Any
 
 from cache_pipeline.client.decide import list_fallback
 from cache_pipeline.client.upstream import EdgeOptions
-from cache_pipeline.config import Settings, load_settings
+from cache_pipeline.config import ReaderSettings, load_reader_settings
 from cache_pipeline.contract.dates import now_ms
 from cache_pipeline.contract.scopes import check_edge_id
 from cache_pipeline.errors import ConfigError, InvalidArgument
@@ -105,7 +105,7 @@ class ReaderOptions:
     def lock_wait(self) -> float:
         return self.lock_wait_seconds or self.upstream_budget + 1.0
 
-    def edge(self, settings: Settings) -> EdgeOptions:
+    def edge(self, settings: ReaderSettings) -> EdgeOptions:
         """How the Edge API is asked: EDGE_API_URL, SERVER_API_KEY and these knobs."""
         key = settings.server_api_key.get_secret_value() if settings.server_api_key else None
         return EdgeOptions(
@@ -117,19 +117,19 @@ class ReaderOptions:
         )
 
 
-def resolve_settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
+def resolve_settings(settings: ReaderSettings | None, overrides: dict[str, Any]) -> ReaderSettings:
     """Settings from the environment or the given ones, with explicit values on top.
 
     Raises ``ConfigError`` naming an unknown or bad setting.
     """
-    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    unknown = sorted(set(overrides) - set(ReaderSettings.model_fields))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}: use the lower-case variable name")
     if settings is None:
-        return load_settings(**overrides)
+        return load_reader_settings(**overrides)
     if not overrides:
         return settings
-    return load_settings(**(dict(settings) | overrides))
+    return load_reader_settings(**(dict(settings) | overrides))
 
 
 def check_id(name: str, value: object) -> str:

@@ -42,7 +42,7 @@ from cache_pipeline.client.reading import (
     with_global_timestamp,
 )
 from cache_pipeline.client.upstream import EdgeAnswer, EdgeClient
-from cache_pipeline.config import Settings
+from cache_pipeline.config import ReaderSettings
 
 T = TypeVar("T")
 
@@ -65,7 +65,7 @@ class EntitlementsCache(ReaderBase):
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: ReaderSettings | None = None,
         options: ReaderOptions | None = None,
         *,
         redis: RedisClient | None = None,

@@ -20,7 +20,7 @@ import httpx
 from cache_pipeline import __version__
 from cache_pipeline.cli.main import EXIT_CONFIG
 from cache_pipeline.client.upstream import EdgeOptions
-from cache_pipeline.config import load_settings
+from cache_pipeline.config import load_settings, load_worker_settings
 from cache_pipeline.contract.scopes import ScopeRef, scope_from_json
 from cache_pipeline.errors import CachePipelineError, ConfigError, QueueUnavailable, UpstreamError
 
@@ -79,7 +79,7 @@ def publish(source: TextIO) -> None:
 
     Every line is validated first; one bad line sends nothing.
     """
-    settings = load_settings(require_queue=True)
+    settings = load_worker_settings()
     from cache_pipeline.dev.publish import read_messages
     from cache_pipeline.sqs.client import SqsQueue
 

@@ -39,7 +39,7 @@ from loguru import logger
 from starlette.concurrency import run_in_threadpool
 
 from cache_pipeline.client.upstream import API_KEY_HEADER
-from cache_pipeline.config import Settings
+from cache_pipeline.config import Settings, WorkerSettings
 from cache_pipeline.contract.scopes import scope_problem
 from cache_pipeline.dev.edge_entries import (
     parse_json,
@@ -353,7 +353,7 @@ def build(settings: Settings, path: Path, latency_ms: int = 0) -> FastAPI:
     if settings.queue_url:
         from cache_pipeline.sqs.client import SqsQueue  # botocore only when there is a queue
 
-        publisher.queue = SqsQueue.from_settings(settings)
+        publisher.queue = SqsQueue.from_settings(WorkerSettings.model_validate(dict(settings)))
     data = EdgeData(path, publisher, load_snapshots(path))
     key = settings.server_api_key.get_secret_value() if settings.server_api_key else None
     if key is None:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any, TypeVar
 
-from cache_pipeline.config import SQS_BATCH_LIMIT, Settings
+from cache_pipeline.config import SQS_BATCH_LIMIT, WorkerSettings
 from cache_pipeline.errors import QueueFault, QueueUnavailable
 from cache_pipeline.sqs.dlq import REASON, attributes
 from cache_pipeline.sqs.queue import Poison, QueueDepth, Received, RedriveCounts
@@ -65,10 +65,8 @@ class SqsQueue:
         self.visibility_timeout = visibility_timeout
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SqsQueue:
+    def from_settings(cls, settings: WorkerSettings) -> SqsQueue:
         """QUEUE_URL and DEAD_LETTER_QUEUE_URL on the configured endpoint."""
-        if settings.queue_url is None:
-            raise ValueError("QUEUE_URL is not set")
         return cls(
             sqs_calls(settings),
             settings.queue_url,

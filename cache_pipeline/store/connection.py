@@ -11,7 +11,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
-from cache_pipeline.config import Settings
+from cache_pipeline.config import ReaderSettings
 from cache_pipeline.errors import StoreError
 from cache_pipeline.store.writer import RedisClient, translate_errors
 
@@ -49,7 +49,7 @@ class StopAwareRetry(Retry):
         return result
 
 
-def connection_options(settings: Settings) -> dict[str, Any]:
+def connection_options(settings: ReaderSettings) -> dict[str, Any]:
     """Keyword arguments shared by the sync and asyncio clients."""
     options: dict[str, Any] = {
         "host": settings.redis_host,
@@ -69,7 +69,7 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def connect(settings: Settings, stopped: Callable[[], bool] | None = None) -> RedisClient:
+def connect(settings: ReaderSettings, stopped: Callable[[], bool] | None = None) -> RedisClient:
     """A client for the configured Redis.
 
     A single-node client sends nothing until it is used. A cluster client asks a

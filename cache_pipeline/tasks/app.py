@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from celery import Celery
 
-from cache_pipeline.config import Settings
+from cache_pipeline.config import WorkerSettings
 from cache_pipeline.contract.plan import Planner
 
 
@@ -36,16 +36,15 @@ def queue_name(queue_url: str) -> str:
     return name
 
 
-def broker_url(settings: Settings) -> str:
+def broker_url(settings: WorkerSettings) -> str:
     """``sqs://`` or ``sqs://host:port`` for SQS_ENDPOINT_URL (the scheme goes in ``is_secure``)."""
     if not settings.sqs_endpoint_url:
         return "sqs://"
     return "sqs://" + urlsplit(settings.sqs_endpoint_url).netloc
 
 
-def transport_options(settings: Settings) -> dict[str, Any]:
+def transport_options(settings: WorkerSettings) -> dict[str, Any]:
     """kombu SQS transport options for the queue of QUEUE_URL."""
-    assert settings.queue_url is not None
     options: dict[str, Any] = {
         "region": settings.aws_region,
         "predefined_queues": {queue_name(settings.queue_url): {"url": settings.queue_url}},
@@ -55,11 +54,10 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def create_app(settings: Settings) -> PipelineApp:
+def create_app(settings: WorkerSettings) -> PipelineApp:
     """The configured app with the four per-type tasks registered."""
     from cache_pipeline.tasks.handlers import register_tasks
 
-    assert settings.queue_url is not None
     app = PipelineApp("cache_pipeline", set_as_current=False)
     app.conf.update(
         broker_url=broker_url(settings),

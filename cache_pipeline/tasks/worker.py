@@ -31,7 +31,7 @@ from celery.platforms import EX_FAILURE
 from celery.worker import state as worker_state
 from loguru import logger
 
-from cache_pipeline.config import Settings
+from cache_pipeline.config import WorkerSettings
 from cache_pipeline.contract.plan import Planner
 from cache_pipeline.errors import StoreError, StoreUnavailable
 from cache_pipeline.ops import metrics
@@ -62,7 +62,7 @@ HTTP_STOP_SECS = 2.0  # after the consumers: the HTTP surface's own stop (a prob
 class Runtime:
     """What the consumers of one worker process share."""
 
-    settings: Settings
+    settings: WorkerSettings
     redis: RedisClient
     store: Store
     planner: Planner
@@ -73,7 +73,7 @@ class Runtime:
     tally: Tally = field(default_factory=Tally)
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
+    def build(cls, settings: WorkerSettings) -> Runtime:
         stopping = threading.Event()
         client = connect(settings, stopped=lambda: stopping.is_set())
         planner = Planner.from_settings(settings)
@@ -125,7 +125,6 @@ class QueueConsumers(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         runtime: Runtime = parent.app.runtime
         settings = runtime.settings
-        assert settings.queue_url is not None
         runner = TaskRunner(parent.app, list(TASK_NAMES.values()))
         count = settings.consumers
         self.deleter = DeleteBatcher(
@@ -221,13 +220,12 @@ def _count_consumers(runtime: Runtime, delta: int) -> int:
         return count
 
 
-def build_worker(settings: Settings, runtime: Runtime) -> Any:
+def build_worker(settings: WorkerSettings, runtime: Runtime) -> Any:
     """The Celery worker for ``settings``, with the consumer bootstep added."""
     app: PipelineApp = create_app(settings)
     app.runtime = runtime
     app.planner = runtime.planner
     app.steps["worker"].add(QueueConsumers)
-    assert settings.queue_url is not None
     return app.Worker(
         hostname=f"cache-pipeline@{queue_name(settings.queue_url)}",
         pool_cls="solo",
@@ -241,7 +239,7 @@ def build_worker(settings: Settings, runtime: Runtime) -> Any:
     )
 
 
-def run_worker(settings: Settings) -> int:
+def run_worker(settings: WorkerSettings) -> int:
     """Run the worker until a signal stops it; return the process exit code."""
     from cache_pipeline.api.server import serve_in_thread
     from cache_pipeline.ops.error_reporting import configure_sentry
