@@ -154,10 +154,9 @@ def answer_problem(entries: Sequence[Mapping[str, Any]]) -> str | None:
 
 def write_call(layout: KeyLayout, scope: ScopeRef, answer: EdgeAnswer, *, ttl: int) -> ScriptCall:
     """The write of one Edge answer, as Stigg's SDK writes it after a miss."""
-    keys = layout.customer(scope.customer_id, scope.resource_id)
     entries = answer.entitlements
     return snapshot_call(
-        keys.entitlements,
+        layout.customer(scope.customer_id, scope.resource_id),
         entries,
         version=edge_version(entries, now=answer.requested_at_ms),
         gate=answer.requested_at_ms,

@@ -27,16 +27,13 @@ from cache_pipeline.contract.plan import (
     Step,
     plan,
 )
-from cache_pipeline.contract.writes import invalidate_call
-from cache_pipeline.errors import StoreError, StoreUnavailable
-from cache_pipeline.keys import (
-    DELETED_SUFFIX,
-    INDEX_SUFFIX,
-    TIMESTAMP_SUFFIX,
-    KeyLayout,
-    is_private,
-    usage_scope,
+from cache_pipeline.contract.writes import (
+    invalidate_call,
+    invalidate_environment_call,
+    invalidate_key_call,
 )
+from cache_pipeline.errors import StoreError, StoreUnavailable
+from cache_pipeline.keys import KeyLayout, is_private, value_key_of
 from cache_pipeline.store.scripts import script_source
 
 __all__ = [
@@ -68,7 +65,6 @@ PROBE_TTL_MS = 10_000  # the write probe's key expires on its own
 UNLINK_BATCH = 500  # keys per SCAN page and per UNLINK: each call stays well under a millisecond
 
 _SCRIPTS: tuple[ScriptName, ...] = ("v2_write_scope", "v2_write_usage", "v2_invalidate_scope")
-_INVALIDATE_ENVIRONMENT = "v2_invalidate_environment"
 
 
 class Store:
@@ -139,10 +135,8 @@ class Store:
         newer than ``at`` stay, so a late or repeated ``all`` removes nothing newer than
         itself. Returns the keys deleted (values and versions).
         """
-        self.run_named(
-            _INVALIDATE_ENVIRONMENT,
-            (self.layout.environment_invalidated,),
-            (str(at), str(self.ttl if self.ttl > 0 else -1)),
+        self.run(
+            invalidate_environment_call(self.layout.environment_invalidated, at=at, ttl=self.ttl)
         )
         removed = 0
         for page in self._environment_pages():
@@ -172,7 +166,7 @@ class Store:
                 match=self.layout.environment_pattern, count=UNLINK_BATCH
             ):
                 if values_only:
-                    key = key.removesuffix(TIMESTAMP_SUFFIX)
+                    key = value_key_of(key)
                     if is_private(key):
                         continue
                 if key not in special:
@@ -184,15 +178,7 @@ class Store:
                 yield list(page)
 
     def _invalidate_key_call(self, key: str, at: int) -> ScriptCall:
-        scope = usage_scope(self.layout.prefix, key)
-        keys = (key,) if scope is None else (key, scope + DELETED_SUFFIX, scope + INDEX_SUFFIX)
-        ttl = str(self.ttl if self.ttl > 0 else -1)
-        return ScriptCall("v2_invalidate_key", keys, (str(at), ttl))
-
-    def run_named(self, script: str, keys: Sequence[str], args: Sequence[str]) -> Any:
-        """Run one script by name in its own round trip; its reply."""
-        with translate_errors():
-            return self._runner.script(script)(keys=list(keys), args=list(args))
+        return invalidate_key_call(key, self.layout.usage_owner(key), at=at, ttl=self.ttl)
 
     def purge(self, customer_id: str, resource_id: str | None, at: int) -> int:
         """Drop one scope whatever its versions and set its invalidation time to ``at``.
@@ -200,8 +186,8 @@ class Store:
         Even a later invalidation time is lowered (a producer's clock ran ahead): messages
         from ``at`` on are written again. Returns the keys deleted (values and versions).
         """
-        scope = self.layout.customer(customer_id, resource_id).entitlements
-        return int(self.run(invalidate_call(scope, at=at, ttl=self.ttl, force=True)))
+        keys = self.layout.customer(customer_id, resource_id)
+        return int(self.run(invalidate_call(keys, at=at, ttl=self.ttl, force=True)))
 
     def run(self, call: ScriptCall) -> Any:
         """Run one planned script call in its own round trip; its reply."""
