@@ -2,7 +2,8 @@
 
 Every write rule of CONTRACT.md section 3 lives in the Lua scripts under
 ``cache_pipeline/store/lua``; this module registers them once, runs them (alone or
-pipelined) and translates redis-py errors into the package's error tree.
+pipelined) and translates redis-py errors into the package's error tree. What to
+run comes planned (``cache_pipeline.contract.plan.Planner``): the store never plans.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
-from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.contract.messages import CacheInvalidated, Message
 from cache_pipeline.contract.plan import (
     BatchResult,
@@ -24,8 +24,6 @@ from cache_pipeline.contract.plan import (
     Planned,
     ScriptCall,
     ScriptName,
-    Step,
-    plan,
 )
 from cache_pipeline.contract.writes import (
     invalidate_call,
@@ -68,41 +66,18 @@ _SCRIPTS: tuple[ScriptName, ...] = ("v2_write_scope", "v2_write_usage", "v2_inva
 
 
 class Store:
-    """Applies contract messages to Redis under the write rules."""
+    """Runs planned writes on one environment's keys, and the calls no message plans:
+    the steps of ``{"all": true}``, the operator's purges and the health probes.
 
-    def __init__(
-        self,
-        client: RedisClient,
-        layout: KeyLayout,
-        *,
-        ttl: int,
-        policy: CacheUpdatePolicy = CacheUpdatePolicy.UPDATE_IF_EXISTS,
-    ) -> None:
+    ``ttl`` is the expiry of what those calls write (seconds, or <= 0 for none); a
+    planned write carries its own.
+    """
+
+    def __init__(self, client: RedisClient, layout: KeyLayout, *, ttl: int) -> None:
         self.client = client
         self.layout = layout
         self.ttl = ttl
-        self.policy = policy
         self._runner = ScriptRunner(client, _SCRIPTS)
-
-    def plan(self, message: Message, policy: CacheUpdatePolicy | None = None) -> list[Step]:
-        return plan(message, self.layout, ttl=self.ttl, policy=policy or self.policy)
-
-    def apply(self, message: Message, *, policy: CacheUpdatePolicy | None = None) -> Outcome:
-        """Apply one message in one round trip (two or more only for ``{"all": true}``)."""
-        return self._apply_steps(Planned(message, tuple(self.plan(message, policy))))
-
-    def _apply_steps(self, planned: Planned) -> Outcome:
-        results: list[Any] = []
-        for step in planned.steps:
-            if isinstance(step, InvalidateAll):
-                results.append(self.invalidate_environment(step.at))
-            else:
-                results.append(self.run(step))
-        return _outcome(planned.message, results)
-
-    def apply_batch(self, messages: Sequence[Message]) -> BatchResult:
-        """Plan and apply messages in order with one pipelined round trip (``apply_planned``)."""
-        return self.apply_planned([Planned(m, tuple(self.plan(m))) for m in messages])
 
     def apply_planned(self, planned: Sequence[Planned]) -> BatchResult:
         """Apply planned messages in order with one pipelined round trip.
@@ -120,7 +95,7 @@ class Store:
             if any(isinstance(step, InvalidateAll) for step in item.steps):
                 results.extend(self._run_pipelined(pending))
                 pending = []
-                results.append(self._apply_steps(item))
+                results.append(self._apply_alone(item))
             else:
                 pending.append(item)
         results.extend(self._run_pipelined(pending))
@@ -135,12 +110,16 @@ class Store:
         newer than ``at`` stay, so a late or repeated ``all`` removes nothing newer than
         itself. Returns the keys deleted (values and versions).
         """
-        self.run(
+        self._run(
             invalidate_environment_call(self.layout.environment_invalidated, at=at, ttl=self.ttl)
         )
         removed = 0
         for page in self._environment_pages():
-            replies = self._runner.run_calls([self._invalidate_key_call(key, at) for key in page])
+            calls = [
+                invalidate_key_call(key, self.layout.usage_owner(key), at=at, ttl=self.ttl)
+                for key in page
+            ]
+            replies = self._runner.run_calls(calls)
             removed += sum(int(reply) for reply in replies if not isinstance(reply, Exception))
         return removed
 
@@ -153,6 +132,63 @@ class Store:
             for page in self._environment_pages(values_only=False):
                 removed += int(self.client.unlink(*page))
         return removed
+
+    def purge(self, customer_id: str, resource_id: str | None, at: int) -> int:
+        """Drop one scope whatever its versions and set its invalidation time to ``at``.
+
+        Even a later invalidation time is lowered (a producer's clock ran ahead): messages
+        from ``at`` on are written again. Returns the keys deleted (values and versions).
+        """
+        keys = self.layout.customer(customer_id, resource_id)
+        return int(self._run(invalidate_call(keys, at=at, ttl=self.ttl, force=True)))
+
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        with translate_errors():
+            return bool(self.client.ping())
+
+    def probe_write(self) -> None:
+        """Write the environment's probe key (it expires on its own).
+
+        A PING is answered by a Redis out of memory, a read-only replica or one
+        whose script is BUSY; a write is not. Raises ``StoreUnavailable`` while
+        Redis cannot take writes, ``StoreError`` when it refuses this one.
+        """
+        with translate_errors():
+            self.client.set(self.layout.write_probe, "1", px=PROBE_TTL_MS)
+
+    def _apply_alone(self, planned: Planned) -> Outcome:
+        """One message step by step, each in its own round trip (``{"all": true}``)."""
+        results: list[Any] = []
+        for step in planned.steps:
+            if isinstance(step, InvalidateAll):
+                results.append(self.invalidate_environment(step.at))
+            else:
+                results.append(self._run(step))
+        return _outcome(planned.message, results)
+
+    def _run_pipelined(self, pending: list[Planned]) -> BatchResult:
+        """Every script call of ``pending`` in one round trip; one result per message."""
+        if not pending:
+            return []
+        calls = [s for item in pending for s in item.steps if isinstance(s, ScriptCall)]
+        replies = self._runner.run_calls(calls)
+        results: BatchResult = []
+        position = 0
+        for item in pending:
+            own = replies[position : position + len(item.steps)]
+            position += len(item.steps)
+            failure = next((r for r in own if isinstance(r, Exception)), None)
+            if failure is not None:
+                results.append(StoreError(f"Redis refused the write: {failure}"))
+            else:
+                results.append(_outcome(item.message, own))
+        return results
+
+    def _run(self, call: ScriptCall) -> Any:
+        """One script call in its own round trip; its reply."""
+        with translate_errors():
+            return self._runner.script(call.script)(keys=call.keys, args=call.args)
 
     def _environment_pages(self, *, values_only: bool = True) -> Iterator[list[str]]:
         """The environment's keys, a SCAN page at a time: value keys (``#timestamp`` folded
@@ -176,55 +212,6 @@ class Store:
                     page = {}
             if page:
                 yield list(page)
-
-    def _invalidate_key_call(self, key: str, at: int) -> ScriptCall:
-        return invalidate_key_call(key, self.layout.usage_owner(key), at=at, ttl=self.ttl)
-
-    def purge(self, customer_id: str, resource_id: str | None, at: int) -> int:
-        """Drop one scope whatever its versions and set its invalidation time to ``at``.
-
-        Even a later invalidation time is lowered (a producer's clock ran ahead): messages
-        from ``at`` on are written again. Returns the keys deleted (values and versions).
-        """
-        keys = self.layout.customer(customer_id, resource_id)
-        return int(self.run(invalidate_call(keys, at=at, ttl=self.ttl, force=True)))
-
-    def run(self, call: ScriptCall) -> Any:
-        """Run one planned script call in its own round trip; its reply."""
-        with translate_errors():
-            return self._runner.script(call.script)(keys=call.keys, args=call.args)
-
-    def ping(self) -> bool:
-        """True when Redis answers."""
-        with translate_errors():
-            return bool(self.client.ping())
-
-    def probe_write(self) -> None:
-        """Write the environment's probe key (it expires on its own).
-
-        A PING is answered by a Redis out of memory, a read-only replica or one
-        whose script is BUSY; a write is not. Raises ``StoreUnavailable`` while
-        Redis cannot take writes, ``StoreError`` when it refuses this one.
-        """
-        with translate_errors():
-            self.client.set(self.layout.write_probe, "1", px=PROBE_TTL_MS)
-
-    def _run_pipelined(self, pending: list[Planned]) -> BatchResult:
-        if not pending:
-            return []
-        calls = [s for item in pending for s in item.steps if isinstance(s, ScriptCall)]
-        replies = self._runner.run_calls(calls)
-        results: BatchResult = []
-        position = 0
-        for item in pending:
-            own = replies[position : position + len(item.steps)]
-            position += len(item.steps)
-            failure = next((r for r in own if isinstance(r, Exception)), None)
-            if failure is not None:
-                results.append(StoreError(f"Redis refused the write: {failure}"))
-            else:
-                results.append(_outcome(item.message, own))
-        return results
 
 
 class ScriptRunner:
