@@ -193,18 +193,24 @@ def _masked(settings: Settings) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    """Entry point of the console script."""
+def run_group(group: click.Group, program: str) -> None:
+    """Run a command group as a program: a bad setting prints one line (``program: ...``)
+    and exits with ``EXIT_CONFIG``, a command's error its message and its exit code."""
     try:
-        cli.main(standalone_mode=False)
+        group.main(standalone_mode=False)
     except ConfigError as exc:
-        click.echo(f"cache-pipeline: {exc}", err=True)
+        click.echo(f"{program}: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except click.Abort:
         sys.exit(1)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    run_group(cli, "cache-pipeline")
 
 
 if __name__ == "__main__":
