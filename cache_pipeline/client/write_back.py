@@ -28,15 +28,21 @@ def write_back_problem(answer: EdgeAnswer) -> str | None:
 
 
 def write_back_call(
-    keys: CustomerKeys, answer: EdgeAnswer, *, ttl: int, environment_gate: str | None = None
+    keys: CustomerKeys,
+    answer: EdgeAnswer,
+    *,
+    ttl: int,
+    environment_gate: str | None = None,
+    now: int | None = None,
 ) -> ScriptCall:
     """The script call that writes ``answer`` to the scope of ``keys``
-    (``environment_gate``: ``KeyLayout.environment_gate``)."""
+    (``environment_gate``: ``KeyLayout.environment_gate``; ``now``: the version of entries
+    without a valid ``entitlementUpdatedAt``, the current time by default)."""
     entries = answer.entitlements
     return snapshot_call(
         keys,
         entries,
-        version=edge_version(entries),
+        version=edge_version(entries, now=now),
         gate=answer.requested_at_ms,
         ttl=ttl,
         only_if_exists=False,
