@@ -5,8 +5,8 @@ Redis in one pipeline, delete them with one DeleteMessageBatch, one call at a
 time; repeat until ``--expect`` messages are done, then idle until SIGTERM.
 ``--writes set`` does one plain SET per message (no version check: the ceiling
 the worker is compared with); ``--writes lua`` parses each body and runs the
-store's atomic Lua writes (``Store.apply_batch``), the same Redis work the
-worker does, without the framework around it.
+store's atomic Lua writes (``Planner.plan``, then ``Store.apply_planned``), the
+same Redis work the worker does, without the framework around it.
 
     python -m bench.bare_loop --endpoint URL --queue-url URL --redis-port N \
         --prefix P --expect N [--writes set|lua] [--receive 1..10]
@@ -22,7 +22,9 @@ import click
 import redis
 
 from bench.services import sqs_client
+from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.contract.messages import parse_message
+from cache_pipeline.contract.plan import Planner
 from cache_pipeline.keys import KeyLayout
 from cache_pipeline.store.writer import Store
 
@@ -53,12 +55,14 @@ class LuaWriter:
     """The store's atomic writes: parse, plan, one pipelined EVALSHA per message."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self.store = Store(client, KeyLayout(prefix), ttl=TTL)
+        layout = KeyLayout(prefix)
+        self.planner = Planner(layout, ttl=TTL, policy=CacheUpdatePolicy.UPDATE_IF_EXISTS)
+        self.store = Store(client, layout, ttl=TTL)
         self.prefix = prefix
 
     def write(self, messages: list[MessageTypeDef]) -> None:
-        parsed = [parse_message(m["Body"], self.prefix) for m in messages]
-        for result in self.store.apply_batch(parsed):
+        planned = [self.planner.plan(parse_message(m["Body"], self.prefix)) for m in messages]
+        for result in self.store.apply_planned(planned):
             if isinstance(result, Exception):
                 raise result
 

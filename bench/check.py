@@ -9,6 +9,7 @@ from typing import Any
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.contract.messages import Message, parse_message
+from cache_pipeline.contract.plan import Planner
 from cache_pipeline.keys import TIMESTAMP_SUFFIX, KeyLayout
 from cache_pipeline.store.writer import RedisClient, Store
 from tests.support.model import ContractModel, state_differences
@@ -25,10 +26,11 @@ def parsed(messages: Iterable[dict[str, Any]]) -> list[Message]:
 
 def seed(client: RedisClient, layout: KeyLayout, seeds: Sequence[dict[str, Any]]) -> None:
     """Write the seed snapshots with UPSERT, as the reader SDK's miss path would."""
-    store = Store(client, layout, ttl=TTL, policy=CacheUpdatePolicy.UPSERT)
-    models = parsed(seeds)
-    for start in range(0, len(models), SEED_CHUNK):
-        for result in store.apply_batch(models[start : start + SEED_CHUNK]):
+    planner = Planner(layout, ttl=TTL, policy=CacheUpdatePolicy.UPSERT)
+    store = Store(client, layout, ttl=TTL)
+    planned = [planner.plan(message) for message in parsed(seeds)]
+    for start in range(0, len(planned), SEED_CHUNK):
+        for result in store.apply_planned(planned[start : start + SEED_CHUNK]):
             if isinstance(result, Exception):
                 raise RuntimeError(f"seeding failed: {result}")
 

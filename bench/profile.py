@@ -32,7 +32,7 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("SQS delete", ("delete (", "delete_batch (")),
     ("parse", ("parse_message (",)),
     ("task (Celery tracer + plan)", ("trace_task (",)),
-    ("Redis write", ("apply_planned (", "apply_batch (", "SetWriter.write (")),
+    ("Redis write", ("apply_planned (", "SetWriter.write (")),
     ("count + log", ("record_applied (", "record_poison (")),
     ("consumer loop", ("cache_pipeline/tasks/", "bench/bare_loop.py")),
 )

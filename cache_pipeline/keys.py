@@ -39,10 +39,10 @@ import re
 from dataclasses import dataclass
 
 TIMESTAMP_SUFFIX = "#timestamp"
-INDEX_SUFFIX = "#keys"
-INVALIDATED_SUFFIX = "#invalidated"
-DELETED_SUFFIX = "#deleted"
-LOCK_SUFFIX = "#lock"
+_INDEX_SUFFIX = "#keys"
+_INVALIDATED_SUFFIX = "#invalidated"
+_DELETED_SUFFIX = "#deleted"
+_LOCK_SUFFIX = "#lock"
 SCHEMA_VERSION = "2"
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
@@ -67,9 +67,14 @@ def timestamp_key(value_key: str) -> str:
     return value_key + TIMESTAMP_SUFFIX
 
 
+def value_key_of(key: str) -> str:
+    """The value key a key names: itself, or the one whose version it holds."""
+    return key.removesuffix(TIMESTAMP_SUFFIX)
+
+
 def is_private(key: str) -> bool:
     """A key the service keeps for itself (never read by a Stigg reader)."""
-    return key.endswith((INDEX_SUFFIX, INVALIDATED_SUFFIX, DELETED_SUFFIX, LOCK_SUFFIX))
+    return key.endswith((_INDEX_SUFFIX, _INVALIDATED_SUFFIX, _DELETED_SUFFIX, _LOCK_SUFFIX))
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,22 +90,22 @@ class CustomerKeys:
     @property
     def index(self) -> str:
         """Private: the usage and credit keys written for the scope."""
-        return self.entitlements + INDEX_SUFFIX
+        return self.entitlements + _INDEX_SUFFIX
 
     @property
     def invalidated(self) -> str:
         """Private: time (epoch ms) of the scope's latest invalidation."""
-        return self.entitlements + INVALIDATED_SUFFIX
+        return self.entitlements + _INVALIDATED_SUFFIX
 
     @property
     def deleted(self) -> str:
         """Private: {usage or credit key: the version an invalidation deleted it at}."""
-        return self.entitlements + DELETED_SUFFIX
+        return self.entitlements + _DELETED_SUFFIX
 
     @property
     def lock(self) -> str:
         """Private: the reader SDK's miss lock of this scope (same slot as its other keys)."""
-        return self.entitlements + LOCK_SUFFIX
+        return self.entitlements + _LOCK_SUFFIX
 
     def feature_usage(self, feature_id: str) -> str:
         return f"{self.entitlements}:f_{feature_id}"
@@ -110,18 +115,6 @@ class CustomerKeys:
 
 
 _USAGE_MARKERS = re.compile(r":(?:f_|credit_)")
-
-
-def usage_scope(layout_prefix: str, key: str) -> str | None:
-    """The scope (map key) a usage or credit key belongs to; None for any other key.
-
-    Unambiguous for keys the service writes: no id holds ``:f_`` or ``:credit_``.
-    """
-    head = layout_prefix + ":"
-    if not key.startswith(head):
-        return None
-    found = _USAGE_MARKERS.search(key, len(head))
-    return key[: found.start()] if found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +131,17 @@ class KeyLayout:
         return CustomerKeys(
             f"{self.prefix}:{{{scope}}}" if self.cluster else f"{self.prefix}:{scope}"
         )
+
+    def usage_owner(self, key: str) -> CustomerKeys | None:
+        """The scope a usage or credit key of this environment belongs to; None for any other key.
+
+        Unambiguous for keys the service writes: no id holds ``:f_`` or ``:credit_``.
+        """
+        head = self.prefix + ":"
+        if not key.startswith(head):
+            return None
+        found = _USAGE_MARKERS.search(key, len(head))
+        return CustomerKeys(key[: found.start()]) if found else None
 
     @property
     def schema_marker(self) -> str:

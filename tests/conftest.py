@@ -10,7 +10,7 @@ import redis
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.store.writer import Store
+from tests.support.applying import Applier
 from tests.support.image import TIMINGS
 from tests.support.servers import RedisServer, SqsServer, StrictSqsServer
 from tests.support.worker import Workers, create_queue, worker_env
@@ -59,13 +59,13 @@ def layout(prefix: str) -> KeyLayout:
 
 
 @pytest.fixture
-def make_store(redis_client: redis.Redis, layout: KeyLayout) -> Iterator[Callable[..., Store]]:
-    """``make_store(ttl=..., policy=...)`` → a Store on the test's own prefix."""
+def make_store(redis_client: redis.Redis, layout: KeyLayout) -> Iterator[Callable[..., Applier]]:
+    """``make_store(ttl=..., policy=...)`` → a Store on the test's own prefix, with its planner."""
 
     def build(
         ttl: int = 604800, policy: CacheUpdatePolicy = CacheUpdatePolicy.UPDATE_IF_EXISTS
-    ) -> Store:
-        return Store(redis_client, layout, ttl=ttl, policy=policy)
+    ) -> Applier:
+        return Applier.of(redis_client, layout, ttl=ttl, policy=policy)
 
     yield build
     for key in redis_client.scan_iter(match=layout.environment_pattern):

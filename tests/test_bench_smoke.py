@@ -26,14 +26,14 @@ from bench.run import Settings, run_subject
 from bench.services import Queues, RedisTarget
 from bench.workload import Mix, generate
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.store.writer import Store
+from tests.support.applying import Applier
 from tests.support.servers import RedisServer, SqsServer
 
 SMALL = 300
 
 
 def _apply(client: redis.Redis, layout: KeyLayout, stream: list[dict[str, object]]) -> None:
-    store = Store(client, layout, ttl=604800)
+    store = Applier.of(client, layout, ttl=604800)
     for start in range(0, len(stream), 10):
         results = store.apply_batch(parsed(stream[start : start + 10]))
         assert not [r for r in results if isinstance(r, Exception)]

@@ -18,6 +18,7 @@ from cache_pipeline.client.cached_scope import (
     parse_timestamp,
     read_call,
 )
+from cache_pipeline.keys import KeyLayout
 from cache_pipeline.store.scripts import script_source
 from tests.support.golden import GOLDEN_FILES, load_golden, rekey
 
@@ -35,9 +36,9 @@ def _read(
     what: UsageKind = "all",
     wanted: str | None = None,
 ) -> list[Any]:
-    scope = f"{prefix}:c_{customer}" + (f":r_{resource}" if resource else "")
-    global_scope = f"{prefix}:c_{customer}" if resource else None
-    keys, args = read_call(scope, global_scope, what, wanted)
+    layout = KeyLayout(prefix)
+    global_keys = layout.customer(customer) if resource else None
+    keys, args = read_call(layout.customer(customer, resource), global_keys, what, wanted)
     reply: list[Any] = client.register_script(script_source("v2_read_scope"))(keys=keys, args=args)
     return reply
 

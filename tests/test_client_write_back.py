@@ -58,7 +58,8 @@ def _values(client: redis.Redis, prefix: str) -> dict[str, str]:
 def test_the_script_call_is_the_v2_snapshot_at_stiggs_version_gated_by_the_request() -> None:
     entries = [metered("seats", 10, 3)]
     answer = EdgeAnswer(entries, requested_at_ms=42)
-    call = write_back_call("P:c_acme:eu", answer, ttl=-1, environment_gate="P:__invalidated__")
+    keys = KeyLayout("P").customer("acme:eu")
+    call = write_back_call(keys, answer, ttl=-1, environment_gate="P:__invalidated__")
     assert call.script == "v2_write_scope"
     assert call.keys == (
         "P:c_acme:eu",

@@ -87,7 +87,7 @@ def write(
     layout = KeyLayout(prefix)
     planner = Planner(layout, ttl=-1, policy=policy, max_future_skew_secs=10**9)
     runner = runner or ScriptRunner(client)
-    store = Store(client, layout, ttl=-1, policy=policy)
+    store = Store(client, layout, ttl=-1)
     for start in range(0, len(delivered), BATCH):
         calls: list[ScriptCall] = []
         for body in delivered[start : start + BATCH]:

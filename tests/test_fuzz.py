@@ -28,9 +28,9 @@ from cache_pipeline.contract.messages import MESSAGE_TYPES, Message, parse_messa
 from cache_pipeline.contract.plan import ScriptCall, plan
 from cache_pipeline.errors import InvalidMessage, InvalidReason
 from cache_pipeline.keys import KeyLayout, unsafe_id_problem
-from cache_pipeline.store.writer import Store
 from tests.fuzz.scope import outside_scope
 from tests.support import factory
+from tests.support.applying import Applier
 from tests.support.servers import RedisServer, SqsServer, wait_until
 from tests.support.worker import (
     Workers,
@@ -453,7 +453,7 @@ def test_accepted_messages_write_nothing_outside_their_scope(
     bystander = f"{prefix}:c_victim"
     fuzz_db.set(bystander, "untouched")
     fuzz_db.set("unrelated", "untouched")
-    store = Store(fuzz_db, KeyLayout(prefix), ttl=60, policy=CacheUpdatePolicy.UPSERT)
+    store = Applier.of(fuzz_db, KeyLayout(prefix), ttl=60, policy=CacheUpdatePolicy.UPSERT)
     for message in stream:
         store.apply(message)
     keys = [k for k in fuzz_db.scan_iter(count=1000) if k not in (bystander, "unrelated")]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from cache_pipeline.keys import KeyLayout, is_private, timestamp_key, unsafe_id_problem
+from cache_pipeline.keys import (
+    CustomerKeys,
+    KeyLayout,
+    is_private,
+    timestamp_key,
+    unsafe_id_problem,
+    value_key_of,
+)
 
 
 def test_plain_layout() -> None:
@@ -80,6 +87,24 @@ def test_schema_marker_and_scan_pattern() -> None:
     assert layout.schema_marker == "production:__schema__"
     assert layout.environment_pattern == "production:*"
     assert KeyLayout("we[ir]d*?").environment_pattern == "we\\[ir\\]d\\*\\?:*"
+
+
+def test_a_timestamp_key_names_its_value_key() -> None:
+    keys = KeyLayout("p").customer("acme:eu")
+    assert value_key_of(timestamp_key(keys.credit("c"))) == "p:c_acme:eu:credit_c"
+    assert value_key_of(keys.entitlements) == keys.entitlements
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_a_usage_or_credit_key_names_its_scope(cluster: bool) -> None:
+    layout = KeyLayout("p:x", cluster=cluster)
+    for keys in (layout.customer("acme:eu"), layout.customer("a:b", "site:1")):
+        assert layout.usage_owner(keys.feature_usage("f:1")) == keys
+        assert layout.usage_owner(keys.credit("tokens")) == keys
+        assert layout.usage_owner(keys.entitlements) is None
+        assert layout.usage_owner(keys.metadata) is None
+    assert layout.usage_owner("other:c_a:f_b") is None
+    assert KeyLayout("p").usage_owner("p:c_a:r_b:credit_c") == CustomerKeys("p:c_a:r_b")
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,9 @@ from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.dev.publish import InvalidLine, read_messages
 from cache_pipeline.sqs.dlq import attributes, sqs_text
 from cache_pipeline.sqs.queue import Poison
-from cache_pipeline.store.writer import Outcome, Store
+from cache_pipeline.store.writer import Outcome
 from tests.support import factory
+from tests.support.applying import Applier
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port
 from tests.support.worker import create_queue, queue_depth, send
 
@@ -183,7 +184,7 @@ def test_parked_attributes_hold_only_characters_sqs_accepts() -> None:
 
 
 def test_invalidate_repairs_a_scope_frozen_by_a_timestamp_from_the_future(
-    make_store: Callable[..., Store], redis_server: RedisServer, prefix: str
+    make_store: Callable[..., Applier], redis_server: RedisServer, prefix: str
 ) -> None:
     store = make_store(policy=CacheUpdatePolicy.UPSERT)
     frozen = 253402300799000  # 9999-12-31: accepted before the clock guard existed
@@ -221,7 +222,7 @@ def test_invalidate_refuses_an_id_that_is_not_a_scope(
 
 
 def test_migrate_drops_a_schema_1_keyspace_and_lets_the_worker_write(
-    make_store: Callable[..., Store], redis_server: RedisServer, prefix: str
+    make_store: Callable[..., Applier], redis_server: RedisServer, prefix: str
 ) -> None:
     client = redis_server.client()
     try:

@@ -6,6 +6,7 @@ import pytest
 
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.contract.plan import InvalidateAll, ScriptCall, plan
+from cache_pipeline.contract.writes import invalidate_environment_call, invalidate_key_call
 from cache_pipeline.keys import KeyLayout
 from tests.support import factory
 from tests.support.factory import parsed
@@ -167,3 +168,19 @@ def test_invalidation_of_everything() -> None:
     assert plan(parsed(body), CLUSTER, ttl=3600, policy=UPSERT) == [
         InvalidateAll(body["timestamp"])
     ]
+
+
+@pytest.mark.parametrize("layout", [PLAIN, CLUSTER], ids=["plain", "cluster"])
+def test_the_steps_of_invalidating_everything(layout: KeyLayout) -> None:
+    """What ``Store.invalidate_environment`` runs: the environment's time, then each key."""
+    keys = layout.customer("cus-1")
+    assert invalidate_environment_call(layout.environment_invalidated, at=500, ttl=-5) == (
+        ScriptCall("v2_invalidate_environment", ("prod:__invalidated__",), ("500", "-1"))
+    )
+    usage = keys.feature_usage("seats")
+    assert invalidate_key_call(usage, layout.usage_owner(usage), at=500, ttl=60) == ScriptCall(
+        "v2_invalidate_key", (usage, keys.deleted, keys.index), ("500", "60")
+    )
+    assert invalidate_key_call(keys.metadata, None, at=500, ttl=60) == ScriptCall(
+        "v2_invalidate_key", (keys.metadata,), ("500", "60")
+    )

@@ -5,7 +5,7 @@ timestamp that wrote it) let hypothesis shrink a failure to a few messages;
 ``test_delivery_order.py`` runs the same rule on long realistic streams.
 
 (a) every customer seeded (a warm cache) and no invalidation: every delivery
-    permutation with duplicates, through ``apply`` and through ``apply_batch``,
+    permutation with duplicates, one message per ``apply_planned`` and in batches,
     ends in exactly the timestamp-order state, under both policies;
 (b) with invalidations as well (rule 6): every delivery permutation with
     duplicates ends in the timestamp-order state up to the misses rule 6 allows
@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.contract.messages import Message
 from cache_pipeline.keys import KeyLayout, timestamp_key
-from cache_pipeline.store.writer import Store
 from tests.support import factory
+from tests.support.applying import Applier
 from tests.support.factory import parsed
 from tests.support.model import ContractModel, state_differences
 from tests.support.servers import RedisServer
@@ -136,7 +136,7 @@ class Run:
 
     def __post_init__(self) -> None:
         self.layout = KeyLayout(f"prop-{uuid.uuid4().hex[:12]}")
-        self.store = Store(self.client, self.layout, ttl=3600, policy=self.policy)
+        self.store = Applier.of(self.client, self.layout, ttl=3600, policy=self.policy)
 
     def state(self) -> dict[str, Any]:
         return read_state(self.client, self.layout)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from cache_pipeline.contract.plan import ScriptCall
 from cache_pipeline.contract.writes import invalidate_call, snapshot_call, usage_call
+from cache_pipeline.keys import CustomerKeys
 from cache_pipeline.store.scripts import script_source
 from tests.support.model import cached_entry, usage_value
 from tests.support.servers import RedisServer
@@ -166,15 +167,20 @@ def _credit(version: int) -> dict[str, Any]:
 
 def _call(scope: str, op: Operation) -> ScriptCall:
     if isinstance(op, Invalidate):
-        return invalidate_call(scope, at=op.at, ttl=TTL)
+        return invalidate_call(CustomerKeys(scope), at=op.at, ttl=TTL)
     if isinstance(op, Credit):
         key = f"{scope}:credit_tokens"
         value = _credit(op.version)
         return usage_call(
-            scope, key, value, version=op.version, ttl=TTL, only_if_exists=op.only_if_exists
+            CustomerKeys(scope),
+            key,
+            value,
+            version=op.version,
+            ttl=TTL,
+            only_if_exists=op.only_if_exists,
         )
     return snapshot_call(
-        scope,
+        CustomerKeys(scope),
         [op.entry()],
         version=op.version,
         gate=op.version + op.gate_delta,

@@ -199,11 +199,10 @@ def test_resync_keeps_newer_data_and_respects_a_later_invalidation(
     stub: EdgeStub, own_redis: RedisServer, client: redis.Redis, scopes_file: Path
 ) -> None:
     layout = KeyLayout(PREFIX)
-    newer = layout.customer("cus-7").entitlements
+    newer, invalidated = layout.customer("cus-7"), layout.customer("cus-8")
     entry = metered("feature-seats", 99, 100)
     assert _run(client, snapshot_call(newer, [entry], version=2**52, gate=2**52, ttl=60,
                                       only_if_exists=False)) > 0  # fmt: skip
-    invalidated = layout.customer("cus-8").entitlements
     _run(client, invalidate_call(invalidated, at=2**52, ttl=60))
     before = read_state(client, layout)
 
@@ -213,8 +212,8 @@ def test_resync_keeps_newer_data_and_respects_a_later_invalidation(
     state = read_state(client, layout)
     for key, value in before.items():
         assert state[key] == value  # the newer snapshot stays whole
-    assert state[newer]["feature-seats"]["featureUsage"]["currentUsage"] == 99
-    assert not [key for key in state if key.startswith(invalidated)]
+    assert state[newer.entitlements]["feature-seats"]["featureUsage"]["currentUsage"] == 99
+    assert not [key for key in state if key.startswith(invalidated.entitlements)]
 
 
 @pytest.mark.parametrize(
@@ -329,13 +328,13 @@ def test_the_write_script_reloads_itself_after_script_flush(
     own_redis: RedisServer, client: redis.Redis
 ) -> None:
     runner = ScriptRunner(client)
-    scope = KeyLayout(PREFIX).customer("cus-1").entitlements
+    scope = KeyLayout(PREFIX).customer("cus-1")
     call = snapshot_call(scope, [feature("a")], version=5, gate=5, ttl=60, only_if_exists=False)
     assert runner.run_calls([call]) == [2]
     client.script_flush()
     later = snapshot_call(scope, [feature("b")], version=6, gate=6, ttl=60, only_if_exists=False)
     assert runner.run_calls([later, call]) == [2, 0]
-    assert list(json.loads(str(client.get(scope)))) == ["b"]
+    assert list(json.loads(str(client.get(scope.entitlements)))) == ["b"]
 
 
 @pytest.mark.cluster

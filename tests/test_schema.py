@@ -18,8 +18,8 @@ from cache_pipeline.errors import SchemaVersionMismatch
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
 from cache_pipeline.ops.health import HealthState
 from cache_pipeline.store.schema import Marker, SchemaGuard, SchemaStatus
-from cache_pipeline.store.writer import Store
 from cache_pipeline.tasks.gates import DETAIL, SchemaGate, refresh_health
+from tests.support.applying import Applier
 from tests.support.factory import entitlements, invalidation, parsed
 from tests.support.servers import RedisServer, SqsServer, wait_until
 from tests.support.snapshot import read_state
@@ -130,7 +130,7 @@ def test_an_unreadable_marker_is_a_mismatch(
 
 
 def test_invalidating_everything_keeps_the_marker(
-    make_store: Callable[..., Store], redis_client: redis.Redis, layout: KeyLayout, prefix: str
+    make_store: Callable[..., Applier], redis_client: redis.Redis, layout: KeyLayout, prefix: str
 ) -> None:
     store = make_store(policy=CacheUpdatePolicy.UPSERT)
     guard = SchemaGuard(redis_client, layout)

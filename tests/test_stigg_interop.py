@@ -18,6 +18,7 @@ from cache_pipeline.contract.dates import edge_version
 from cache_pipeline.contract.plan import ScriptCall
 from cache_pipeline.contract.stigg_map import metered_usages
 from cache_pipeline.contract.writes import invalidate_call, snapshot_call
+from cache_pipeline.keys import CustomerKeys
 from cache_pipeline.store.scripts import script_source
 from tests.support.golden import (
     GOLDEN_CLOCK_MS,
@@ -59,7 +60,12 @@ def _write_answers(client: redis.Redis, prefix: str, golden: dict[str, Any]) -> 
         scope = _scope(prefix, request)
         version = edge_version(entries, now=GOLDEN_CLOCK_MS)
         call = snapshot_call(
-            scope, entries, version=version, gate=version, ttl=GOLDEN_TTL, only_if_exists=False
+            CustomerKeys(scope),
+            entries,
+            version=version,
+            gate=version,
+            ttl=GOLDEN_TTL,
+            only_if_exists=False,
         )
         assert _run(client, call) > 0
         for feature_id, (_, usage_version) in metered_usages(entries).items():
@@ -122,7 +128,7 @@ def test_after_an_invalidation_stiggs_refill_lands_and_the_next_read_is_a_hit(
     answer_version = int(client.get(scope + "#timestamp") or 0)
     newest = max(int(client.get(key) or 0) for key in client.scan_iter(f"{scope}*#timestamp"))
     # an invalidation newer than everything cached (rule 4 keeps what is newer than it)
-    _run(client, invalidate_call(scope, at=newest + 86_400_000, ttl=GOLDEN_TTL))
+    _run(client, invalidate_call(CustomerKeys(scope), at=newest + 86_400_000, ttl=GOLDEN_TTL))
     assert _values(client, prefix) == {}
 
     first = golden["sdkReads"][0]

@@ -21,8 +21,9 @@ from cache_pipeline.contract.messages import Message
 from cache_pipeline.errors import InvalidMessage, InvalidReason, StoreError, StoreUnavailable
 from cache_pipeline.keys import KeyLayout, timestamp_key
 from cache_pipeline.store.connection import connect
-from cache_pipeline.store.writer import UNLINK_BATCH, Outcome, RedisClient, Store
+from cache_pipeline.store.writer import UNLINK_BATCH, Outcome, RedisClient
 from tests.support import factory
+from tests.support.applying import Applier
 from tests.support.factory import parsed
 from tests.support.servers import RedisServer, free_port, wait_until
 from tests.support.snapshot import read_state
@@ -52,8 +53,8 @@ class Backend:
         *,
         ttl: int = WEEK,
         policy: CacheUpdatePolicy = IF_EXISTS,
-    ) -> Store:
-        return Store(self.client, layout or self.layout(), ttl=ttl, policy=policy)
+    ) -> Applier:
+        return Applier.of(self.client, layout or self.layout(), ttl=ttl, policy=policy)
 
     def cleanup(self) -> None:
         for prefix in self.prefixes:
@@ -73,17 +74,17 @@ def msg(body: dict[str, Any]) -> Message:
     return parsed(body, "production")
 
 
-def state(store: Store) -> dict[str, Any]:
+def state(store: Applier) -> dict[str, Any]:
     return read_state(store.client, store.layout)
 
 
-def seed(store: Store, customer: str = "cus-1", ts: int = 100, **kwargs: Any) -> None:
+def seed(store: Applier, customer: str = "cus-1", ts: int = 100, **kwargs: Any) -> None:
     """Write a customer's entitlements snapshot whatever the store's policy."""
     outcome = store.apply(msg(factory.entitlements(customer, ts, **kwargs)), policy=UPSERT)
     assert outcome is Outcome.WRITTEN
 
 
-def customer_keys(store: Store, customer: str = "cus-1", resource: str | None = None) -> Any:
+def customer_keys(store: Applier, customer: str = "cus-1", resource: str | None = None) -> Any:
     return store.layout.customer(customer, resource)
 
 
@@ -367,10 +368,10 @@ class StoreRules:
         store = backend.store()
         seed(store, ts=100, features={"seats": 1})
         store.apply(msg(factory.invalidation(9_000_000, "cus-1")))
-        assert store.purge("cus-1", None, at=500) == 0
+        assert store.store.purge("cus-1", None, at=500) == 0
         assert backend.client.get(customer_keys(store).invalidated) == "500"
         seed(store, ts=600, features={"seats": 2})
-        assert store.purge("cus-1", None, at=700) == 6  # map, metadata, usage and versions
+        assert store.store.purge("cus-1", None, at=700) == 6  # map, metadata, usage and versions
         assert state(store) == {}
 
     def test_invalidate_all_removes_every_key_of_the_prefix_only(self, backend: Backend) -> None:
@@ -499,6 +500,13 @@ class StoreRules:
         assert store.apply(msg(factory.usage("cus-1", 200, "seats", 1))) is Outcome.WRITTEN
         backend.client.script_flush()
         assert store.apply(msg(factory.invalidation(300, "cus-1"))) is Outcome.INVALIDATED
+        # the calls the store runs alone, each in its own round trip
+        backend.client.script_flush()
+        assert store.store.purge("cus-1", None, at=400) == 0
+        backend.client.script_flush()
+        everything = msg(factory.invalidation(500, everything=True))
+        assert store.apply(everything) is Outcome.INVALIDATED
+        assert backend.client.get(store.layout.environment_invalidated) == "500"
 
     def test_apply_batch_reloads_scripts_after_flush(self, backend: Backend) -> None:
         store = backend.store()
@@ -563,7 +571,7 @@ class StoreRules:
         assert state(store) == before
 
 
-def all_ttls(store: Store) -> dict[str, int]:
+def all_ttls(store: Applier) -> dict[str, int]:
     """TTL of every key of the store's prefix, index included."""
     keys = store.client.scan_iter(match=store.layout.environment_pattern, count=1000)
     return {key: int(store.client.ttl(key)) for key in keys}
@@ -573,7 +581,7 @@ def count_keys(client: RedisClient, layout: KeyLayout) -> int:
     return sum(1 for _ in client.scan_iter(match=layout.environment_pattern, count=1000))
 
 
-def without_prefix(snapshot: dict[str, Any], store: Store) -> dict[str, Any]:
+def without_prefix(snapshot: dict[str, Any], store: Applier) -> dict[str, Any]:
     cut = len(store.layout.prefix)
     return {key[cut:]: value for key, value in snapshot.items()}
 
@@ -605,14 +613,14 @@ class TestStoreOnRedis(StoreRules):
 def test_unreachable_redis_is_store_unavailable() -> None:
     client = connect(Settings(redis_port=free_port(), redis_timeout_secs=0.5))
     try:
-        store = Store(client, KeyLayout("test-down"), ttl=WEEK)
+        store = Applier.of(client, KeyLayout("test-down"), ttl=WEEK)
         body = msg(factory.entitlements("cus-1", 100))
         with pytest.raises(StoreUnavailable):
             store.apply(body)
         with pytest.raises(StoreUnavailable):
             store.apply_batch([body, body])
         with pytest.raises(StoreUnavailable):
-            store.invalidate_environment(100)
+            store.store.invalidate_environment(100)
     finally:
         client.close()
 
@@ -621,7 +629,7 @@ def test_redis_going_away_mid_stream_is_store_unavailable() -> None:
     server = RedisServer().start()
     client = connect(Settings(redis_port=server.port, redis_timeout_secs=0.5))
     try:
-        store = Store(client, KeyLayout("test-gone"), ttl=WEEK, policy=UPSERT)
+        store = Applier.of(client, KeyLayout("test-gone"), ttl=WEEK, policy=UPSERT)
         assert store.apply(msg(factory.entitlements("cus-1", 100))) is Outcome.WRITTEN
         server.kill()
         with pytest.raises(StoreUnavailable):
@@ -644,7 +652,7 @@ def test_a_redis_that_cannot_take_writes_now_is_store_unavailable(
     """Out of memory (noeviction) or a read-only replica: the batch waits, nothing is lost."""
     client = connect(Settings(redis_port=own_redis.port, redis_timeout_secs=2))
     try:
-        store = Store(client, KeyLayout("test-full"), ttl=WEEK, policy=UPSERT)
+        store = Applier.of(client, KeyLayout("test-full"), ttl=WEEK, policy=UPSERT)
         client.execute_command(*setup)  # type: ignore[no-untyped-call]
         with pytest.raises(StoreUnavailable, match=what):
             store.apply_batch([msg(factory.entitlements("cus-1", 100, features={"seats": 1}))])
@@ -687,7 +695,7 @@ def test_redis_busy_with_another_script_is_store_unavailable(own_redis: RedisSer
         daemon=True,
     )
     try:
-        store = Store(client, KeyLayout("test-busy"), ttl=WEEK, policy=UPSERT)
+        store = Applier.of(client, KeyLayout("test-busy"), ttl=WEEK, policy=UPSERT)
         thread.start()
         wait_until(lambda: _busy(probe), what="Redis answering BUSY")
         with pytest.raises(StoreUnavailable, match="BUSY"):

@@ -15,6 +15,7 @@ import redis
 
 from cache_pipeline.contract.plan import ScriptCall
 from cache_pipeline.contract.writes import invalidate_call, snapshot_call, usage_call
+from cache_pipeline.keys import CustomerKeys
 from cache_pipeline.store.scripts import script_source
 
 TTL = 604800
@@ -53,7 +54,7 @@ def _write(
     """Write the SEATS snapshot at ``version``; ``usage`` = (current usage, its version or 0)."""
     entry = {**SEATS, "currentUsage": usage[0], "usageUpdatedAt": usage[1] or None}
     call = snapshot_call(
-        scope,
+        CustomerKeys(scope),
         [entry],
         version=version,
         gate=gate if gate is not None else version,
@@ -64,7 +65,7 @@ def _write(
 
 
 def _invalidate(client: redis.Redis, scope: str, at: int) -> int:
-    return _run(client, invalidate_call(scope, at=at, ttl=TTL))
+    return _run(client, invalidate_call(CustomerKeys(scope), at=at, ttl=TTL))
 
 
 def test_a_snapshot_is_written_in_stiggs_layout(client: redis.Redis, prefix: str) -> None:
@@ -180,7 +181,7 @@ def test_the_operators_purge_drops_newer_keys_too_and_may_lower_t(
     scope = f"{prefix}:c_cus"
     _invalidate(client, scope, 9000)
     _write(client, scope, 9500, usage=(3, 9600))
-    assert _run(client, invalidate_call(scope, at=5000, ttl=TTL, force=True)) == 6
+    assert _run(client, invalidate_call(CustomerKeys(scope), at=5000, ttl=TTL, force=True)) == 6
     assert sorted(client.scan_iter(match=f"{prefix}:*")) == [f"{scope}#invalidated"]  # no tombstone
     assert client.get(f"{scope}#invalidated") == "5000"
 
@@ -210,7 +211,8 @@ def _usage(
 ) -> int:
     value = {"currentUsage": current, "usageLimit": 100, "usagePeriodStart": None}
     key = f"{scope}:credit_ai-tokens"
-    call = usage_call(scope, key, value, version=version, ttl=TTL, only_if_exists=only_if_exists)
+    keys = CustomerKeys(scope)
+    call = usage_call(keys, key, value, version=version, ttl=TTL, only_if_exists=only_if_exists)
     return _run(client, call)
 
 

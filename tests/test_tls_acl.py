@@ -18,6 +18,7 @@ from cache_pipeline.keys import KeyLayout
 from cache_pipeline.store.connection import connect
 from cache_pipeline.store.writer import Outcome, Store
 from tests.support import factory
+from tests.support.applying import Applier
 from tests.support.factory import parsed
 from tests.support.snapshot import read_state
 from tests.support.tls import (
@@ -62,7 +63,7 @@ def apply_with(settings: Settings) -> Outcome:
     """Connect as the service would and apply one snapshot."""
     client = connect(settings)
     try:
-        store = Store(client, LAYOUT, ttl=60, policy=CacheUpdatePolicy.UPSERT)
+        store = Applier.of(client, LAYOUT, ttl=60, policy=CacheUpdatePolicy.UPSERT)
         return store.apply(parsed(factory.entitlements("cus-1", 100)))
     finally:
         client.close()
@@ -71,7 +72,7 @@ def apply_with(settings: Settings) -> Outcome:
 def test_store_writes_over_tls_as_acl_user(tls_server: TlsRedisServer) -> None:
     client = connect(settings_for(tls_server))
     try:
-        store = Store(client, LAYOUT, ttl=60)
+        store = Applier.of(client, LAYOUT, ttl=60)
         seed = parsed(factory.entitlements("cus-1", 100, features={"seats": 1}))
         assert store.apply(seed, policy=CacheUpdatePolicy.UPSERT) is Outcome.WRITTEN
         batch = [
@@ -82,7 +83,7 @@ def test_store_writes_over_tls_as_acl_user(tls_server: TlsRedisServer) -> None:
         state = read_state(client, LAYOUT)
         assert state[LAYOUT.customer("cus-1").feature_usage("seats")]["currentUsage"] == 4
         assert client.acl_whoami() == USERNAME
-        assert store.invalidate_environment(2**41) > 0
+        assert store.store.invalidate_environment(2**41) > 0
     finally:
         client.close()
 
@@ -107,11 +108,19 @@ def test_missing_credentials_are_refused(tls_server: TlsRedisServer) -> None:
 
 
 def test_user_without_script_rights_gets_an_acl_error(tls_server: TlsRedisServer) -> None:
+    """A planned write is refused for its message alone; a call the store runs on its own
+    (the operator's invalidate) fails with the ACL named."""
     settings = settings_for(
         tls_server, redis_username=READONLY_USERNAME, redis_password=READONLY_PASSWORD
     )
-    with pytest.raises(StoreError, match="ACL denies a command the store needs"):
+    with pytest.raises(StoreError, match="no permissions to run the 'evalsha' command"):
         apply_with(settings)
+    client = connect(settings)
+    try:
+        with pytest.raises(StoreError, match="ACL denies a command the store needs"):
+            Store(client, LAYOUT, ttl=60).purge("cus-1", None, at=100)
+    finally:
+        client.close()
 
 
 def test_client_trusting_another_ca_is_refused(tls_server: TlsRedisServer) -> None:

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from cache_pipeline import __version__
 from cache_pipeline.config import Settings, load_settings, load_worker_settings
 from cache_pipeline.errors import ConfigError, QueueUnavailable
+
+if TYPE_CHECKING:
+    from cache_pipeline.store.writer import Store
 
 EXIT_CONFIG = 2
 
@@ -136,21 +141,9 @@ def invalidate(customer_id: str, resource_id: str | None) -> None:
     settings = load_settings()
     import time
 
-    from cache_pipeline.errors import CachePipelineError
-    from cache_pipeline.keys import KeyLayout
-    from cache_pipeline.store.connection import connect
-    from cache_pipeline.store.writer import Store
-
     _check_ids(customer_id, resource_id, "--customer")
-    client = connect(settings)
-    layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
-    store = Store(client, layout, ttl=settings.keys_ttl_in_secs)
-    try:
+    with _store(settings) as store:
         deleted = store.purge(customer_id, resource_id, int(time.time() * 1000))
-    except CachePipelineError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        client.close()
     click.echo(json.dumps({"customer": customer_id, "resource": resource_id, "deleted": deleted}))
 
 
@@ -198,20 +191,30 @@ def migrate() -> None:
     does nothing on an environment already at version 2.
     """
     settings = load_settings()
+    from cache_pipeline.store.migrate import migrate as run_migration
+
+    with _store(settings) as store:
+        done = run_migration(store)
+    click.echo(json.dumps(done.as_dict()))
+
+
+@contextmanager
+def _store(settings: Settings) -> Iterator[Store]:
+    """The configured environment's store, for one command; a failure of the package
+    (Redis unreachable, an error answered) ends the command with its message."""
     from cache_pipeline.errors import CachePipelineError
     from cache_pipeline.keys import KeyLayout
     from cache_pipeline.store.connection import connect
-    from cache_pipeline.store.migrate import migrate as run_migration
+    from cache_pipeline.store.writer import Store
 
     client = connect(settings)
     layout = KeyLayout(settings.environment_prefix, settings.redis_cluster)
     try:
-        done = run_migration(client, layout, ttl=settings.keys_ttl_in_secs)
+        yield Store(client, layout, ttl=settings.keys_ttl_in_secs)
     except CachePipelineError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         client.close()
-    click.echo(json.dumps(done.as_dict()))
 
 
 def _masked(settings: Settings) -> dict[str, object]:
@@ -224,18 +227,24 @@ def _masked(settings: Settings) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    """Entry point of the console script."""
+def run_group(group: click.Group, program: str) -> None:
+    """Run a command group as a program: a bad setting prints one line (``program: ...``)
+    and exits with ``EXIT_CONFIG``, a command's error its message and its exit code."""
     try:
-        cli.main(standalone_mode=False)
+        group.main(standalone_mode=False)
     except ConfigError as exc:
-        click.echo(f"cache-pipeline: {exc}", err=True)
+        click.echo(f"{program}: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except click.Abort:
         sys.exit(1)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    run_group(cli, "cache-pipeline")
 
 
 if __name__ == "__main__":

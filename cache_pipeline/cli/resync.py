@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cache_pipeline.client.upstream import EdgeAnswer, EdgeClient, EdgeOptions
+from cache_pipeline.client.write_back import write_back_call
 from cache_pipeline.config import Settings
-from cache_pipeline.contract.dates import edge_version
 from cache_pipeline.contract.scopes import ScopeRef
 from cache_pipeline.contract.stigg_map import entry_problem
-from cache_pipeline.contract.writes import ScriptCall, snapshot_call
+from cache_pipeline.contract.writes import ScriptCall
 from cache_pipeline.errors import (
     CachePipelineError,
     StoreError,
@@ -153,17 +153,14 @@ def answer_problem(entries: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 def write_call(layout: KeyLayout, scope: ScopeRef, answer: EdgeAnswer, *, ttl: int) -> ScriptCall:
-    """The write of one Edge answer, as Stigg's SDK writes it after a miss."""
-    keys = layout.customer(scope.customer_id, scope.resource_id)
-    entries = answer.entitlements
-    return snapshot_call(
-        keys.entitlements,
-        entries,
-        version=edge_version(entries, now=answer.requested_at_ms),
-        gate=answer.requested_at_ms,
-        only_if_exists=False,
+    """The write of one Edge answer, as Stigg's SDK writes it after a miss (entries without
+    a date versioned at the time the request started)."""
+    return write_back_call(
+        layout.customer(scope.customer_id, scope.resource_id),
+        answer,
         ttl=ttl,
         environment_gate=layout.environment_gate,
+        now=answer.requested_at_ms,
     )
 
 

@@ -45,6 +45,7 @@ from cache_pipeline.client.reading import (
 )
 from cache_pipeline.client.upstream import AsyncEdgeClient, EdgeAnswer
 from cache_pipeline.config import ReaderSettings
+from cache_pipeline.keys import CustomerKeys
 
 T = TypeVar("T")
 
@@ -274,7 +275,7 @@ class AsyncEntitlementsCache(ReaderBase):
             answer = await self._fetch_scopes(scope, miss)
         except UPSTREAM_TROUBLE as exc:
             return self._upstream_failed(query, scope, exc)
-        await self._write(scope.keys.entitlements, answer)
+        await self._write(scope.keys, answer)
         if not query.needs_cache:
             return self._from_edge(query, scope, answer)
         again = await self._read_verdict(query, scope, request)
@@ -285,7 +286,7 @@ class AsyncEntitlementsCache(ReaderBase):
     async def _fetch_scopes(self, scope: Scope, miss: ScopeMiss) -> EdgeAnswer:
         """The scope's Edge answer; the global scope's is written back when it is missing."""
         if miss.global_missing and scope.global_keys is not None:
-            keep_global = partial(self._write, scope.global_keys.entitlements)
+            keep_global = partial(self._write, scope.global_keys)
             return await fetch_with_global_async(
                 self.edge, scope.customer_id, scope.resource_id, keep_global
             )
@@ -301,13 +302,13 @@ class AsyncEntitlementsCache(ReaderBase):
             return self._upstream_failed(query, scope, exc)
         return self._from_edge(query, scope, answer)
 
-    async def _write(self, scope_key: str, answer: EdgeAnswer) -> None:
+    async def _write(self, keys: CustomerKeys, answer: EdgeAnswer) -> None:
         """Write an Edge answer back (v2_write_scope.lua); cache trouble is only logged."""
-        call = self._write_call(scope_key, answer)
+        call = self._write_call(keys, answer)
         if call is None:
             return
         try:
             await self._cluster_gate.open()
-            self._written(scope_key, await self._write_script(keys=call.keys, args=call.args))
+            self._written(keys, await self._write_script(keys=call.keys, args=call.args))
         except CACHE_TROUBLE as exc:
             self._cache_trouble("write-back", exc)

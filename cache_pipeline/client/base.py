@@ -37,7 +37,7 @@ from cache_pipeline.client.write_back import write_back_call, write_back_problem
 from cache_pipeline.config import ReaderSettings
 from cache_pipeline.contract.plan import ScriptCall
 from cache_pipeline.errors import UpstreamError, UpstreamUnavailable
-from cache_pipeline.keys import KeyLayout
+from cache_pipeline.keys import CustomerKeys, KeyLayout
 
 logger = logging.getLogger(__name__)
 
@@ -157,27 +157,27 @@ class ReaderBase:
         """True while the Edge API is skipped after it was unavailable."""
         return time.monotonic() < self._edge_down_until
 
-    def _write_call(self, scope_key: str, answer: EdgeAnswer) -> ScriptCall | None:
+    def _write_call(self, keys: CustomerKeys, answer: EdgeAnswer) -> ScriptCall | None:
         """The write-back of an Edge answer, or None when it is not written (logged)."""
         if self._redis_resting():
             return None
         problem = write_back_problem(answer)
         if problem is not None:
-            logger.warning("Edge answer for %s not written back: %s", scope_key, problem)
+            logger.warning("Edge answer for %s not written back: %s", keys.entitlements, problem)
             return None
         return write_back_call(
-            scope_key,
+            keys,
             answer,
             ttl=self.settings.keys_ttl_in_secs,
             environment_gate=self.layout.environment_gate,
         )
 
-    def _written(self, scope_key: str, reply: Any) -> None:
+    def _written(self, keys: CustomerKeys, reply: Any) -> None:
         if int(reply) == 0:
             logger.info(
                 "write-back of %s kept out: the cache holds newer data or was invalidated "
                 "after the Edge request started",
-                scope_key,
+                keys.entitlements,
             )
 
     # -- Redis back-off ----------------------------------------------------------------------

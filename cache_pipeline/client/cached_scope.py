@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cache_pipeline.contract.stigg_map import is_metered
+from cache_pipeline.keys import CustomerKeys
 
 UsageKind = Literal["all", "feature", "credit"]
 _LEADING_INT = re.compile(r"^\s*([+-]?\d+)")
@@ -43,13 +44,16 @@ class ScopeMiss:
 
 
 def read_call(
-    scope: str, global_scope: str | None, what: UsageKind, wanted: str | None = None
+    keys: CustomerKeys,
+    global_keys: CustomerKeys | None,
+    what: UsageKind,
+    wanted: str | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """KEYS and ARGV of the read script for a scope (``global_scope`` for a resource scope)."""
-    keys: tuple[str, ...] = (scope, f"{scope}:metadata")
-    if global_scope is not None:
-        keys += (global_scope,)
-    return keys, ("1" if global_scope else "0", what, wanted or "")
+    """KEYS and ARGV of the read script for a scope (``global_keys`` for a resource scope)."""
+    names: tuple[str, ...] = (keys.entitlements, keys.metadata)
+    if global_keys is not None:
+        names += (global_keys.entitlements,)
+    return names, ("1" if global_keys else "0", what, wanted or "")
 
 
 def parse_timestamp(raw: Any) -> int | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cache_pipeline.client.cached_scope import UsageKind, read_call
-from cache_pipeline.keys import CustomerKeys, KeyLayout
+from cache_pipeline.keys import CustomerKeys, KeyLayout, timestamp_key
 from cache_pipeline.store import scripts
 
 # What a cache read, lock or write-back may raise and the SDK never passes on: the
@@ -62,19 +62,14 @@ class Scope:
         In Redis Cluster mode the global map lives in another slot: it is left out
         here and its ``#timestamp`` read apart (``global_timestamp_key``).
         """
-        global_scope = self.global_keys.entitlements if self.global_keys is not None else None
-        return read_call(
-            self.keys.entitlements,
-            None if cluster else global_scope,
-            request.what,
-            request.wanted,
-        )
+        global_keys = None if cluster else self.global_keys
+        return read_call(self.keys, global_keys, request.what, request.wanted)
 
     def global_timestamp_key(self, *, cluster: bool) -> str | None:
         """The key a cluster-mode resource read GETs apart, else None."""
         if not cluster or self.global_keys is None:
             return None
-        return self.global_keys.entitlements + "#timestamp"
+        return timestamp_key(self.global_keys.entitlements)
 
 
 def with_global_timestamp(reply: list[Any], raw: Any) -> list[Any]:

@@ -43,6 +43,7 @@ from cache_pipeline.client.reading import (
 )
 from cache_pipeline.client.upstream import EdgeAnswer, EdgeClient
 from cache_pipeline.config import ReaderSettings
+from cache_pipeline.keys import CustomerKeys
 
 T = TypeVar("T")
 
@@ -277,7 +278,7 @@ class EntitlementsCache(ReaderBase):
             answer = self._fetch_scopes(scope, miss)
         except UPSTREAM_TROUBLE as exc:
             return self._upstream_failed(query, scope, exc)
-        self._write(scope.keys.entitlements, answer)
+        self._write(scope.keys, answer)
         if not query.needs_cache:
             return self._from_edge(query, scope, answer)
         again = self._read_verdict(query, scope, request)
@@ -288,7 +289,7 @@ class EntitlementsCache(ReaderBase):
     def _fetch_scopes(self, scope: Scope, miss: ScopeMiss) -> EdgeAnswer:
         """The scope's Edge answer; the global scope's is written back when it is missing."""
         if miss.global_missing and scope.global_keys is not None:
-            keep_global = partial(self._write, scope.global_keys.entitlements)
+            keep_global = partial(self._write, scope.global_keys)
             return fetch_with_global(self.edge, scope.customer_id, scope.resource_id, keep_global)
         return self.edge.fetch(scope.customer_id, scope.resource_id)
 
@@ -302,13 +303,13 @@ class EntitlementsCache(ReaderBase):
             return self._upstream_failed(query, scope, exc)
         return self._from_edge(query, scope, answer)
 
-    def _write(self, scope_key: str, answer: EdgeAnswer) -> None:
+    def _write(self, keys: CustomerKeys, answer: EdgeAnswer) -> None:
         """Write an Edge answer back (v2_write_scope.lua); cache trouble is only logged."""
-        call = self._write_call(scope_key, answer)
+        call = self._write_call(keys, answer)
         if call is None:
             return
         try:
             self._cluster_gate.open()
-            self._written(scope_key, self._write_script(keys=call.keys, args=call.args))
+            self._written(keys, self._write_script(keys=call.keys, args=call.args))
         except CACHE_TROUBLE as exc:
             self._cache_trouble("write-back", exc)

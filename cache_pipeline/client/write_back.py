@@ -15,7 +15,7 @@ from cache_pipeline.contract.dates import edge_version
 from cache_pipeline.contract.plan import ScriptCall
 from cache_pipeline.contract.stigg_map import metered_usages
 from cache_pipeline.contract.writes import snapshot_call
-from cache_pipeline.keys import unsafe_id_problem
+from cache_pipeline.keys import CustomerKeys, unsafe_id_problem
 
 
 def write_back_problem(answer: EdgeAnswer) -> str | None:
@@ -28,15 +28,21 @@ def write_back_problem(answer: EdgeAnswer) -> str | None:
 
 
 def write_back_call(
-    scope_key: str, answer: EdgeAnswer, *, ttl: int, environment_gate: str | None = None
+    keys: CustomerKeys,
+    answer: EdgeAnswer,
+    *,
+    ttl: int,
+    environment_gate: str | None = None,
+    now: int | None = None,
 ) -> ScriptCall:
-    """The script call that writes ``answer`` to the scope whose map key is ``scope_key``
-    (``environment_gate``: ``KeyLayout.environment_gate``)."""
+    """The script call that writes ``answer`` to the scope of ``keys``
+    (``environment_gate``: ``KeyLayout.environment_gate``; ``now``: the version of entries
+    without a valid ``entitlementUpdatedAt``, the current time by default)."""
     entries = answer.entitlements
     return snapshot_call(
-        scope_key,
+        keys,
         entries,
-        version=edge_version(entries),
+        version=edge_version(entries, now=now),
         gate=answer.requested_at_ms,
         ttl=ttl,
         only_if_exists=False,

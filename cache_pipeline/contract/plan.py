@@ -100,7 +100,7 @@ def plan(
         data = message.data
         return [
             snapshot_call(
-                layout.customer(data.customer_id, data.resource_id).entitlements,
+                layout.customer(data.customer_id, data.resource_id),
                 data.entitlements,
                 version=ts,
                 gate=ts,
@@ -121,7 +121,7 @@ def plan(
         only_if_exists = policy is CacheUpdatePolicy.UPDATE_IF_EXISTS
         return [
             usage_call(
-                keys.entitlements,
+                keys,
                 value_key,
                 usage.as_stored(),
                 version=ts,
@@ -137,9 +137,7 @@ def _invalidation(message: CacheInvalidated, layout: KeyLayout, ts: int, ttl: in
     if message.data.all:
         return [InvalidateAll(ts)]
     return [
-        invalidate_call(
-            layout.customer(ref.customer_id, ref.resource_id).entitlements, at=ts, ttl=ttl
-        )
+        invalidate_call(layout.customer(ref.customer_id, ref.resource_id), at=ts, ttl=ttl)
         for ref in message.data.customers
     ]
 

@@ -1,11 +1,10 @@
-"""Script calls for one scope: which write script, with which KEYS and ARGV.
+"""Script calls: which write script, with which KEYS and ARGV.
 
 Pure, no I/O: ``cache_pipeline/store/lua/v2_*.lua`` run them
 (``cache_pipeline.store.writer`` for the pipeline, the reader SDK for its write-back).
-``scope`` is the scope's map key (``P:c_<C>`` or ``P:c_<C>:r_<R>``, ids raw); its
-private keys are ``S#invalidated`` (time of the latest invalidation), ``S#keys`` (the
-usage and credit keys written) and ``S#deleted`` (the versions invalidations deleted
-them at), names no Stigg reader reads and no id can produce (ids never hold ``#``).
+A scope's calls take its ``CustomerKeys``: every key name comes from
+``cache_pipeline.keys``, its private keys (``S#invalidated``, ``S#keys``, ``S#deleted``)
+included.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cache_pipeline.contract.stigg_map import Entry, map_entitlements, metered_usages
-from cache_pipeline.keys import DELETED_SUFFIX, INDEX_SUFFIX, INVALIDATED_SUFFIX
+from cache_pipeline.keys import CustomerKeys
 
 ScriptName = Literal[
     "v2_write_scope",
@@ -41,13 +40,8 @@ def encode(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def private_keys(scope: str) -> tuple[str, str]:
-    """The scope's invalidation-time key and usage-key index."""
-    return scope + INVALIDATED_SUFFIX, scope + INDEX_SUFFIX
-
-
 def snapshot_call(
-    scope: str,
+    keys: CustomerKeys,
     entries: Sequence[Entry],
     *,
     version: int,
@@ -66,32 +60,26 @@ def snapshot_call(
     environment's (``environment_gate``, ``KeyLayout.environment_gate``; None: not checked):
     the message timestamp, or the time a reader's upstream request started.
     """
-    keys = [
-        scope,
-        f"{scope}:metadata",
-        *private_keys(scope),
-        scope + DELETED_SUFFIX,
-        _gate(scope, environment_gate),
-    ]
+    names = [*_scope_keys(keys), _gate(keys, environment_gate)]
     args = [
         str(version),
         str(gate),
         _ttl(ttl),
-        "1" if only_if_exists else "0",
+        _flag(only_if_exists),
         encode(map_entitlements(entries)),
         encode({"accessDeniedReason": access_denied_reason}),
     ]
     for feature_id, (value, usage_version) in metered_usages(entries).items():
-        keys.append(f"{scope}:f_{feature_id}")
+        names.append(keys.feature_usage(feature_id))
         args += [encode(value), str(usage_version if usage_version is not None else version)]
     for currency_id, credit in (credits or {}).items():
-        keys.append(f"{scope}:credit_{currency_id}")
+        names.append(keys.credit(currency_id))
         args += [encode(credit), str(version)]
-    return ScriptCall("v2_write_scope", tuple(keys), tuple(args))
+    return ScriptCall("v2_write_scope", tuple(names), tuple(args))
 
 
 def usage_call(
-    scope: str,
+    keys: CustomerKeys,
     value_key: str,
     value: Any,
     *,
@@ -101,12 +89,18 @@ def usage_call(
     environment_gate: str | None = None,
 ) -> ScriptCall:
     """Write one usage or credit value of a scope (``only_if_exists``: only if its map exists)."""
-    keys = (scope, value_key, *private_keys(scope), _gate(scope, environment_gate))
-    args = (str(version), _ttl(ttl), encode(value), "1" if only_if_exists else "0")
-    return ScriptCall("v2_write_usage", keys, args)
+    names = (
+        keys.entitlements,
+        value_key,
+        keys.invalidated,
+        keys.index,
+        _gate(keys, environment_gate),
+    )
+    args = (str(version), _ttl(ttl), encode(value), _flag(only_if_exists))
+    return ScriptCall("v2_write_usage", names, args)
 
 
-def invalidate_call(scope: str, *, at: int, ttl: int, force: bool = False) -> ScriptCall:
+def invalidate_call(keys: CustomerKeys, *, at: int, ttl: int, force: bool = False) -> ScriptCall:
     """Drop a scope's values of version <= ``at`` with their #timestamp siblings; refuse
     later writes whose gate is not newer than ``at``.
 
@@ -114,14 +108,39 @@ def invalidate_call(scope: str, *, at: int, ttl: int, force: bool = False) -> Sc
     ``at`` even when a later one is kept (the operator's repair after a producer's clock
     ran ahead).
     """
-    keys = (scope, f"{scope}:metadata", *private_keys(scope), scope + DELETED_SUFFIX)
-    return ScriptCall("v2_invalidate_scope", keys, (str(at), _ttl(ttl), "1" if force else "0"))
+    return ScriptCall("v2_invalidate_scope", _scope_keys(keys), (str(at), _ttl(ttl), _flag(force)))
 
 
-def _gate(scope: str, environment_gate: str | None) -> str:
+def invalidate_environment_call(environment_invalidated: str, *, at: int, ttl: int) -> ScriptCall:
+    """Set the environment's invalidation time (``KeyLayout.environment_invalidated``) to
+    ``at`` unless a later one is kept: the first step of ``{"all": true}``."""
+    return ScriptCall("v2_invalidate_environment", (environment_invalidated,), (str(at), _ttl(ttl)))
+
+
+def invalidate_key_call(
+    value_key: str, owner: CustomerKeys | None, *, at: int, ttl: int
+) -> ScriptCall:
+    """Drop one value key with its #timestamp sibling when its version is <= ``at``: a step of
+    ``{"all": true}``. ``owner`` is the scope of a usage or credit key (``KeyLayout.usage_owner``),
+    whose tombstones and index the script keeps; None for any other key."""
+    names = (value_key,) if owner is None else (value_key, owner.deleted, owner.index)
+    return ScriptCall("v2_invalidate_key", names, (str(at), _ttl(ttl)))
+
+
+def _scope_keys(keys: CustomerKeys) -> tuple[str, ...]:
+    """The KEYS the scope scripts start with: map, metadata, invalidation time, index,
+    tombstones."""
+    return (keys.entitlements, keys.metadata, keys.invalidated, keys.index, keys.deleted)
+
+
+def _gate(keys: CustomerKeys, environment_gate: str | None) -> str:
     """The environment's invalidation-time key, or (not checked) the scope's own again."""
-    return environment_gate or scope + INVALIDATED_SUFFIX
+    return environment_gate or keys.invalidated
 
 
 def _ttl(ttl: int) -> str:
     return str(ttl if ttl > 0 else -1)
+
+
+def _flag(on: bool) -> str:
+    return "1" if on else "0"

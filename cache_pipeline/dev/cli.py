@@ -10,7 +10,6 @@ the JSON lines ``cache-pipeline resync`` reads). They sit above ``cache_pipeline
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TextIO
 
@@ -18,7 +17,7 @@ import click
 import httpx
 
 from cache_pipeline import __version__
-from cache_pipeline.cli.main import EXIT_CONFIG
+from cache_pipeline.cli.main import run_group
 from cache_pipeline.client.upstream import EdgeOptions
 from cache_pipeline.config import load_settings, load_worker_settings
 from cache_pipeline.contract.scopes import ScopeRef, scope_from_json
@@ -133,13 +132,4 @@ def stub_scopes(options: EdgeOptions) -> list[ScopeRef]:
 
 def main() -> None:
     """Entry point of ``python -m cache_pipeline.dev``."""
-    try:
-        dev.main(standalone_mode=False)
-    except ConfigError as exc:
-        click.echo(f"cache-pipeline dev: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        sys.exit(1)
+    run_group(dev, "cache-pipeline dev")

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
+from cache_pipeline.keys import SCHEMA_VERSION
 from cache_pipeline.store.schema import Marker, now_ms
-from cache_pipeline.store.writer import RedisClient, Store, translate_errors
+from cache_pipeline.store.writer import Store, translate_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,16 +29,17 @@ class Migration:
         return {"from": self.found, "to": SCHEMA_VERSION, "deleted": self.deleted}
 
 
-def migrate(client: RedisClient, layout: KeyLayout, *, ttl: int) -> Migration:
+def migrate(store: Store) -> Migration:
     """Drop a schema 1 keyspace and mark the environment version 2; nothing when it is 2."""
+    marker = store.layout.schema_marker
     with translate_errors():
-        raw = client.get(layout.schema_marker)
+        raw = store.client.get(marker)
     found = _version(str(raw)) if raw is not None else None
     if found == SCHEMA_VERSION:
         return Migration(found, 0)
-    deleted = Store(client, layout, ttl=ttl).purge_environment()
+    deleted = store.purge_environment()
     with translate_errors():
-        client.set(layout.schema_marker, Marker(SCHEMA_VERSION, now_ms()).to_json())
+        store.client.set(marker, Marker(SCHEMA_VERSION, now_ms()).to_json())
     return Migration(found, deleted)
 
 

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from importlib import resources
+from typing import get_args
+
+from cache_pipeline.contract.writes import ScriptName
 
 PRELUDE = "_prelude"
-# The write scripts share the prelude's versioned writes and type checks.
-WITH_PRELUDE = frozenset(
-    {
-        "v2_write_scope",
-        "v2_write_usage",
-        "v2_invalidate_scope",
-        "v2_invalidate_key",
-        "v2_invalidate_environment",
-    }
-)
+# The write scripts (every ``ScriptName``) share the prelude's versioned writes and type checks.
+WITH_PRELUDE: frozenset[str] = frozenset(get_args(ScriptName))
 
 
 def script_source(name: str) -> str:

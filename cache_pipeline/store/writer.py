@@ -2,7 +2,8 @@
 
 Every write rule of CONTRACT.md section 3 lives in the Lua scripts under
 ``cache_pipeline/store/lua``; this module registers them once, runs them (alone or
-pipelined) and translates redis-py errors into the package's error tree.
+pipelined) and translates redis-py errors into the package's error tree. What to
+run comes planned (``cache_pipeline.contract.plan.Planner``): the store never plans.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
-from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.contract.messages import CacheInvalidated, Message
 from cache_pipeline.contract.plan import (
     BatchResult,
@@ -24,19 +24,14 @@ from cache_pipeline.contract.plan import (
     Planned,
     ScriptCall,
     ScriptName,
-    Step,
-    plan,
 )
-from cache_pipeline.contract.writes import invalidate_call
+from cache_pipeline.contract.writes import (
+    invalidate_call,
+    invalidate_environment_call,
+    invalidate_key_call,
+)
 from cache_pipeline.errors import StoreError, StoreUnavailable
-from cache_pipeline.keys import (
-    DELETED_SUFFIX,
-    INDEX_SUFFIX,
-    TIMESTAMP_SUFFIX,
-    KeyLayout,
-    is_private,
-    usage_scope,
-)
+from cache_pipeline.keys import KeyLayout, is_private, value_key_of
 from cache_pipeline.store.scripts import script_source
 
 __all__ = [
@@ -68,45 +63,21 @@ PROBE_TTL_MS = 10_000  # the write probe's key expires on its own
 UNLINK_BATCH = 500  # keys per SCAN page and per UNLINK: each call stays well under a millisecond
 
 _SCRIPTS: tuple[ScriptName, ...] = ("v2_write_scope", "v2_write_usage", "v2_invalidate_scope")
-_INVALIDATE_ENVIRONMENT = "v2_invalidate_environment"
 
 
 class Store:
-    """Applies contract messages to Redis under the write rules."""
+    """Runs planned writes on one environment's keys, and the calls no message plans:
+    the steps of ``{"all": true}``, the operator's purges and the health probes.
 
-    def __init__(
-        self,
-        client: RedisClient,
-        layout: KeyLayout,
-        *,
-        ttl: int,
-        policy: CacheUpdatePolicy = CacheUpdatePolicy.UPDATE_IF_EXISTS,
-    ) -> None:
+    ``ttl`` is the expiry of what those calls write (seconds, or <= 0 for none); a
+    planned write carries its own.
+    """
+
+    def __init__(self, client: RedisClient, layout: KeyLayout, *, ttl: int) -> None:
         self.client = client
         self.layout = layout
         self.ttl = ttl
-        self.policy = policy
         self._runner = ScriptRunner(client, _SCRIPTS)
-
-    def plan(self, message: Message, policy: CacheUpdatePolicy | None = None) -> list[Step]:
-        return plan(message, self.layout, ttl=self.ttl, policy=policy or self.policy)
-
-    def apply(self, message: Message, *, policy: CacheUpdatePolicy | None = None) -> Outcome:
-        """Apply one message in one round trip (two or more only for ``{"all": true}``)."""
-        return self._apply_steps(Planned(message, tuple(self.plan(message, policy))))
-
-    def _apply_steps(self, planned: Planned) -> Outcome:
-        results: list[Any] = []
-        for step in planned.steps:
-            if isinstance(step, InvalidateAll):
-                results.append(self.invalidate_environment(step.at))
-            else:
-                results.append(self.run(step))
-        return _outcome(planned.message, results)
-
-    def apply_batch(self, messages: Sequence[Message]) -> BatchResult:
-        """Plan and apply messages in order with one pipelined round trip (``apply_planned``)."""
-        return self.apply_planned([Planned(m, tuple(self.plan(m))) for m in messages])
 
     def apply_planned(self, planned: Sequence[Planned]) -> BatchResult:
         """Apply planned messages in order with one pipelined round trip.
@@ -124,7 +95,7 @@ class Store:
             if any(isinstance(step, InvalidateAll) for step in item.steps):
                 results.extend(self._run_pipelined(pending))
                 pending = []
-                results.append(self._apply_steps(item))
+                results.append(self._apply_alone(item))
             else:
                 pending.append(item)
         results.extend(self._run_pipelined(pending))
@@ -139,14 +110,16 @@ class Store:
         newer than ``at`` stay, so a late or repeated ``all`` removes nothing newer than
         itself. Returns the keys deleted (values and versions).
         """
-        self.run_named(
-            _INVALIDATE_ENVIRONMENT,
-            (self.layout.environment_invalidated,),
-            (str(at), str(self.ttl if self.ttl > 0 else -1)),
+        self._run(
+            invalidate_environment_call(self.layout.environment_invalidated, at=at, ttl=self.ttl)
         )
         removed = 0
         for page in self._environment_pages():
-            replies = self._runner.run_calls([self._invalidate_key_call(key, at) for key in page])
+            calls = [
+                invalidate_key_call(key, self.layout.usage_owner(key), at=at, ttl=self.ttl)
+                for key in page
+            ]
+            replies = self._runner.run_calls(calls)
             removed += sum(int(reply) for reply in replies if not isinstance(reply, Exception))
         return removed
 
@@ -160,53 +133,14 @@ class Store:
                 removed += int(self.client.unlink(*page))
         return removed
 
-    def _environment_pages(self, *, values_only: bool = True) -> Iterator[list[str]]:
-        """The environment's keys, a SCAN page at a time: value keys (``#timestamp`` folded
-        into their value key, private keys left out), or every key but the schema marker."""
-        special = {self.layout.schema_marker}
-        if values_only:
-            special |= {self.layout.environment_invalidated, self.layout.write_probe}
-        with translate_errors():
-            page: dict[str, None] = {}  # ordered, without the #timestamp duplicates
-            for key in self.client.scan_iter(
-                match=self.layout.environment_pattern, count=UNLINK_BATCH
-            ):
-                if values_only:
-                    key = key.removesuffix(TIMESTAMP_SUFFIX)
-                    if is_private(key):
-                        continue
-                if key not in special:
-                    page[key] = None
-                if len(page) >= UNLINK_BATCH:
-                    yield list(page)
-                    page = {}
-            if page:
-                yield list(page)
-
-    def _invalidate_key_call(self, key: str, at: int) -> ScriptCall:
-        scope = usage_scope(self.layout.prefix, key)
-        keys = (key,) if scope is None else (key, scope + DELETED_SUFFIX, scope + INDEX_SUFFIX)
-        ttl = str(self.ttl if self.ttl > 0 else -1)
-        return ScriptCall("v2_invalidate_key", keys, (str(at), ttl))
-
-    def run_named(self, script: str, keys: Sequence[str], args: Sequence[str]) -> Any:
-        """Run one script by name in its own round trip; its reply."""
-        with translate_errors():
-            return self._runner.script(script)(keys=list(keys), args=list(args))
-
     def purge(self, customer_id: str, resource_id: str | None, at: int) -> int:
         """Drop one scope whatever its versions and set its invalidation time to ``at``.
 
         Even a later invalidation time is lowered (a producer's clock ran ahead): messages
         from ``at`` on are written again. Returns the keys deleted (values and versions).
         """
-        scope = self.layout.customer(customer_id, resource_id).entitlements
-        return int(self.run(invalidate_call(scope, at=at, ttl=self.ttl, force=True)))
-
-    def run(self, call: ScriptCall) -> Any:
-        """Run one planned script call in its own round trip; its reply."""
-        with translate_errors():
-            return self._runner.script(call.script)(keys=call.keys, args=call.args)
+        keys = self.layout.customer(customer_id, resource_id)
+        return int(self._run(invalidate_call(keys, at=at, ttl=self.ttl, force=True)))
 
     def ping(self) -> bool:
         """True when Redis answers."""
@@ -223,7 +157,18 @@ class Store:
         with translate_errors():
             self.client.set(self.layout.write_probe, "1", px=PROBE_TTL_MS)
 
+    def _apply_alone(self, planned: Planned) -> Outcome:
+        """One message step by step, each in its own round trip (``{"all": true}``)."""
+        results: list[Any] = []
+        for step in planned.steps:
+            if isinstance(step, InvalidateAll):
+                results.append(self.invalidate_environment(step.at))
+            else:
+                results.append(self._run(step))
+        return _outcome(planned.message, results)
+
     def _run_pipelined(self, pending: list[Planned]) -> BatchResult:
+        """Every script call of ``pending`` in one round trip; one result per message."""
         if not pending:
             return []
         calls = [s for item in pending for s in item.steps if isinstance(s, ScriptCall)]
@@ -239,6 +184,34 @@ class Store:
             else:
                 results.append(_outcome(item.message, own))
         return results
+
+    def _run(self, call: ScriptCall) -> Any:
+        """One script call in its own round trip; its reply."""
+        with translate_errors():
+            return self._runner.script(call.script)(keys=call.keys, args=call.args)
+
+    def _environment_pages(self, *, values_only: bool = True) -> Iterator[list[str]]:
+        """The environment's keys, a SCAN page at a time: value keys (``#timestamp`` folded
+        into their value key, private keys left out), or every key but the schema marker."""
+        special = {self.layout.schema_marker}
+        if values_only:
+            special |= {self.layout.environment_invalidated, self.layout.write_probe}
+        with translate_errors():
+            page: dict[str, None] = {}  # ordered, without the #timestamp duplicates
+            for key in self.client.scan_iter(
+                match=self.layout.environment_pattern, count=UNLINK_BATCH
+            ):
+                if values_only:
+                    key = value_key_of(key)
+                    if is_private(key):
+                        continue
+                if key not in special:
+                    page[key] = None
+                if len(page) >= UNLINK_BATCH:
+                    yield list(page)
+                    page = {}
+            if page:
+                yield list(page)
 
 
 class ScriptRunner:

@@ -81,7 +81,6 @@ class Runtime:
             client,
             planner.layout,
             ttl=settings.keys_ttl_in_secs,
-            policy=settings.cache_update_policy,
         )
         health = HealthState(
             window=settings.not_ready_after_secs, stall_after=settings.stalled_after_secs

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from cache_pipeline.config import SQS_BATCH_LIMIT, CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
-from cache_pipeline.store.writer import Store
+from tests.support.applying import Applier
 from tests.support.factory import parsed
 from tests.support.servers import SqsServer, wait_until
 from tests.support.snapshot import read_state
@@ -195,7 +195,7 @@ def assert_deleted_were_written(
 
     layout = KeyLayout(prefix)
     before = read_state(admin, layout)
-    store = Store(admin, layout, ttl=604800, policy=CacheUpdatePolicy.UPSERT)
+    store = Applier.of(admin, layout, ttl=604800, policy=CacheUpdatePolicy.UPSERT)
     store.apply_batch([parsed(body, prefix) for body in deleted])
     after = read_state(admin, layout)
     changed = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))

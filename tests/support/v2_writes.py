@@ -1,4 +1,4 @@
-"""Writes the contract-v2 way (``scope_writes`` + ``lua/v2_*.lua``), as the v2 pipeline does,
+"""Writes the contract-v2 way (``contract.writes`` + ``lua/v2_*.lua``), as the v2 pipeline does,
 so reader tests can seed Redis without the worker."""
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ def write_scope(
     ttl: int = TTL,
 ) -> int:
     """An entitlements snapshot (Edge-shaped entries) under UPSERT; returns keys written."""
-    scope = layout.customer(customer, resource).entitlements
     at = edge_version(entries) if version is None else version
     call = snapshot_call(
-        scope,
+        layout.customer(customer, resource),
         entries,
         version=at,
         gate=at,
@@ -64,7 +63,7 @@ def write_usage(
 ) -> int:
     """One usage or credit value (``key`` from ``layout.customer(...)``); by default, as under
     UPDATE_IF_EXISTS, only into an existing scope."""
-    scope = layout.customer(customer, resource).entitlements
+    scope = layout.customer(customer, resource)
     call = usage_call(scope, key, value, version=version, ttl=TTL, only_if_exists=only_if_exists)
     return run(client, call)
 
@@ -73,8 +72,7 @@ def invalidate(
     client: Any, layout: KeyLayout, customer: str, at: int, resource: str | None = None
 ) -> int:
     """Invalidate a scope at ``at`` (epoch ms)."""
-    scope = layout.customer(customer, resource).entitlements
-    return run(client, invalidate_call(scope, at=at, ttl=TTL))
+    return run(client, invalidate_call(layout.customer(customer, resource), at=at, ttl=TTL))
 
 
 def credit(used: int, limit: int | None) -> dict[str, Any]:

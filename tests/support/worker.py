@@ -318,6 +318,6 @@ def warm_cache(client: redis.Redis, prefix: str, bodies: list[dict[str, Any]]) -
     from cache_pipeline.store.writer import Store
 
     planner = Planner(KeyLayout(prefix), ttl=-1, policy=CacheUpdatePolicy.UPSERT)
-    store = Store(client, KeyLayout(prefix), ttl=-1, policy=CacheUpdatePolicy.UPSERT)
+    store = Store(client, planner.layout, ttl=-1)
     results = store.apply_planned([planner.plan(planner.parse(json.dumps(b))) for b in bodies])
     assert not [r for r in results if isinstance(r, Exception)], results
