@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,11 @@ from cache_pipeline.config import (
 )
 from tests.support.manifests import by_kind, load_objects, validate_object
 
-CHART = Path(__file__).resolve().parents[1] / "charts" / "cache-pipeline"
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "cache-pipeline"
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
 RULES = "cache-pipeline.rules.yaml"
+PLAIN_RULES = ROOT / "deploy" / "prometheus" / RULES
 SECRET_KEYS = {"SERVER_API_KEY", "REDIS_PASSWORD", "SENTRY_DSN"}
 # Settings the chart sets itself rather than through values.config.
 CHART_MANAGED = {"api_host", "api_docs"}
@@ -271,9 +274,30 @@ def test_service_monitor_scrapes_metrics_on_the_named_port(chart: helm.Chart) ->
 def test_prometheus_rule_carries_the_plain_rules_file(chart: helm.Chart) -> None:
     assert "PrometheusRule" not in objects(chart), "off by default"
     rendered = objects(chart, all_on())["PrometheusRule"]
-    plain = yaml.safe_load((CHART.parents[1] / "deploy" / "prometheus" / RULES).read_text())
-    assert rendered["spec"] == plain
+    assert rendered["spec"] == yaml.safe_load(PLAIN_RULES.read_text())
     assert rendered["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_chart_rules_file_is_a_copy_of_the_plain_one() -> None:
+    """One source (deploy/prometheus), copied into the chart: no link out of the chart."""
+    copy = CHART / "files" / RULES
+    assert not copy.is_symlink(), "a link out of the chart breaks a copied or packaged chart"
+    fix = f"cp {PLAIN_RULES.relative_to(ROOT)} {copy.parent.relative_to(ROOT)}/"
+    assert copy.read_bytes() == PLAIN_RULES.read_bytes(), f"the chart's copy differs: {fix}"
+
+
+@pytest.mark.parametrize("how", ["copied", "packaged"])
+def test_chart_outside_the_repository_renders_its_rules(tmp_path: Path, how: str) -> None:
+    """The chart copied elsewhere (links kept as links) or packaged still carries the rules."""
+    if how == "copied":
+        shutil.copytree(CHART, tmp_path / "chart", symlinks=True)
+        loaded = helm.Chart.load(tmp_path / "chart")
+    else:
+        archive = helm.package(CHART, destination=tmp_path)
+        loaded = helm.Chart.load_archive(Path(archive).read_bytes())
+    with loaded:
+        rendered = objects(loaded, {"prometheusRule": {"enabled": True}})["PrometheusRule"]
+    assert rendered["spec"] == yaml.safe_load(PLAIN_RULES.read_text())
 
 
 def test_notes_render(chart: helm.Chart) -> None:
