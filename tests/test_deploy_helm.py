@@ -35,8 +35,6 @@ ALL_ON = CHART / "ci" / "all-on-values.yaml"
 RULES = "cache-pipeline.rules.yaml"
 PLAIN_RULES = ROOT / "deploy" / "prometheus" / RULES
 SECRET_KEYS = {"SERVER_API_KEY", "REDIS_PASSWORD", "SENTRY_DSN"}
-# Settings the chart sets itself rather than through values.config.
-CHART_MANAGED = {"api_host", "api_docs"}
 
 
 @pytest.fixture(scope="module")
@@ -209,13 +207,32 @@ def test_all_on_config_and_secrets_are_accepted_by_the_service(
     assert {"secretRef": {"name": rendered["Secret"]["metadata"]["name"]}} in env_from
 
 
+def snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
 def test_values_config_covers_every_setting(chart: helm.Chart) -> None:
-    keys = set(chart.values["config"])
-    as_fields = {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower() for key in keys}
+    """config.* sets every setting; secrets.* the three secrets; nothing is hard-coded."""
+    as_fields = {snake(key) for key in chart.values["config"]}
     secrets = {"server_api_key", "redis_password", "sentry_dsn"}
     assert as_fields <= set(Settings.model_fields), as_fields - set(Settings.model_fields)
-    missing = set(Settings.model_fields) - as_fields - secrets - CHART_MANAGED
+    missing = set(Settings.model_fields) - as_fields - secrets
     assert not missing, f"settings without a chart value: {sorted(missing)}"
+    assert {snake(key) for key in chart.values["secrets"]} - {"existing_secret"} == secrets
+    assert "env" not in container(objects(chart)), "every setting comes from the ConfigMap"
+
+
+def test_api_host_and_docs_are_settings_like_the_others(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert objects(chart)["ConfigMap"]["data"]["API_HOST"] == "0.0.0.0"
+    rendered = objects(chart, {"config": {"apiHost": "::", "apiDocs": True}})
+    data = rendered["ConfigMap"]["data"]
+    assert (data["API_HOST"], data["API_DOCS"]) == ("::", "1")
+    for name, value in service_env(rendered).items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.api_host, settings.api_docs) == ("::", True)
 
 
 def test_config_change_rolls_the_pods(chart: helm.Chart) -> None:
@@ -326,6 +343,8 @@ BAD_VALUES = [
     pytest.param({"config": {"redisDb": 16}}, id="redisDb-16"),
     pytest.param({"config": {"poisonFloodRatio": 1.5}}, id="poisonFloodRatio-1.5"),
     pytest.param({"config": {"queueURL": "typo"}}, id="unknown-config-key"),
+    pytest.param({"config": {"apiHost": ""}}, id="apiHost-empty"),
+    pytest.param({"config": {"apiDocs": "yes"}}, id="apiDocs-not-a-boolean"),
     pytest.param({"image": {"pullPolicy": "Sometimes"}}, id="pullPolicy"),
     pytest.param({"serviceAccount": {"roleArn": "not-an-arn"}}, id="roleArn"),
     pytest.param({"keda": {"identityOwner": "operator"}}, id="keda-identityOwner"),

@@ -101,7 +101,7 @@ def test_base_matches_the_chart_defaults(
         "securityContext",
         "volumeMounts",
     ):
-        assert ours[field] == theirs[field], field
+        assert ours.get(field) == theirs.get(field), field
     pod, chart_pod = (o["Deployment"]["spec"]["template"]["spec"] for o in (base, chart_defaults))
     for field in ("securityContext", "volumes", "terminationGracePeriodSeconds"):
         assert pod[field] == chart_pod[field], field
