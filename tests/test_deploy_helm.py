@@ -12,7 +12,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import helm_python as helm
@@ -259,6 +259,46 @@ def test_service_account_carries_the_iam_role(chart: helm.Chart) -> None:
     assert pod["serviceAccountName"] == rendered["ServiceAccount"]["metadata"]["name"]
 
 
+REDIS_CA_DIR = "/etc/cache-pipeline/redis-ca"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param({"configMap": {"name": "redis-ca"}}, id="configmap"),
+        pytest.param(
+            {"secret": {"secretName": "redis-ca", "items": [{"key": "tls.ca", "path": "ca.crt"}]}},
+            id="secret",
+        ),
+    ],
+)
+def test_private_redis_ca_is_mounted_where_the_setting_points(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, source: dict[str, Any]
+) -> None:
+    values = {
+        "config": {"redisTls": True, "redisTlsCaFile": f"{REDIS_CA_DIR}/ca.crt"},
+        "extraVolumes": [{"name": "redis-ca", **source}],
+        "extraVolumeMounts": [{"name": "redis-ca", "mountPath": REDIS_CA_DIR, "readOnly": True}],
+        "extraEnvFrom": [{"secretRef": {"name": "aws-proxy", "optional": True}}],
+    }
+    rendered = objects(chart, values)
+    validate_object(rendered["Deployment"])
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    worker = container(rendered)
+    assert pod["volumes"][0]["name"] == "tmp", "the chart's own volume stays"
+    assert {"name": "redis-ca", **source} in pod["volumes"]
+    (mount,) = [m for m in worker["volumeMounts"] if m["name"] == "redis-ca"]
+    assert mount == {"name": "redis-ca", "mountPath": REDIS_CA_DIR, "readOnly": True}
+    assert worker["envFrom"][-1] == {"secretRef": {"name": "aws-proxy", "optional": True}}
+    for name, value in service_env(rendered).items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.redis_tls is True
+    assert settings.redis_tls_ca_file is not None
+    assert PurePosixPath(settings.redis_tls_ca_file).parent == PurePosixPath(mount["mountPath"])
+    chart.validate_schema(values)
+
+
 def test_existing_secret_is_referenced_not_created(chart: helm.Chart) -> None:
     values = {"secrets": {"existingSecret": "team-secrets", "serverApiKey": "ignored"}}
     rendered = objects(chart, values)
@@ -348,6 +388,10 @@ BAD_VALUES = [
     pytest.param({"image": {"pullPolicy": "Sometimes"}}, id="pullPolicy"),
     pytest.param({"serviceAccount": {"roleArn": "not-an-arn"}}, id="roleArn"),
     pytest.param({"keda": {"identityOwner": "operator"}}, id="keda-identityOwner"),
+    pytest.param({"extraVolumeMounts": [{"name": "ca"}]}, id="mount-without-path"),
+    pytest.param({"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}, id="volume-named-tmp"),
+    pytest.param({"extraVolumes": [{"configMap": {"name": "ca"}}]}, id="volume-without-name"),
+    pytest.param({"extraEnvFrom": [{}]}, id="empty-envFrom"),
 ]
 
 
