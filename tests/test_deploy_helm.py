@@ -27,7 +27,7 @@ from cache_pipeline.config import (
     Settings,
     load_settings,
 )
-from tests.support.manifests import by_kind, load_objects, validate_object
+from tests.support.manifests import K8S_VERSIONS, by_kind, load_objects, validate_object
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "cache-pipeline"
@@ -158,6 +158,86 @@ def test_grace_period_covers_the_bounded_shutdown_whatever_the_visibility_timeou
     assert grace_of(objects(chart, {"terminationGracePeriodSeconds": None})) == 30
     least = {"terminationGracePeriodSeconds": SHUTDOWN_GRACE_SECS}
     assert grace_of(objects(chart, least)) == SHUTDOWN_GRACE_SECS
+
+
+def test_budget_lets_drains_evict_unready_pods_and_keeps_one_consuming(chart: helm.Chart) -> None:
+    """During an outage every pod is unready: the budget must not block node drains then."""
+    rendered = objects(chart)
+    budget = rendered["PodDisruptionBudget"]["spec"]
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert budget["maxUnavailable"] == 1
+    assert "minAvailable" not in budget
+    replicas = rendered["Deployment"]["spec"]["replicas"]
+    assert replicas == 2, "docs/operations.md: keep at least 2"
+    assert 1 <= budget["maxUnavailable"] < replicas, "a drain moves one pod, the other consumes"
+    validate_object(rendered["PodDisruptionBudget"])
+    policy = {"podDisruptionBudget": {"unhealthyPodEvictionPolicy": "IfHealthyBudget"}}
+    assert objects(chart, policy)["PodDisruptionBudget"]["spec"]["unhealthyPodEvictionPolicy"] == (
+        "IfHealthyBudget"
+    )
+
+
+def test_every_replica_floor_is_two(chart: helm.Chart) -> None:
+    """replicaCount and the autoscalers' floors agree with operations.md (at least 2)."""
+    values = chart.values
+    floors = {
+        "replicaCount": values["replicaCount"],
+        "autoscaling.minReplicas": values["autoscaling"]["minReplicas"],
+        "keda.minReplicaCount": values["keda"]["minReplicaCount"],
+    }
+    assert set(floors.values()) == {2}, floors
+    assert "Keep at\n   least 2 for availability" in (ROOT / "docs" / "operations.md").read_text()
+
+
+def test_rollout_can_finish_while_every_pod_is_unready(chart: helm.Chart) -> None:
+    """No new pod turns ready during an outage: a rollout that waits for one never ends."""
+    strategy = objects(chart)["Deployment"]["spec"]["strategy"]
+    assert strategy == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1},
+    }
+    careful = {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
+    rendered = objects(chart, careful)
+    assert rendered["Deployment"]["spec"]["strategy"]["rollingUpdate"] == careful["rollingUpdate"]
+    validate_object(rendered["Deployment"])
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [
+        pytest.param({"maxUnavailable": 0}, id="maxUnavailable-0"),
+        pytest.param({"maxUnavailable": "0%"}, id="maxUnavailable-0%"),
+        pytest.param({"maxUnavailable": None, "minAvailable": 2}, id="minAvailable-2-of-2"),
+    ],
+)
+def test_budget_that_blocks_every_drain_is_refused(
+    chart: helm.Chart, budget: dict[str, Any]
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match="drain"):
+        render(chart, {"podDisruptionBudget": budget})
+
+
+def test_budget_follows_the_autoscalers_floor(chart: helm.Chart) -> None:
+    min_available = {"maxUnavailable": None, "minAvailable": 2}
+    keda = all_on() | {"podDisruptionBudget": min_available}
+    with pytest.raises(helm.HelmRenderError, match="not below the 2 pod"):
+        render(chart, keda)
+    keda["keda"] = keda["keda"] | {"minReplicaCount": 3}
+    assert objects(chart, keda)["PodDisruptionBudget"]["spec"]["minAvailable"] == 2
+    # Scaled to zero (a migration): the budget guards no pod and blocks nothing.
+    stopped = {
+        "replicaCount": 0,
+        "podDisruptionBudget": {"maxUnavailable": None, "minAvailable": 1},
+    }
+    assert objects(chart, stopped)["Deployment"]["spec"]["replicas"] == 0
+
+
+def test_kubernetes_floor_is_the_oldest_schema_checked() -> None:
+    """Chart.yaml's floor (1.27: unhealthyPodEvictionPolicy on by default) is what is validated."""
+    floor = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
+    assert floor == f">={K8S_VERSIONS[0]}-0", (
+        "tests/support/manifests.py checks the floor's schemas"
+    )
 
 
 def test_grace_period_shorter_than_the_shutdown_needs_is_refused(chart: helm.Chart) -> None:
@@ -360,6 +440,9 @@ def test_chart_outside_the_repository_renders_its_rules(tmp_path: Path, how: str
 def test_notes_render(chart: helm.Chart) -> None:
     notes = render(chart)["cache-pipeline/templates/NOTES.txt"]
     assert "/readyz" in notes
+    assert "a single pod" not in notes
+    single = render(chart, {"replicaCount": 1})["cache-pipeline/templates/NOTES.txt"]
+    assert "Run at\nleast 2 in production" in single
     assert "config.queueUrl is empty" in notes
     assert (
         "config.queueUrl is empty"

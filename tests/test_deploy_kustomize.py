@@ -106,7 +106,11 @@ def test_base_matches_the_chart_defaults(
     for field in ("securityContext", "volumes", "terminationGracePeriodSeconds"):
         assert pod[field] == chart_pod[field], field
     assert base["ConfigMap"]["data"] == chart_defaults["ConfigMap"]["data"]
-    assert base["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    budget, chart_budget = (o["PodDisruptionBudget"]["spec"] for o in (base, chart_defaults))
+    assert budget | {"selector": None} == chart_budget | {"selector": None}
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    for field in ("replicas", "strategy"):
+        assert base["Deployment"]["spec"][field] == chart_defaults["Deployment"]["spec"][field]
     assert base["Service"]["spec"]["ports"] == chart_defaults["Service"]["spec"]["ports"]
 
 

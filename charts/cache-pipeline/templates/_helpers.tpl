@@ -116,3 +116,14 @@ SHUTDOWN_GRACE_SECS (15) so that SIGKILL never lands on a worker still settling.
 {{- $grace }}
 {{- end }}
 {{- end }}
+
+{{/* The fewest pods the Deployment runs: the autoscaler's floor, or replicaCount. */}}
+{{- define "cache-pipeline.leastReplicas" -}}
+{{- if .Values.keda.enabled }}
+{{- .Values.keda.minReplicaCount | int }}
+{{- else if .Values.autoscaling.enabled }}
+{{- .Values.autoscaling.minReplicas | int }}
+{{- else }}
+{{- .Values.replicaCount | int }}
+{{- end }}
+{{- end }}
