@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from cache_pipeline import __version__
+from cache_pipeline.cli.main import cli
 from cache_pipeline.config import (
     SHUTDOWN_BUDGET_SECS,
     SHUTDOWN_GRACE_SECS,
@@ -435,6 +436,133 @@ def test_chart_outside_the_repository_renders_its_rules(tmp_path: Path, how: str
     with loaded:
         rendered = objects(loaded, {"prometheusRule": {"enabled": True}})["PrometheusRule"]
     assert rendered["spec"] == yaml.safe_load(PLAIN_RULES.read_text())
+
+
+JOBS = {
+    "resync": {"enabled": True, "scopesConfigMap": "cache-scopes"},
+    "invalidate": {"enabled": True, "customer": "acme:eu", "resource": "site-1"},
+    "migrate": {"enabled": True},
+}
+
+
+def release(
+    chart: helm.Chart, values: dict[str, Any], revision: int = 1
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The release's objects but its Jobs (by kind), and its Jobs by command."""
+    manifests = chart.render(values, name="cp", namespace="cache", revision=revision)
+    texts = {path: text for path, text in manifests.items() if path.endswith(".yaml")}
+    jobs_path = "cache-pipeline/templates/jobs.yaml"
+    jobs = {
+        job["spec"]["template"]["spec"]["containers"][0]["name"]: job
+        for job in load_objects([texts.pop(jobs_path, "")])
+    }
+    return by_kind(load_objects(texts.values())), jobs
+
+
+def test_no_job_unless_asked(chart: helm.Chart) -> None:
+    assert release(chart, all_on())[1] == {}
+    notes = render(chart, {"jobs": {"invalidate": {"enabled": True, "customer": "cus-1"}}})
+    assert "app.kubernetes.io/component=invalidate" in notes["cache-pipeline/templates/NOTES.txt"]
+
+
+def test_jobs_run_each_command_as_the_worker_would(
+    chart: helm.Chart, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same image, settings, Secret, service account, volumes and hardening; own labels."""
+    values = all_on() | {"keda": {"enabled": False}, "replicaCount": 0, "jobs": JOBS}
+    rendered, jobs = release(chart, values)
+    assert set(jobs) == set(JOBS)
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    worker = container(rendered)
+    selectors = [
+        rendered["Deployment"]["spec"]["selector"]["matchLabels"],
+        rendered["Service"]["spec"]["selector"],
+        rendered["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+    ]
+    scopes = tmp_path / "scopes.jsonl"
+    scopes.write_text('{"customerId": "cus-1"}\n')
+    for name, job in jobs.items():
+        assert validate_object(job).startswith("kubernetes")
+        assert len(job["metadata"]["name"]) <= 63
+        assert job["spec"]["backoffLimit"] == 0
+        spec = job["spec"]["template"]["spec"]
+        assert spec["restartPolicy"] == "Never"
+        for field in ("serviceAccountName", "securityContext", "imagePullSecrets"):
+            assert spec[field] == pod[field], (name, field)
+        assert spec["automountServiceAccountToken"] is False
+        assert pod["volumes"] == spec["volumes"][: len(pod["volumes"])], "the worker's volumes"
+        (command,) = spec["containers"]
+        for field in ("image", "envFrom", "env", "securityContext", "resources"):
+            assert command[field] == worker[field], (name, field)
+        assert worker["volumeMounts"] == command["volumeMounts"][: len(worker["volumeMounts"])]
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        for selector in selectors:
+            assert not selector.items() <= labels.items(), f"{name}'s pod would count as a worker"
+        # The arguments are the command line's own (click parses them as the image would).
+        args = [
+            str(scopes) if arg.startswith("/etc/cache-pipeline/scopes/") else arg
+            for arg in command["args"]
+        ]
+        with cli.commands[args[0]].make_context(args[0], args[1:]) as parsed:
+            assert parsed.params is not None
+    assert jobs["migrate"]["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    assert jobs["invalidate"]["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "invalidate", "--customer", "acme:eu", "--resource", "site-1",
+    ]  # fmt: skip
+    resync = jobs["resync"]["spec"]["template"]["spec"]
+    assert resync["containers"][0]["args"] == [
+        "resync", "/etc/cache-pipeline/scopes/scopes.jsonl", "--concurrency", "8",
+    ]  # fmt: skip
+    assert {"name": "scopes", "configMap": {"name": "cache-scopes"}} in resync["volumes"]
+    for name, value in service_env(rendered).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().redis_tls_ca_file == "/etc/cache-pipeline/redis-ca/ca.crt"
+
+
+def test_job_names_follow_the_revision_or_the_run(chart: helm.Chart) -> None:
+    values: dict[str, Any] = {"replicaCount": 0, "jobs": {"migrate": {"enabled": True}}}
+    assert release(chart, values, revision=7)[1]["migrate"]["metadata"]["name"] == (
+        "cp-cache-pipeline-migrate-7"
+    )
+    values["jobs"]["runId"] = 1767225600
+    assert release(chart, values, revision=7)[1]["migrate"]["metadata"]["name"] == (
+        "cp-cache-pipeline-migrate-1767225600"
+    )
+    values["jobs"]["runId"] = "Not_A_Name"
+    with pytest.raises(helm.HelmValuesError):
+        render(chart, values)
+    invalidate = {"enabled": True, "customer": "c"}
+    long = {"fullnameOverride": "x" * 63, "jobs": {"invalidate": invalidate, "runId": "9" * 12}}
+    (job,) = release(chart, long)[1].values()
+    assert len(job["metadata"]["name"]) <= 63
+    validate_object(job)
+
+
+@pytest.mark.parametrize(
+    "running",
+    [
+        pytest.param({}, id="replicas-2"),
+        pytest.param({"replicaCount": 0, "autoscaling": {"enabled": True}}, id="hpa"),
+        pytest.param(
+            {"replicaCount": 0, "keda": {"enabled": True, "minReplicaCount": 0},
+             "config": {"queueUrl": "https://sqs.eu-west-1.amazonaws.com/1/q"},
+             "serviceAccount": {"roleArn": "arn:aws:iam::123456789012:role/cp"}},
+            id="keda",
+        ),
+    ],
+)  # fmt: skip
+def test_migrate_job_needs_the_workers_stopped(chart: helm.Chart, running: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmRenderError, match="workers stopped"):
+        render(chart, running | {"jobs": {"migrate": {"enabled": True}}})
+
+
+@pytest.mark.parametrize(
+    ("job", "missing"),
+    [("resync", "scopesConfigMap"), ("invalidate", "customer")],
+)
+def test_jobs_refuse_a_missing_argument(chart: helm.Chart, job: str, missing: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=f"jobs.{job}.{missing}"):
+        render(chart, {"jobs": {job: {"enabled": True}}})
 
 
 def test_notes_render(chart: helm.Chart) -> None:
