@@ -400,6 +400,39 @@ def test_keda_scales_on_the_queue_with_pod_identity(chart: helm.Chart) -> None:
     assert "replicas" not in rendered["Deployment"]["spec"], "KEDA owns the replica count"
 
 
+KEDA = {"enabled": True}
+QUEUE = {"queueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/cache-pipeline"}
+ROLE = "arn:aws:iam::123456789012:role/cache-pipeline"
+
+
+@pytest.mark.parametrize(
+    ("values", "pod_identity"),
+    [
+        ({"serviceAccount": {"roleArn": ROLE}}, {"identityOwner": "workload"}),
+        (
+            {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": ROLE}}},
+            {"identityOwner": "workload"},
+        ),
+        ({"keda": KEDA | {"identityOwner": "keda"}}, {"identityOwner": "keda"}),
+        ({"keda": KEDA | {"roleArn": ROLE + "-keda"}}, {"roleArn": ROLE + "-keda"}),
+    ],
+    ids=["workload-roleArn", "workload-annotation", "keda-own-role", "keda-roleArn"],
+)
+def test_keda_reads_the_depth_as_a_role_it_can_find(
+    chart: helm.Chart, values: dict[str, Any], pod_identity: dict[str, str]
+) -> None:
+    rendered = objects(chart, {"keda": KEDA, "config": QUEUE} | values)
+    auth = rendered["TriggerAuthentication"]
+    validate_object(auth)
+    assert auth["spec"]["podIdentity"] == {"provider": "aws"} | pod_identity
+
+
+def test_keda_as_the_workload_without_its_irsa_role_is_refused(chart: helm.Chart) -> None:
+    """KEDA reads the role from the IRSA annotation: without one it could read nothing."""
+    with pytest.raises(helm.HelmRenderError, match=re.escape("eks.amazonaws.com/role-arn")):
+        render(chart, {"keda": KEDA, "config": QUEUE})
+
+
 def test_service_monitor_scrapes_metrics_on_the_named_port(chart: helm.Chart) -> None:
     rendered = objects(chart, all_on())
     (endpoint,) = rendered["ServiceMonitor"]["spec"]["endpoints"]
@@ -561,7 +594,7 @@ def test_migrate_job_needs_the_workers_stopped(chart: helm.Chart, running: dict[
     [("resync", "scopesConfigMap"), ("invalidate", "customer")],
 )
 def test_jobs_refuse_a_missing_argument(chart: helm.Chart, job: str, missing: str) -> None:
-    with pytest.raises(helm.HelmRenderError, match=f"jobs.{job}.{missing}"):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(f"jobs.{job}.{missing}")):
         render(chart, {"jobs": {job: {"enabled": True}}})
 
 
