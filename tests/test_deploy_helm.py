@@ -636,6 +636,13 @@ BAD_VALUES = [
     pytest.param({"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}, id="volume-named-tmp"),
     pytest.param({"extraVolumes": [{"configMap": {"name": "ca"}}]}, id="volume-without-name"),
     pytest.param({"extraEnvFrom": [{}]}, id="empty-envFrom"),
+    pytest.param({"rollingUpdate": {"maxUnavailable": -1}}, id="maxUnavailable-negative"),
+    pytest.param({"rollingUpdate": {"maxSurge": "one"}}, id="maxSurge-not-a-number"),
+    pytest.param(
+        {"podDisruptionBudget": {"unhealthyPodEvictionPolicy": "Never"}}, id="eviction-policy"
+    ),
+    pytest.param({"jobs": {"migrate": {"enabled": True, "now": True}}}, id="unknown-job-key"),
+    pytest.param({"jobs": {"resync": {"concurrency": 65}}}, id="resync-concurrency-65"),
 ]
 
 
