@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cache_pipeline.api.server import ServerHandle, serve_in_thread
 from cache_pipeline.config import Settings, load_settings
-from cache_pipeline.ops.health import HealthState, Reason
+from cache_pipeline.ops.health import READINESS_REASONS, HealthState, Reason
 from cache_pipeline.ops.metrics import (
     BASELINE_TYPES,
     HTTP_REQUEST_DURATION_NAME,
@@ -214,6 +214,30 @@ def test_requests_are_counted_and_timed_per_handler_beside_the_baseline(
     assert families[HTTP_REQUEST_DURATION_NAME] == "histogram"
     for name, kind in BASELINE_TYPES.items():
         assert kind in (families.get(name), families.get(name.removesuffix("_total"))), name
+
+
+def ready_series(surface: Surface) -> dict[str, float]:
+    return {
+        dict(labels)["reason"]: value
+        for (name, labels), value in samples(surface.get("/metrics").text).items()
+        if name == "persistent_cache_ready"
+    }
+
+
+def test_metrics_say_why_readyz_is_down(surface: Surface) -> None:
+    """persistent_cache_ready{reason}: 1 for the reason /readyz reports, 0 for the others."""
+    all_zero = {reason.value: 0.0 for reason in READINESS_REASONS}
+    surface.health.set_consumers(1)
+    wait_until(lambda: surface.readyz()[0] == 200, what="/readyz UP")
+    assert ready_series(surface) == all_zero
+    surface.health.pause(Reason.SCHEMA_REFUSED, "another key-schema version")
+    status, body = surface.readyz()
+    assert (status, body["reason"]) == (503, "schema_refused")
+    assert ready_series(surface) == all_zero | {"schema_refused": 1.0}
+    surface.health.resume(Reason.SCHEMA_REFUSED)
+    surface.redis_server.stop()
+    wait_until(lambda: surface.readyz()[0] == 503, what="/readyz DOWN with Redis stopped")
+    assert ready_series(surface) == all_zero | {"redis_unreachable": 1.0}
 
 
 def test_port_in_use_is_a_clear_error(own_redis: RedisServer) -> None:

@@ -7,6 +7,7 @@ chart's defaults, so that the two ways to deploy do not drift apart.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "deploy" / "kustomize" / "base"
 OVERLAY = ROOT / "deploy" / "kustomize" / "overlays" / "example"
 CHART = ROOT / "charts" / "cache-pipeline"
+JOB_RECIPE = ROOT / "deploy" / "kustomize" / "job-from-deployment.jq"
 
 
 def build(path: Path) -> dict[str, dict[str, Any]]:
@@ -101,12 +103,16 @@ def test_base_matches_the_chart_defaults(
         "securityContext",
         "volumeMounts",
     ):
-        assert ours[field] == theirs[field], field
+        assert ours.get(field) == theirs.get(field), field
     pod, chart_pod = (o["Deployment"]["spec"]["template"]["spec"] for o in (base, chart_defaults))
     for field in ("securityContext", "volumes", "terminationGracePeriodSeconds"):
         assert pod[field] == chart_pod[field], field
     assert base["ConfigMap"]["data"] == chart_defaults["ConfigMap"]["data"]
-    assert base["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    budget, chart_budget = (o["PodDisruptionBudget"]["spec"] for o in (base, chart_defaults))
+    assert budget | {"selector": None} == chart_budget | {"selector": None}
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    for field in ("replicas", "strategy"):
+        assert base["Deployment"]["spec"][field] == chart_defaults["Deployment"]["spec"][field]
     assert base["Service"]["spec"]["ports"] == chart_defaults["Service"]["spec"]["ports"]
 
 
@@ -118,3 +124,40 @@ def test_base_config_is_accepted_by_the_service(
     load_settings()
     grace = base["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace >= SHUTDOWN_GRACE_SECS
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["migrate"], ["invalidate", "--customer", "cus-42"]],
+    ids=["migrate", "invalidate"],
+)
+def test_job_recipe_runs_a_command_in_the_workers_pod_template(
+    base: dict[str, dict[str, Any]], args: list[str]
+) -> None:
+    """docs/operations.md's kubectl recipe: a Job made from the Deployment by jq."""
+    jq = shutil.which("jq")
+    assert jq, "jq is not on PATH: install it (.ci/run does) to check the Job recipe"
+    result = subprocess.run(
+        [jq, "-f", str(JOB_RECIPE), "--argjson", "args", json.dumps(args)],
+        input=json.dumps(base["Deployment"]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    validate_object(job)
+    assert job["metadata"]["generateName"] == f"cache-pipeline-{args[0]}-"
+    pod, spec = base["Deployment"]["spec"]["template"]["spec"], job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never"
+    for field in ("serviceAccountName", "securityContext", "volumes"):
+        assert spec[field] == pod[field], field
+    (command,) = spec["containers"]
+    assert command["args"] == args
+    for field in ("image", "envFrom", "securityContext", "resources", "volumeMounts"):
+        assert command[field] == worker(base)[field], field
+    assert not {"ports", "livenessProbe", "readinessProbe", "startupProbe"} & set(command)
+    selector = base["Deployment"]["spec"]["selector"]["matchLabels"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= labels.items(), "the job's pod is no worker"

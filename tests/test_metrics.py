@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from redis.backoff import NoBackoff
@@ -22,7 +23,7 @@ from cache_pipeline.api.exposition import build_exposition
 from cache_pipeline.api.redis_info import RedisInfoCollector, read_info
 from cache_pipeline.api.server import ServerHandle, serve_in_thread
 from cache_pipeline.config import load_settings
-from cache_pipeline.ops.health import HealthState
+from cache_pipeline.ops.health import READINESS_REASONS, HealthState, Reason
 from cache_pipeline.ops.metrics import (
     BASELINE_TYPES,
     HIT_RATIO_NAME,
@@ -241,3 +242,81 @@ def test_multiprocess_counts_every_process(tmp_path: Path, client: redis.Redis) 
     types = exposed_types(text)
     for name, kind in BASELINE_TYPES.items():
         assert types.get(name) == kind, f"{name}: {types.get(name)}"
+
+
+def ready_gauge() -> dict[str, float | None]:
+    return {
+        reason.value: REGISTRY.get_sample_value("persistent_cache_ready", {"reason": reason.value})
+        for reason in READINESS_REASONS
+    }
+
+
+def assert_gauge_says(health: HealthState, reason: Reason | None) -> None:
+    """One series is 1, that of /readyz's reason (none while UP); the others are 0."""
+    expected = {r.value: float(r is reason) for r in READINESS_REASONS}
+    assert ready_gauge() == expected
+    assert health.readiness().get("reason") == (None if reason is None else reason.value)
+    assert ready_gauge() == expected, "reading readiness publishes the same"
+
+
+def test_readiness_reasons_are_every_reason_but_liveness_s() -> None:
+    assert set(READINESS_REASONS) == set(Reason) - {Reason.CONSUMERS_STALLED}
+    assert len(READINESS_REASONS) == len(set(READINESS_REASONS))
+
+
+def test_ready_gauge_names_the_reason_readyz_reports() -> None:
+    now = [1000.0]
+    health = HealthState(window=5, clock=lambda: now[0])
+    assert_gauge_says(health, Reason.NO_CONSUMERS)
+    health.set_consumers(2)
+    assert_gauge_says(health, Reason.REDIS_UNREACHABLE)
+    health.set_redis(True)
+    assert_gauge_says(health, None)
+
+    health.pause(Reason.POISON_FLOOD, "70 of 100 invalid")
+    assert_gauge_says(health, Reason.POISON_FLOOD)
+    health.pause(Reason.SCHEMA_REFUSED, "schema 1 found")
+    assert_gauge_says(health, Reason.SCHEMA_REFUSED)  # the first in /readyz's order
+    health.resume(Reason.SCHEMA_REFUSED)
+    health.resume(Reason.POISON_FLOOD)
+    assert_gauge_says(health, None)
+
+    for run in (
+        Reason.REDIS_WRITES_FAILING,
+        Reason.QUEUE_RECEIVES_FAILING,
+        Reason.QUEUE_DELETES_FAILING,
+    ):
+        health.failed(run, "timeout")
+        assert_gauge_says(health, None)  # one failed call does not flip readiness
+        now[0] += 6
+        health.failed(run, "timeout")  # the next failure, past the window, shows
+        assert ready_gauge()[run.value] == 1
+        assert_gauge_says(health, run)
+        health.succeeded(run)
+        assert_gauge_says(health, None)
+
+    health.failed(Reason.QUEUE_DELETES_FAILING, "throttled")
+    now[0] += 6  # no further call: /readyz (each probe) publishes it
+    assert ready_gauge()[Reason.QUEUE_DELETES_FAILING.value] == 0
+    assert health.readiness()["reason"] == Reason.QUEUE_DELETES_FAILING.value
+    assert_gauge_says(health, Reason.QUEUE_DELETES_FAILING)
+    health.set_redis(False)
+    assert_gauge_says(health, Reason.REDIS_UNREACHABLE)
+    health.set_consumers(0)
+    assert_gauge_says(health, Reason.NO_CONSUMERS)
+
+
+def test_ready_gauge_is_exposed_with_every_reason(client: redis.Redis) -> None:
+    health = HealthState()
+    health.set_consumers(1)
+    health.set_redis(True)
+    health.pause(Reason.SCHEMA_REFUSED, "schema 1 found")
+    text = build_exposition(client).render().decode()
+    assert "# TYPE persistent_cache_ready gauge\n" in text
+    series = {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "persistent_cache_ready"
+    }
+    assert series == {r.value: float(r is Reason.SCHEMA_REFUSED) for r in READINESS_REASONS}

@@ -17,7 +17,6 @@ from cache_pipeline.config import Settings, load_worker_settings
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "cache-pipeline"
 SECRETS = {"server_api_key", "redis_password", "sentry_dsn"}
-CHART_MANAGED = {"api_host", "api_docs"}  # set by the chart's Deployment, not by values.config
 # Where the chart's default is deliberately another than the service's: in a
 # cluster Redis is a Service, not the pod's own loopback.
 CHART_DEFAULTS = {"redis_host": "redis"}
@@ -89,11 +88,9 @@ def test_env_example_names_only_settings_and_is_accepted(monkeypatch: pytest.Mon
 
 def test_chart_values_default_to_the_service_defaults() -> None:
     config = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
-    expected_keys = {camel(f) for f in Settings.model_fields} - {
-        camel(f) for f in SECRETS | CHART_MANAGED
-    }
+    expected_keys = {camel(f) for f in Settings.model_fields} - {camel(f) for f in SECRETS}
     assert set(config) == expected_keys, set(config) ^ expected_keys
-    for field in Settings.model_fields.keys() - SECRETS - CHART_MANAGED:
+    for field in Settings.model_fields.keys() - SECRETS:
         value = config[camel(field)]
         wanted = CHART_DEFAULTS.get(field, default(field))
         if wanted is None:

@@ -21,7 +21,7 @@ from cache_pipeline.cli.main import run_group
 from cache_pipeline.client.upstream import EdgeOptions
 from cache_pipeline.config import load_settings, load_worker_settings
 from cache_pipeline.contract.scopes import ScopeRef, scope_from_json
-from cache_pipeline.errors import CachePipelineError, ConfigError, QueueUnavailable, UpstreamError
+from cache_pipeline.errors import CachePipelineError, QueueUnavailable, UpstreamError
 
 STUB_SCOPES_PATH = "/_stub/scopes"
 

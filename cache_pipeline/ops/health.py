@@ -18,6 +18,12 @@ any of these holds (the first one found, in this order, is the ``reason``):
 A failure run starts at its first failure and ends at the next success, so a
 single failed call does not flip readiness, and readiness comes back by itself.
 
+The gauge ``persistent_cache_ready{reason}`` follows readiness: one series per
+reason above (``READINESS_REASONS``), 1 for the reason /readyz reports and 0 for
+the others, all 0 while it answers UP. It is set whenever the state changes and
+whenever readiness is read (each /readyz); a failure run that outlasts ``window``
+shows at the next failed call (the retries back off 10 s at most) or /readyz.
+
 Liveness (``liveness()``) only fails in a process that runs consumers
 (``supervise``): when none is left (``no_consumers``), or when none has made
 progress for ``stall_after`` seconds (``consumers_stalled``). Waiting for Redis
@@ -31,6 +37,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from cache_pipeline.ops import metrics
 
 
 class Reason(StrEnum):
@@ -52,6 +60,15 @@ FAILURE_RUNS = (
     Reason.QUEUE_RECEIVES_FAILING,
     Reason.QUEUE_DELETES_FAILING,
 )
+# What readiness() reports, in the order it looks (CONSUMERS_STALLED is liveness only).
+READINESS_REASONS = (
+    Reason.NO_CONSUMERS,
+    Reason.REDIS_UNREACHABLE,
+    *PAUSES,
+    *FAILURE_RUNS,
+)
+# One series per reason from the start, so that an alert sees 0 rather than nothing.
+_READY = {reason: metrics.READY.labels(reason=reason.value) for reason in READINESS_REASONS}
 DEFAULT_WINDOW = 5.0
 DEFAULT_STALL_AFTER = 120.0
 
@@ -72,22 +89,30 @@ class HealthState:
     _supervised: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        with self._lock:
+            self._publish()
+
     def set_consumers(self, count: int) -> None:
         with self._lock:
             self.consumers = count
+            self._publish()
 
     def set_redis(self, connected: bool) -> None:
         with self._lock:
             self.redis_connected = connected
+            self._publish()
 
     def pause(self, reason: Reason, message: str) -> None:
         """Consumption stops on purpose (``reason`` is one of ``PAUSES``)."""
         with self._lock:
             self._paused[reason] = message
+            self._publish()
 
     def resume(self, reason: Reason) -> None:
         with self._lock:
             self._paused.pop(reason, None)
+            self._publish()
 
     def paused(self, reason: Reason) -> str | None:
         with self._lock:
@@ -98,12 +123,14 @@ class HealthState:
         with self._lock:
             since = self._failing.get(reason, (self.clock(), ""))[0]
             self._failing[reason] = (since, message)
+            self._publish()
 
     def succeeded(self, reason: Reason) -> None:
         """A call succeeded: the failure run, if any, is over."""
         if reason in self._failing:  # unlocked peek: the hot path pays nothing when healthy
             with self._lock:
                 self._failing.pop(reason, None)
+                self._publish()
 
     def failing_since(self, reason: Reason) -> float | None:
         with self._lock:
@@ -138,7 +165,7 @@ class HealthState:
     def readiness(self) -> dict[str, object]:
         """The /readyz body (status first, as the published service answers)."""
         with self._lock:
-            down = self._down()
+            down = self._publish()
             body: dict[str, object] = {
                 "status": "DOWN" if down else "UP",
                 "consumers": self.consumers,
@@ -169,6 +196,14 @@ class HealthState:
                     f" (bound {self.stall_after:g}s)",
                 )
             return {"status": "UP"}
+
+    def _publish(self) -> tuple[Reason, str] | None:
+        """Readiness now (as ``_down``), written into the gauge; called with the lock held."""
+        down = self._down()
+        holding = None if down is None else down[0]
+        for reason, series in _READY.items():
+            series.set(1 if reason is holding else 0)
+        return down
 
     def _down(self) -> tuple[Reason, str] | None:
         if self.consumers <= 0:

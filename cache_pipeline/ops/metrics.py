@@ -91,6 +91,13 @@ REDIS_UP = Gauge(
     "1 when Redis answered the last check, else 0",
     multiprocess_mode="mostrecent",
 )
+READY = Gauge(
+    "persistent_cache_ready",
+    "Why /readyz answers DOWN, one series per readiness reason: 1 for the reason it reports"
+    " now, 0 for the others (all 0 while it answers UP)",
+    ["reason"],
+    multiprocess_mode="mostrecent",
+)
 REDIS_DATA_LOSS = Counter(
     "persistent_cache_redis_data_loss_total",
     "Times the environment's schema marker was found gone (Redis restarted empty or flushed)",

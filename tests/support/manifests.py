@@ -16,7 +16,8 @@ import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate
 import yaml
 
-K8S_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+# The chart's kubeVersion floor (Chart.yaml) and the newest schemas the package ships.
+K8S_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
 
 _LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
 _METADATA = {

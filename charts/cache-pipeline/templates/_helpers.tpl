@@ -116,3 +116,54 @@ SHUTDOWN_GRACE_SECS (15) so that SIGKILL never lands on a worker still settling.
 {{- $grace }}
 {{- end }}
 {{- end }}
+
+{{/* The fewest pods the Deployment runs: the autoscaler's floor, or replicaCount. */}}
+{{- define "cache-pipeline.leastReplicas" -}}
+{{- if .Values.keda.enabled }}
+{{- .Values.keda.minReplicaCount | int }}
+{{- else if .Values.autoscaling.enabled }}
+{{- .Values.autoscaling.minReplicas | int }}
+{{- else }}
+{{- .Values.replicaCount | int }}
+{{- end }}
+{{- end }}
+
+{{/*
+The settings of a container of this release (the worker and the jobs alike):
+envFrom (the ConfigMap, the Secret when there is one, extraEnvFrom) and env (extraEnv).
+*/}}
+{{- define "cache-pipeline.env" -}}
+{{- $secretName := include "cache-pipeline.secretName" . -}}
+envFrom:
+  - configMapRef:
+      name: {{ include "cache-pipeline.fullname" . }}
+  {{- if $secretName }}
+  - secretRef:
+      name: {{ $secretName }}
+  {{- end }}
+  {{- with .Values.extraEnvFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .Values.extraEnv }}
+env:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes of a pod of this release: /tmp (the root filesystem is read-only) and extraVolumes. */}}
+{{- define "cache-pipeline.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "cache-pipeline.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
