@@ -31,8 +31,6 @@ AGGREGATION = re.compile(
     r"\b(sum|max|min|avg|count|group|topk|bottomk|stddev|stdvar)\s*(?:by\s*\(([^)]*)\)\s*)?\("
 )
 RELEASE = {"namespace", "job"}  # what every alert and dashboard query is scoped by
-# Polled from SQS by the worker soon (GetQueueAttributes); remove once the worker exports it.
-EXPECTED_TO_COME = {"persistent_cache_queue_messages"}
 # What an on-call engineer looks for on the dashboard: a panel must query each of these.
 DASHBOARD_NEEDS = {
     "throughput by type": "persistent_cache_messages_processed_total",
@@ -163,8 +161,7 @@ def test_every_metric_of_the_dashboard_and_the_rules_is_exported_by_a_worker(
     wait_until(lambda: worker.counter("persistent_cache_messages_parked_total", destination="dlq"))
     wait_until(lambda: sum_of(worker, "persistent_cache_messages_skipped_total") > 0)
     exported = {name for name, _labels in worker.metrics()}
-    assert used_metrics() - exported - EXPECTED_TO_COME == set()
-    assert not EXPECTED_TO_COME & exported, "exported now: remove it from EXPECTED_TO_COME"
+    assert used_metrics() - exported == set()
     for basis in APPLY_LAG_BASES:
         assert worker.counter("persistent_cache_apply_lag_seconds_count", basis=basis) >= 3
     lag = worker.counter("persistent_cache_apply_lag_seconds_sum", basis="sqs_sent")

@@ -86,6 +86,13 @@ CONSUMERS = Gauge(
     "Live queue consumers in this process",
     multiprocess_mode="livesum",
 )
+QUEUE_MESSAGES = Gauge(
+    "persistent_cache_queue_messages",
+    "Messages in the queue (queue=main) and its dead-letter queue (queue=dlq), visible or in"
+    " flight: SQS's approximate counts, polled every 30 s",
+    ["queue", "state"],
+    multiprocess_mode="mostrecent",
+)
 REDIS_UP = Gauge(
     "persistent_cache_redis_up",
     "1 when Redis answered the last check, else 0",

@@ -22,6 +22,7 @@ from cache_pipeline.config import SQS_BATCH_LIMIT
 from cache_pipeline.errors import QueueUnavailable
 from cache_pipeline.ops import metrics
 from cache_pipeline.ops.health import HealthState, Reason
+from cache_pipeline.ops.repeated import RepeatedWarning
 from cache_pipeline.sqs.queue import QueueClient
 from cache_pipeline.tasks.delivery import Delivery
 from cache_pipeline.tasks.outcomes import record_applied, record_poison
@@ -81,6 +82,7 @@ def queue_failed(
 
 
 DELETE_BACKOFF = EqualJitterBackoff(cap=10.0, base=0.5)
+DELETE_FAILED = RepeatedWarning()  # the senders meet the same dead endpoint: one line a window
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +243,8 @@ class DeleteBatcher:
             self.failures += 1
             self.tally.add(Settled.DELETE_FAILED, _ids(chunk))
             queue_failed("delete", exc, self.health, Reason.QUEUE_DELETES_FAILING)
-            logger.warning(
+            DELETE_FAILED.warning(
+                exc.fault.value,
                 "deleting {} message(s) failed ({}), they will come back: {}",
                 len(chunk),
                 exc.fault.value,

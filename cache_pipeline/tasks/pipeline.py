@@ -53,6 +53,7 @@ from cache_pipeline.errors import (
 )
 from cache_pipeline.ops import metrics
 from cache_pipeline.ops.health import HealthState, Reason
+from cache_pipeline.ops.repeated import RepeatedWarning
 from cache_pipeline.sqs.queue import QueueClient, Received
 from cache_pipeline.store.writer import Store
 from cache_pipeline.tasks.deleter import DeleteBatcher, Settled, Tally, queue_failed
@@ -76,6 +77,9 @@ TASK_NAMES = {
 RETRY_VISIBILITY_SECONDS = 2  # a batch Redis could not take is visible again this soon
 LONG_POLL_SECONDS = 5  # receive wait; also bounds how long a shutdown waits for a receive
 QUEUE_BACKOFF = EqualJitterBackoff(cap=10.0, base=0.5)
+# Every consumer meets the same dead endpoint: one line per window, with a count.
+RECEIVE_FAILED = RepeatedWarning()
+REDIS_UNAVAILABLE = RepeatedWarning()
 
 T = TypeVar("T")
 Decode = Callable[[str], Message | TaskCall]  # contract.messages.Decoder
@@ -162,7 +166,9 @@ class Receive:
     def _failed(self, exc: QueueUnavailable) -> None:
         self.failures += 1
         queue_failed("receive", exc, self.health, Reason.QUEUE_RECEIVES_FAILING)
-        logger.warning("receiving from the queue failed ({}): {}", exc.fault.value, exc.detail)
+        RECEIVE_FAILED.warning(
+            exc.fault.value, "receiving from the queue failed ({}): {}", exc.fault.value, exc.detail
+        )
         self.stopping.wait(QUEUE_BACKOFF.compute(self.failures))
 
 
@@ -268,7 +274,9 @@ class Write:
         metrics.REDIS_UP.set(0)
         self.gates.redis.failed(exc)
         self.gates.schema.recheck_soon()  # Redis may come back empty
-        logger.warning("Redis unavailable, {} message(s) go back to the queue: {}", count, exc)
+        REDIS_UNAVAILABLE.warning(
+            "write", "Redis unavailable, {} message(s) go back to the queue: {}", count, exc
+        )
         return batch
 
 

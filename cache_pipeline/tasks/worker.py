@@ -33,7 +33,7 @@ from loguru import logger
 
 from cache_pipeline.config import WorkerSettings
 from cache_pipeline.contract.plan import Planner
-from cache_pipeline.errors import StoreError, StoreUnavailable
+from cache_pipeline.errors import QueueFault, QueueUnavailable, StoreError, StoreUnavailable
 from cache_pipeline.ops import metrics
 from cache_pipeline.ops.health import HealthState
 from cache_pipeline.sqs.client import SqsQueue
@@ -53,6 +53,7 @@ from cache_pipeline.tasks.pipeline import (
     Settle,
     build_pipeline,
 )
+from cache_pipeline.tasks.queue_watch import QueueWatch
 from cache_pipeline.tasks.shutdown import stop_consumers
 
 HTTP_STOP_SECS = 2.0  # after the consumers: the HTTP surface's own stop (a probe may hang)
@@ -101,13 +102,32 @@ class Runtime:
         )
 
     def ping_redis(self) -> None:
-        """One PING at startup, reported to health and metrics (a failure is not fatal)."""
+        """One PING at startup, reported to health, metrics and the log (not fatal)."""
         try:
             up = self.store.ping()
-        except (StoreUnavailable, StoreError):
+        except (StoreUnavailable, StoreError) as exc:
             up = False
+            logger.warning(
+                "Redis at {}:{} does not answer at startup, consuming waits until it does: {}",
+                self.settings.redis_host,
+                self.settings.redis_port,
+                exc,
+            )
         self.health.set_redis(up)
         metrics.REDIS_UP.set(1 if up else 0)
+
+    def look_at_the_queue(self) -> None:
+        """One look at the queue at startup: a queue SQS cannot be asked about is logged."""
+        try:
+            self.queue.depth()
+        except QueueUnavailable as exc:
+            if exc.fault is not QueueFault.ACCESS_DENIED:  # answered: it is there
+                logger.warning(
+                    "the queue {} cannot be reached at startup ({}), receiving retries: {}",
+                    self.settings.queue_url,
+                    exc.fault.value,
+                    exc.detail,
+                )
 
 
 class QueueConsumers(bootsteps.StartStopStep):
@@ -137,6 +157,7 @@ class QueueConsumers(bootsteps.StartStopStep):
         consumers = [
             new_consumer(runtime, runner, self.deleter, f"queue-consumer-{i}") for i in range(count)
         ]
+        QueueWatch(runtime.queue, runtime.stopping).start()
         runtime.health.supervise()
         # Counted together before any thread runs: readiness never shows a partial set.
         _count_consumers(runtime, len(consumers))
@@ -253,6 +274,7 @@ def run_worker(settings: WorkerSettings) -> int:
     http = serve_in_thread(settings, runtime.health, runtime.redis)
     try:
         runtime.ping_redis()
+        runtime.look_at_the_queue()
         worker = build_worker(settings, runtime)
         worker.start()
         return int(worker.exitcode or 0)
