@@ -92,4 +92,3 @@ def test_a_worker_whose_consumers_all_ended_exits_with_code_1(
     )
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "every queue consumer has stopped" in result.stdout
-
