@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 
 from cache_pipeline.config import CacheUpdatePolicy
-from cache_pipeline.contract.plan import InvalidateAll, ScriptCall, plan
-from cache_pipeline.contract.writes import invalidate_environment_call, invalidate_key_call
+from cache_pipeline.contract.plan import (
+    InvalidateAll,
+    ScriptCall,
+    invalidate_environment_call,
+    invalidate_key_call,
+    plan,
+)
 from cache_pipeline.keys import KeyLayout
 from tests.support import factory
 from tests.support.factory import parsed

@@ -22,8 +22,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache_pipeline.contract.plan import ScriptCall
-from cache_pipeline.contract.writes import invalidate_call, snapshot_call, usage_call
+from cache_pipeline.contract.plan import ScriptCall, invalidate_call, snapshot_call, usage_call
 from cache_pipeline.keys import CustomerKeys
 from cache_pipeline.store.scripts import script_source
 from tests.support.model import cached_entry, usage_value

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from cache_pipeline.contract.writes import ScriptCall, invalidate_call, snapshot_call
+from cache_pipeline.contract.plan import ScriptCall, invalidate_call, snapshot_call
 from cache_pipeline.keys import SCHEMA_VERSION, KeyLayout
 from cache_pipeline.store.schema import Marker, SchemaGuard, SchemaStatus
 from cache_pipeline.store.writer import ScriptRunner

@@ -15,9 +15,8 @@ import pytest
 import redis
 
 from cache_pipeline.contract.dates import edge_version
-from cache_pipeline.contract.plan import ScriptCall
+from cache_pipeline.contract.plan import ScriptCall, invalidate_call, snapshot_call
 from cache_pipeline.contract.stigg_map import metered_usages
-from cache_pipeline.contract.writes import invalidate_call, snapshot_call
 from cache_pipeline.keys import CustomerKeys
 from cache_pipeline.store.scripts import script_source
 from tests.support.golden import (

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from cache_pipeline.contract.plan import ScriptCall
-from cache_pipeline.contract.writes import invalidate_call, snapshot_call, usage_call
+from cache_pipeline.contract.plan import ScriptCall, invalidate_call, snapshot_call, usage_call
 from cache_pipeline.keys import CustomerKeys
 from cache_pipeline.store.scripts import script_source
 

@@ -23,9 +23,9 @@ from typing import Any
 from cache_pipeline.client.upstream import EdgeAnswer, EdgeClient, EdgeOptions
 from cache_pipeline.client.write_back import write_back_call
 from cache_pipeline.config import Settings
+from cache_pipeline.contract.plan import ScriptCall
 from cache_pipeline.contract.scopes import ScopeRef
 from cache_pipeline.contract.stigg_map import entry_problem
-from cache_pipeline.contract.writes import ScriptCall
 from cache_pipeline.errors import (
     CachePipelineError,
     StoreError,

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from cache_pipeline.client.upstream import EdgeAnswer
 from cache_pipeline.contract.dates import edge_version
-from cache_pipeline.contract.plan import ScriptCall
+from cache_pipeline.contract.plan import ScriptCall, snapshot_call
 from cache_pipeline.contract.stigg_map import metered_usages
-from cache_pipeline.contract.writes import snapshot_call
 from cache_pipeline.keys import CustomerKeys, unsafe_id_problem
 
 

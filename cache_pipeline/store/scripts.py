@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import get_args
 
-from cache_pipeline.contract.writes import ScriptName
+from cache_pipeline.contract.plan import ScriptName
 
 PRELUDE = "_prelude"
 # The write scripts (every ``ScriptName``) share the prelude's versioned writes and type checks.

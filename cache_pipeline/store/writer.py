@@ -24,8 +24,6 @@ from cache_pipeline.contract.plan import (
     Planned,
     ScriptCall,
     ScriptName,
-)
-from cache_pipeline.contract.writes import (
     invalidate_call,
     invalidate_environment_call,
     invalidate_key_call,

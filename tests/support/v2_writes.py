@@ -10,8 +10,7 @@ from redis.commands.core import Script
 
 from cache_pipeline.client.reading import script_source
 from cache_pipeline.contract.dates import edge_version
-from cache_pipeline.contract.plan import ScriptCall
-from cache_pipeline.contract.writes import invalidate_call, snapshot_call, usage_call
+from cache_pipeline.contract.plan import ScriptCall, invalidate_call, snapshot_call, usage_call
 from cache_pipeline.keys import KeyLayout
 
 TTL = 604800
