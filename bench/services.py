@@ -2,7 +2,7 @@
 
 The SQS endpoint comes from SQS_ENDPOINT_URL; ``SQS_ENDPOINT_URL=bench`` starts
 ``bench.sqs_server`` (in memory, fast) on a free port for the run; without it,
-LocalStack is started with ``../shared/tools/localstack-host`` when that script
+LocalStack is started with ``bench/localstack-host`` when that script
 exists, otherwise the run stops with a message saying how to start it. Redis is
 REDIS_HOST/REDIS_PORT when REDIS_HOST is set, otherwise a redis-server of the
 bench's own on a free port.
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 REPO = Path(__file__).resolve().parent.parent
-LOCALSTACK_SCRIPT = REPO.parent / "shared" / "tools" / "localstack-host"
+LOCALSTACK_SCRIPT = REPO / "bench" / "localstack-host"
 LOCALSTACK_ENDPOINT = "http://127.0.0.1:4566"
 BENCH_SQS = "bench"  # SQS_ENDPOINT_URL=bench: the bench's own in-memory endpoint
 AWS_DEFAULTS = {
@@ -107,7 +107,7 @@ def _listening(port: int) -> bool:
 
 
 _HOW_TO_START = (
-    "SQS_ENDPOINT_URL is not set: start LocalStack (`../shared/tools/localstack-host start`"
+    "SQS_ENDPOINT_URL is not set: start LocalStack (`bench/localstack-host start`"
     " or `docker run -p 4566:4566 localstack/localstack`) and run with"
     " SQS_ENDPOINT_URL=http://127.0.0.1:4566"
 )

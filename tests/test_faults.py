@@ -45,6 +45,7 @@ import redis
 from cache_pipeline.config import CacheUpdatePolicy
 from cache_pipeline.keys import KeyLayout
 from tests.support import factory
+from tests.support.model import state_differences
 from tests.support.proxy import ChaosProxy
 from tests.support.servers import RedisServer, SqsServer, wait_until
 from tests.support.shutdown import freeze_holding
@@ -60,6 +61,7 @@ from tests.support.worker import (
     send,
     stream,
     wait_for_state,
+    warm_cache,
     worker_env,
 )
 
@@ -67,7 +69,8 @@ pytestmark = pytest.mark.faults
 
 CUSTOMERS = 10
 STREAM = 200
-POLICY = CacheUpdatePolicy.UPSERT
+POLICIES = [CacheUpdatePolicy.UPSERT, CacheUpdatePolicy.UPDATE_IF_EXISTS]
+INVALIDATIONS = 0.05  # a customer invalidated in one message of twenty
 PROCESSED = "persistent_cache_messages_processed_total"
 SKIPPED = "persistent_cache_messages_skipped_total"
 PARKED = "persistent_cache_messages_parked_total"
@@ -135,6 +138,7 @@ class Scene:
     prefix: str
     workers: Workers
     counts: Counts
+    policy: CacheUpdatePolicy
 
     def start(self) -> WorkerProcess:
         return self.workers.start()
@@ -146,10 +150,12 @@ class Scene:
         return self.counts.handled(self.workers.started)
 
     def seed(self) -> list[dict[str, Any]]:
-        """Send one snapshot per customer and wait until Redis holds them."""
+        """One snapshot per customer written as a reader's miss writes it: a warm cache."""
         bodies = seed(CUSTOMERS)
-        self.send(bodies)
-        wait_for_state(self.client, self.prefix, expected_state(self.prefix, bodies, POLICY))
+        warm_cache(self.client, self.prefix, bodies)
+        wait_for_state(
+            self.client, self.prefix, expected_state(self.prefix, bodies, CacheUpdatePolicy.UPSERT)
+        )
         return bodies
 
     def send_and_wait(self, bodies: list[dict[str, Any]]) -> int:
@@ -172,29 +178,36 @@ class Scene:
         report.resume_s = time.monotonic() - fault_ended
         wait_until(lambda: queue_depth(self.sqs, self.queue) == 0, timeout=90, what="queue empty")
         report.converge_s = time.monotonic() - fault_ended
-        expected = expected_state(self.prefix, bodies, POLICY)
         actual = read_state(self.client, KeyLayout(self.prefix))
-        report.lost = sum(1 for key, value in expected.items() if actual.get(key) != value)
+        differ = state_differences(actual, bodies, self.prefix, self.policy)
+        report.lost = sum(1 for _, got in differ.values() if got is None)
         self.counts.fill(report, self.workers.started)
-        unexpected = sorted(set(actual) - set(expected))
-        assert report.lost == 0, f"{report.lost} key(s) of the model lost or wrong"
-        assert not unexpected, f"keys the model does not have: {unexpected[:10]}"
+        wrong = sorted(key for key, (_, got) in differ.items() if got is not None)
+        assert report.lost == 0, f"{report.lost} key(s) of the model lost"
+        assert not wrong, f"keys the model does not allow: {wrong[:10]}"
 
 
-@pytest.fixture
+@pytest.fixture(params=POLICIES, ids=lambda policy: str(policy.value))
 def scene_for(
-    own_redis: RedisServer, prefix: str, capsys: pytest.CaptureFixture[str]
+    own_redis: RedisServer,
+    prefix: str,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., Scene]]:
-    """``scene_for(sqs, redis_port=...)`` → a Scene; prints its report at the end."""
+    """``scene_for(sqs, redis_port=...)`` → a Scene (under each policy); prints its report."""
     made: list[tuple[Scene, Report]] = []
     client = own_redis.client(socket_timeout=5)
+    policy: CacheUpdatePolicy = request.param
 
     def make(sqs: SqsServer, report: Report, *, redis_port: int | None = None) -> Scene:
         queue = create_queue(sqs.client())
-        env = worker_env(queue, sqs, own_redis, prefix, **FAST_REDIS)
+        env = worker_env(
+            queue, sqs, own_redis, prefix, **FAST_REDIS, CACHE_UPDATE_POLICY=policy.value
+        )
         if redis_port is not None:
             env["REDIS_PORT"] = str(redis_port)
-        scene = Scene(own_redis, client, sqs, queue, prefix, Workers(env), Counts())
+        report.scenario += f" [{policy.value}]"
+        scene = Scene(own_redis, client, sqs, queue, prefix, Workers(env), Counts(), policy)
         made.append((scene, report))
         return scene
 
@@ -229,9 +242,9 @@ class Stream:
     def __init__(self, scene: Scene, report: Report) -> None:
         self.scene, self.report = scene, report
         self.bodies = scene.seed()
-        messages = stream(CUSTOMERS, STREAM)
+        messages = stream(CUSTOMERS, STREAM, invalidations=INVALIDATIONS)
         half = len(messages) // 2
-        report.sent = len(self.bodies) + scene.send_and_wait(messages[:half])
+        report.sent = scene.send_and_wait(messages[:half])
         self.bodies += messages
         self.rest = messages[half:]
 
@@ -339,8 +352,7 @@ def test_two_workers_one_killed_repeatedly(
     scene.start()
     victim = scene.start()
     bodies = scene.seed()
-    report.sent = len(bodies)
-    messages = stream(CUSTOMERS, STREAM * 2, seed_value=3)
+    messages = stream(CUSTOMERS, STREAM * 2, seed_value=3, invalidations=INVALIDATIONS)
     third = len(messages) // 3
     for chunk in (messages[:third], messages[third : 2 * third]):
         report.sent += scene.send_and_wait(chunk)

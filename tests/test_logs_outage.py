@@ -9,13 +9,14 @@ with how many it stands for.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from loguru import logger
 
 from cache_pipeline.ops.repeated import RepeatedWarning
-from tests.support.servers import free_port, wait_until
-from tests.support.worker import WorkerProcess
+from tests.support.servers import SqsServer, free_port, wait_until
+from tests.support.worker import WorkerProcess, Workers
 
 
 def test_repeats_within_the_window_are_counted_into_the_next_line() -> None:
@@ -76,3 +77,16 @@ def test_with_redis_and_sqs_down_the_log_says_so_at_once_and_not_a_dozen_times()
     receives = [m for m in messages if "receiving from the queue failed" in m]
     assert "more like it in the last 10 s" in receives[1], receives
     print(f"{len(receives)} receive warning line(s) for 12 consumers over two windows")
+
+
+def test_every_line_the_worker_writes_is_json_warnings_included(
+    workers: Workers, sqs_server: SqsServer
+) -> None:
+    """Python warnings (Celery's SecurityWarning when run as root) come out as JSON lines."""
+    worker = workers.start(PYTHONWARNINGS="default")
+    worker.terminate()
+    lines = [line for line in worker.output().splitlines() if line.strip()]
+    raw = [line for line in lines if not line.startswith("{")]
+    assert raw == [], raw
+    if os.geteuid() == 0:  # Celery warns a worker running with superuser privileges
+        assert any("superuser privileges" in json.loads(line).get("msg", "") for line in lines)

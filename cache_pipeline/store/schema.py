@@ -1,6 +1,6 @@
 """The environment's schema marker: key-schema version, and proof that Redis kept its data.
 
-``P:__schema__`` holds JSON ``{"version": "1", "createdAt": ms}``; it never
+``P:__schema__`` holds JSON ``{"version": "2", "createdAt": ms}``; it never
 expires and ``{"all": true}`` invalidation leaves it alone. A writer checks it:
 
 * absent on first sight: a new environment; the marker is created.

@@ -22,6 +22,7 @@ so /metrics counts every message this worker handles.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -266,6 +267,7 @@ def run_worker(settings: WorkerSettings) -> int:
     from cache_pipeline.ops.logs import configure_logging
 
     configure_logging(settings)
+    logging.captureWarnings(True)  # Celery's SecurityWarning (run as root) as a JSON line too
     configure_sentry(settings, celery=True, fastapi=True)
     warning = settings.liveness_warning()
     if warning:
