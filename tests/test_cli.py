@@ -75,6 +75,8 @@ def test_a_ca_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
             f"cache-pipeline: REDIS_TLS_CA_FILE={str(missing)!r} cannot be read:"
             " No such file or directory"
         ]
+    unused = {**env, "REDIS_TLS": "0", "REDIS_TLS_CA_FILE": str(missing)}
+    assert run_cli("check-config", env=unused).returncode == 0  # without TLS it is not read
 
 
 def test_a_cluster_with_a_database_is_refused_in_one_line() -> None:

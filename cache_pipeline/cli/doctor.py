@@ -143,14 +143,14 @@ def check_worker_settings(settings: Settings) -> Check:
 
 def check_ca_file(settings: Settings) -> Check:
     name, path = "redis tls ca file", settings.redis_tls_ca_file
+    if not settings.redis_tls:
+        return skip(name, "REDIS_TLS=0")
     if path is None:
-        why = "REDIS_TLS=0" if not settings.redis_tls else "unset: the system trust store is used"
-        return skip(name, why)
+        return skip(name, "unset: the system trust store verifies Redis's certificate")
     problem = ca_file_problem(settings)
     if problem is not None:
         return fail(name, problem, ExitCode.SETTINGS)
-    unused = "" if settings.redis_tls else " (not used: REDIS_TLS=0)"
-    return ok(name, f"{path} is readable{unused}")
+    return ok(name, f"{path} is readable")
 
 
 def _one_line(exc: ConfigError) -> str:
