@@ -14,7 +14,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cache_pipeline.errors import ConfigError
@@ -100,6 +100,15 @@ class ReaderSettings(BaseSettings):
     @classmethod
     def _empty_reader_value_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _cluster_has_one_database(self) -> ReaderSettings:
+        if self.redis_cluster and self.redis_db != 0:
+            raise ValueError(
+                f"REDIS_DB={self.redis_db} cannot be used with REDIS_CLUSTER=1: a Redis Cluster"
+                " has database 0 only (unset REDIS_DB or set it to 0)"
+            )
+        return self
 
     @property
     def ttl(self) -> int | None:
@@ -244,7 +253,10 @@ def _load(model: type[S], overrides: dict[str, Any]) -> S:
 def _describe(model: type[ReaderSettings], exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:  # a rule across variables: its message names them
+            lines.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        field = str(error["loc"][0])
         info = model.model_fields.get(field)
         extra = info.json_schema_extra if info is not None else None
         allowed = extra.get("allowed") if isinstance(extra, dict) else None

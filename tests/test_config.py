@@ -153,6 +153,24 @@ def test_queue_url_required_for_the_worker(monkeypatch: pytest.MonkeyPatch) -> N
     assert load_worker_settings().queue_url == "http://127.0.0.1:1/000000000000/q"
 
 
+def test_a_cluster_with_another_database_than_0_is_refused_naming_both_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis Cluster has database 0 only: REDIS_DB was silently dropped, now it is refused."""
+    monkeypatch.setenv("REDIS_CLUSTER", "1")
+    monkeypatch.setenv("REDIS_DB", "3")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith("REDIS_DB=3 cannot be used with REDIS_CLUSTER=1")
+    monkeypatch.setenv("REDIS_DB", "0")
+    assert load_settings().redis_cluster
+    monkeypatch.setenv("REDIS_CLUSTER", "0")
+    monkeypatch.setenv("REDIS_DB", "3")
+    assert load_settings().redis_db == 3
+
+
 def test_lower_case_names_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("batch_size", "5")
     assert load_settings().batch_size == 5

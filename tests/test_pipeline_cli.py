@@ -141,11 +141,15 @@ def test_redrive_and_publish_against_an_unreachable_endpoint_stop_with_one_line(
     }
     source = tmp_path / "messages.jsonl"
     source.write_text(json.dumps(factory.usage("cus-1", 100, "seats", 1)) + "\n")
-    for args, what in ((["redrive"], "redrive"), (["publish", str(source)], "publishing")):
+    for args, program in (
+        (["redrive"], "cache-pipeline"),
+        (["publish", str(source)], "cache-pipeline dev"),
+    ):
         result = run_cli(*args, env=env)
-        assert result.returncode == 1
+        assert result.returncode == 4  # SQS
         assert result.stderr.strip().count("\n") == 0, result.stderr
-        assert f"{what} stopped: unreachable" in result.stderr
+        assert result.stderr.startswith(f"{program}: SQS queue {nowhere}/000000000000/")
+        assert ": unreachable: " in result.stderr
 
 
 def test_redrive_without_a_dlq_stops_with_one_line(sqs_server: SqsServer) -> None:

@@ -8,8 +8,11 @@ passes; delete and release answer the receipts they refused; park sends the body
 unchanged to the dead-letter queue with sanitised attributes, and reports what
 the dead-letter queue refused instead of raising. What the operator's commands
 and the dev tools rely on: send hands bodies over unchanged, in batches, and names
-a message the queue refuses; redrive moves the dead-letter queue back, deleting
-only what was sent; depth counts what is visible, in flight and delayed.
+a message the queue refuses; peek lists the dead-letter queue with each message's
+reason and leaves every one there, visible; redrive moves the dead-letter queue
+back (or only the messages of one reason), deleting only what was sent; depth
+counts what is visible, in flight and delayed. ``SqsQueue`` alone probes the
+rights to receive, delete and hand back without changing a message (doctor).
 
 Parking has a fallback for each way SQS refuses (``cache_pipeline.sqs.client``):
 a batch refused as a whole is sent one by one; a message refused with its
@@ -172,6 +175,23 @@ def counting_dlq(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 def poison(body: str, message_id: str | None = "a\x01b\uffff") -> Poison:
     return Poison(body, "invalid_field", "id 'a\x01b' \ud800", message_id, "sqs-1")
+
+
+def poison_of(reason: str, count: int) -> list[Poison]:
+    """``count`` poison messages parked for ``reason``, each with its own body and id."""
+    return [
+        Poison(f"{reason}-{i}", reason, f"{reason} detail {i}", f"id-{reason}-{i}", f"s-{i}")
+        for i in range(count)
+    ]
+
+
+def park_all(backend: Backend, poison: list[Poison]) -> None:
+    """Park ``poison`` and wait until the dead-letter queue shows every message."""
+    assert backend.client.park(poison) == [None] * len(poison)
+    wait_until(
+        lambda: backend.client.depth(dead_letter=True).visible == len(poison),
+        what=f"{len(poison)} messages in the dead-letter queue",
+    )
 
 
 def test_receive_hands_over_bodies_with_receipts_ids_and_times(backend: Backend) -> None:
@@ -375,3 +395,91 @@ def test_redrive_leaves_what_the_queue_refuses_in_the_dead_letter_queue(
     assert small_queue.client.redrive(10) == RedriveCounts(moved=1, failed=1)
     assert [r.body for r in receive_all(small_queue.client, 1)] == [small]
     assert small_queue.client.depth(dead_letter=True) == QueueDepth(0, 1, 0)  # hidden, not gone
+
+
+def test_peek_lists_the_dead_letter_queue_and_leaves_every_message_visible(
+    backend: Backend,
+) -> None:
+    """13 messages: more than one receive; each listed once, with what parked it."""
+    before = time.time()
+    parked = poison_of("invalid_field", 8) + poison_of("not_json", 5)
+    park_all(backend, parked)
+    listed = backend.client.peek(100)
+    assert sorted(p.body for p in listed) == sorted(p.body for p in parked)
+    assert len({p.message_id for p in listed}) == len(parked)
+    by_body = {p.body: p for p in listed}
+    for item in parked:
+        seen = by_body[item.body]
+        assert (seen.reason, seen.detail, seen.contract_id) == (
+            item.reason,
+            item.detail,
+            item.message_id,
+        )
+        assert seen.receive_count >= 1
+        assert seen.sent_at is not None
+        assert before - 5 <= seen.sent_at <= time.time() + 5
+    assert backend.client.depth(dead_letter=True) == QueueDepth(len(parked), 0, 0)
+    again = {p.message_id: p.receive_count for p in backend.client.peek(100)}
+    assert again == {p.message_id: p.receive_count + 1 for p in listed}  # a listing receives
+
+
+def test_peek_stops_at_its_limit_and_lists_one_reason_when_asked(backend: Backend) -> None:
+    park_all(backend, poison_of("invalid_field", 6) + poison_of("not_json", 4))
+    first = backend.client.peek(5)
+    assert len(first) == len({p.message_id for p in first}) == 5
+    not_json = backend.client.peek(100, reason="not_json")
+    assert sorted(p.body for p in not_json) == [f"not_json-{i}" for i in range(4)]
+    assert backend.client.peek(100, reason="unknown_type") == []
+    assert backend.client.depth(dead_letter=True) == QueueDepth(10, 0, 0)
+
+
+def test_redrive_of_one_reason_moves_only_it_and_leaves_the_others_visible(
+    backend: Backend,
+) -> None:
+    park_all(backend, poison_of("invalid_field", 12) + poison_of("not_json", 3))
+    counts = backend.client.redrive(100, reason="not_json")
+    assert counts == RedriveCounts(moved=3, failed=0, skipped=12)
+    assert sorted(r.body for r in receive_all(backend.client, 3)) == [
+        f"not_json-{i}" for i in range(3)
+    ]
+    assert backend.client.depth(dead_letter=True) == QueueDepth(12, 0, 0)
+    left = backend.client.peek(100)
+    assert {p.reason for p in left} == {"invalid_field"}
+
+
+def test_peek_without_a_dead_letter_queue_is_refused() -> None:
+    with pytest.raises(ValueError, match="no dead-letter queue"):
+        MemoryQueue(dead_letter=False).peek(10)
+    sqs = SqsQueue(SignedCalls("http://127.0.0.1:1", "us-east-1"), "http://127.0.0.1:1/1/q")
+    with pytest.raises(ValueError, match="no dead-letter queue"):
+        sqs.peek(10)
+
+
+@pytest.fixture(params=["moto", "strict"])
+def sqs_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    yield from _sqs(_server(request), {}, {})
+
+
+def test_the_probes_change_no_message(sqs_backend: Backend) -> None:
+    client = sqs_backend.client
+    assert isinstance(client, SqsQueue)
+    assert client.probe_receive() == 0
+    client.probe_settle()
+    client.send(["kept"])
+    wait_until(lambda: client.depth() == QueueDepth(1, 0, 0), what="one visible")
+    assert client.probe_receive() == 1
+    client.probe_settle()
+    assert client.depth() == QueueDepth(1, 0, 0)  # not hidden, not deleted
+    (received,) = receive_all(client, 1)
+    assert (received.body, received.receive_count) == ("kept", 2)  # the probe counted
+
+
+def test_the_probes_of_a_missing_queue_say_so(sqs_server: SqsServer) -> None:
+    queue = sqs_server.queue(f"{sqs_server.endpoint}/000000000000/missing-{uuid.uuid4().hex[:8]}")
+    try:
+        for probe in (queue.probe_receive, queue.probe_settle):
+            with pytest.raises(QueueUnavailable) as caught:
+                probe()
+            assert caught.value.fault is QueueFault.MISSING_QUEUE
+    finally:
+        queue.close()

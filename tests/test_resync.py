@@ -255,7 +255,7 @@ def test_a_refused_api_key_writes_nothing_and_says_why(
     layout = KeyLayout(PREFIX)
     SchemaGuard(client, layout).check()
     result = run_resync(stub.url, own_redis.port, str(scopes_file), SERVER_API_KEY="wrong-key")
-    assert result.returncode == 1
+    assert result.returncode == 5  # the Edge API
     assert "refused the API key (401)" in result.stderr
     assert "wrong-key" not in result.stderr + result.stdout
     assert read_state(client, layout) == {}
@@ -266,7 +266,7 @@ def test_a_refused_api_key_writes_nothing_and_says_why(
 def test_listing_the_scopes_of_a_real_edge_says_it_cannot_list() -> None:
     with RecordingEdge() as edge:
         result = stub_scopes(edge.url)
-    assert result.returncode == 1
+    assert result.returncode == 5  # the Edge API
     assert "/_stub/scopes answered 404 (only the edge stub lists its scopes)" in result.stderr
 
 
@@ -312,7 +312,7 @@ def test_another_schema_version_refuses_the_resync(
     client.set(layout.schema_marker, json.dumps({"version": "999", "createdAt": 1}))
     asked = stub.requests("cus-0")
     result = run_resync(stub.url, own_redis.port, str(scopes_file))
-    assert result.returncode == 1
+    assert result.returncode == 3  # Redis
     assert "refusing to write" in result.stderr
     assert read_state(client, layout) == {}
     assert stub.requests("cus-0") == asked  # refused before fetching anything
@@ -320,7 +320,7 @@ def test_another_schema_version_refuses_the_resync(
 
 def test_an_unreachable_redis_is_an_error_that_says_so(stub: EdgeStub, scopes_file: Path) -> None:
     result = run_resync(stub.url, free_port(), str(scopes_file), REDIS_TIMEOUT_SECS="0.5")
-    assert result.returncode == 1
+    assert result.returncode == 3  # Redis
     assert "Redis is unavailable" in result.stderr
 
 

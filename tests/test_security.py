@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from cache_pipeline.cli.doctor import ACL_COMMANDS
 from cache_pipeline.cli.resync import run_resync
 from cache_pipeline.client import EntitlementsCache
 from cache_pipeline.config import CacheUpdatePolicy, load_settings
 from cache_pipeline.contract.scopes import ScopeRef
 from cache_pipeline.keys import KeyLayout
 from tests.support import factory
+from tests.support.cli import run_cli
 from tests.support.dockerfile import parse
 from tests.support.edge import STUB_API_KEY, EdgeStub, feature
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port, wait_until
@@ -102,7 +104,7 @@ def test_secrets_never_reach_logs_metrics_or_probes(
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **AWS_TEST_ENV, **secrets},
+        env={**os.environ, **AWS_TEST_ENV, **secrets, "QUEUE_URL": queue},
     )
     assert config.returncode == 0, config.stderr
     assert leaks(config.stdout + config.stderr, secrets) == []
@@ -276,6 +278,44 @@ def test_the_documented_acl_user_is_enough_and_no_more(
             limited.get("other-environment:c_x")
     finally:
         limited.close()
+
+
+def test_doctor_dry_runs_exactly_the_documented_commands() -> None:
+    documented = {token[1:] for token in documented_acl_line().split() if token.startswith("+")}
+    assert set(ACL_COMMANDS) == documented
+
+
+def doctor_acl_line(env: dict[str, str], *args: str) -> tuple[str, int]:
+    result = run_cli("doctor", *args, env=env)
+    (line,) = [line for line in result.stdout.splitlines() if " redis acl: " in line]
+    return line, result.returncode
+
+
+def test_doctor_checks_the_documented_users_rights_as_an_administrator(
+    acl_redis: tuple[RedisServer, redis.Redis, str], sqs_server: SqsServer, prefix: str
+) -> None:
+    """As the worker's user ACL DRYRUN is refused (it needs no ACL command): skipped, and
+    refused once in ACL LOG. An administrator checks that user, and sees a right taken away."""
+    server, admin, password = acl_redis
+    env = {**worker_env(create_queue(sqs_server.client()), sqs_server, server, prefix)}
+    as_worker = {**env, "REDIS_USERNAME": ACL_USER, "REDIS_PASSWORD": password}
+    line, code = doctor_acl_line(as_worker)
+    assert line.startswith("skip  redis acl: this user may not run ACL DRYRUN")
+    assert code == 0
+    assert [entry["object"] for entry in admin.acl_log()] == ["acl|dryrun"]
+
+    admin_password = str(admin.connection_pool.connection_kwargs["password"])
+    as_admin = {**env, "REDIS_USERNAME": "admin", "REDIS_PASSWORD": admin_password}
+    line, code = doctor_acl_line(as_admin, "--acl-user", ACL_USER)
+    assert line == f"ok    redis acl: user {ACL_USER!r} may run the 21 commands the service needs"
+    assert code == 0
+    admin.acl_setuser(ACL_USER, commands=["-scan"])
+    line, code = doctor_acl_line(as_admin, "--acl-user", ACL_USER)
+    assert line == (
+        f"FAIL  redis acl: user {ACL_USER!r} may not run:"
+        " scan (This user has no permissions to run the 'scan' command)"
+    )
+    assert code == 3
 
 
 # --- the container ------------------------------------------------------------------------------

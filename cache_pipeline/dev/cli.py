@@ -17,11 +17,12 @@ import click
 import httpx
 
 from cache_pipeline import __version__
+from cache_pipeline.cli.failures import naming
 from cache_pipeline.cli.main import run_group
 from cache_pipeline.client.upstream import EdgeOptions
 from cache_pipeline.config import load_settings, load_worker_settings
 from cache_pipeline.contract.scopes import ScopeRef, scope_from_json
-from cache_pipeline.errors import CachePipelineError, QueueUnavailable, UpstreamError
+from cache_pipeline.errors import CachePipelineError, UpstreamError
 
 STUB_SCOPES_PATH = "/_stub/scopes"
 
@@ -83,13 +84,12 @@ def publish(source: TextIO) -> None:
     from cache_pipeline.sqs.client import SqsQueue
 
     bodies = read_messages(source, settings.environment_prefix)
-    queue = SqsQueue.from_settings(settings)
-    try:
-        sent = queue.send(bodies)
-    except QueueUnavailable as exc:
-        raise click.ClickException(f"publishing stopped: {exc}") from None
-    finally:
-        queue.close()
+    with naming(settings):
+        queue = SqsQueue.from_settings(settings)
+        try:
+            sent = queue.send(bodies)
+        finally:
+            queue.close()
     click.echo(f"published {sent} message(s) to {queue.queue_url}")
 
 
@@ -101,10 +101,8 @@ def print_stub_scopes() -> None:
     """
     settings = load_settings()
     key = settings.server_api_key.get_secret_value() if settings.server_api_key else ""
-    try:
+    with naming(settings):
         scopes = stub_scopes(EdgeOptions(url=settings.edge_api_url, api_key=key))
-    except CachePipelineError as exc:
-        raise click.ClickException(str(exc)) from None
     for scope in scopes:
         click.echo(json.dumps({"customerId": scope.customer_id, "resourceId": scope.resource_id}))
 

@@ -3,7 +3,8 @@
 ``QueueClient`` is all the consumer needs from a queue: receive a batch, delete
 what was applied, release what must come back soon, park poison in the
 dead-letter queue. ``Queue`` adds what the operator's commands and the
-development tools do: send messages, move the dead-letter queue back (redrive)
+development tools do: send messages, look at the dead-letter queue without
+taking anything out of it (peek), move it back, wholly or by reason (redrive),
 and read the approximate depth. ``cache_pipeline.sqs.client`` implements both on
 SQS; the test suite has an in-memory one, and one contract suite runs against both.
 
@@ -87,12 +88,26 @@ class QueueDepth:
         return self.visible + self.in_flight + self.delayed
 
 
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A message of the dead-letter queue as a listing shows it; it stays in the queue."""
+
+    message_id: str  # the queue's own id (SQS MessageId)
+    body: str
+    reason: str | None  # why it was parked (the ``reason`` attribute), None when not said
+    detail: str | None
+    contract_id: str | None  # the contract id the body carried (the ``messageId`` attribute)
+    sent_at: float | None  # epoch seconds it entered the dead-letter queue
+    receive_count: int  # receives so far, listings included (ApproximateReceiveCount)
+
+
 @dataclass(slots=True)
 class RedriveCounts:
     """What a redrive did."""
 
     moved: int = 0  # sent to the queue and deleted from the dead-letter queue
     failed: int = 0  # not sent, or sent and not deleted (then in both queues)
+    skipped: int = 0  # of another reason than the one asked for: left in the dead-letter queue
 
 
 class Queue(QueueClient, Protocol):
@@ -106,8 +121,18 @@ class Queue(QueueClient, Protocol):
         """
         ...
 
-    def redrive(self, limit: int) -> RedriveCounts:
-        """Move up to ``limit`` messages from the dead-letter queue back to the queue.
+    def peek(self, limit: int, *, reason: str | None = None) -> list[Parked]:
+        """Up to ``limit`` distinct messages of the dead-letter queue (only those parked for
+        ``reason`` when given), each left in it and visible again when this returns.
+
+        Raises ``QueueUnavailable`` when a call fails, ``ValueError`` without a
+        dead-letter queue.
+        """
+        ...
+
+    def redrive(self, limit: int, *, reason: str | None = None) -> RedriveCounts:
+        """Move up to ``limit`` messages from the dead-letter queue back to the queue
+        (only those parked for ``reason`` when given; the others stay).
 
         A message is deleted from the dead-letter queue only once it is sent.
         Raises ``QueueUnavailable`` when a call fails, ``ValueError`` without a

@@ -49,6 +49,24 @@ class StopAwareRetry(Retry):
         return result
 
 
+def ca_file_problem(settings: ReaderSettings) -> str | None:
+    """Why REDIS_TLS_CA_FILE cannot be used, naming the file; None when it can, or when it
+    is not used (unset, or REDIS_TLS=0).
+
+    redis-py reports a missing CA file only when it connects, as ``Error 2 connecting
+    to host:port. No such file or directory``, without the file's name.
+    """
+    path = settings.redis_tls_ca_file
+    if path is None or not settings.redis_tls:
+        return None
+    try:
+        with open(path, "rb") as opened:
+            opened.read(1)
+    except OSError as exc:
+        return f"REDIS_TLS_CA_FILE={path!r} cannot be read: {exc.strerror or exc}"
+    return None
+
+
 def connection_options(settings: ReaderSettings) -> dict[str, Any]:
     """Keyword arguments shared by the sync and asyncio clients."""
     options: dict[str, Any] = {

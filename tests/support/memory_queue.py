@@ -5,7 +5,9 @@ It behaves as ``SqsQueue`` does against a real SQS server (the contract suite,
 logic can be tested without starting processes. Faults are set by hand:
 ``fail`` makes an operation raise ``QueueUnavailable`` until cleared, and a
 dead-letter queue with ``dlq_max_bytes`` refuses what does not fit (attributes
-counted, name, data type and value, as SQS counts them).
+counted, name, data type and value, as SQS counts them). Its dead-letter queue
+has no visibility: ``peek`` counts a receive of every message and hides nothing,
+a filtered ``redrive`` skips every message of another reason.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cache_pipeline.errors import QueueFault, QueueUnavailable
-from cache_pipeline.sqs.dlq import REASON, attributes
-from cache_pipeline.sqs.queue import Poison, QueueDepth, Received, RedriveCounts
+from cache_pipeline.sqs.dlq import DETAIL, MESSAGE_ID, REASON, attributes
+from cache_pipeline.sqs.queue import Parked, Poison, QueueDepth, Received, RedriveCounts
 
 
 @dataclass
@@ -124,14 +126,27 @@ class MemoryQueue:
             self.messages += added
             return len(added)
 
-    def redrive(self, limit: int) -> RedriveCounts:
+    def peek(self, limit: int, *, reason: str | None = None) -> list[Parked]:
+        self._call("peek")
+        if self.dead_letter is None:
+            raise ValueError("no dead-letter queue is configured")
+        with self._lock:
+            for message in self.dead_letter:
+                message.receive_count += 1  # every listing receives, as on SQS
+            chosen = [m for m in self.dead_letter if _of_reason(m, reason)][:limit]
+            return [_parked(m) for m in chosen]
+
+    def redrive(self, limit: int, *, reason: str | None = None) -> RedriveCounts:
         self._call("redrive")
         if self.dead_letter is None:
             raise ValueError("no dead-letter queue is configured")
         with self._lock:
-            moved, self.dead_letter = self.dead_letter[:limit], self.dead_letter[limit:]
-        self.send(m.body for m in moved)
-        return RedriveCounts(moved=len(moved))
+            chosen = [m for m in self.dead_letter if _of_reason(m, reason)][:limit]
+            taken = {id(m) for m in chosen}
+            self.dead_letter = [m for m in self.dead_letter if id(m) not in taken]
+            skipped = len(self.dead_letter) if reason is not None else 0
+        self.send(m.body for m in chosen)
+        return RedriveCounts(moved=len(chosen), skipped=skipped)
 
     def depth(self, *, dead_letter: bool = False) -> QueueDepth:
         self._call("depth")
@@ -152,8 +167,8 @@ class MemoryQueue:
         for attrs in (full, {REASON: full[REASON]}):
             if self._fits(item.body, attrs):
                 assert self.dead_letter is not None
-                self.dead_letter.append(
-                    Stored(item.body, item.sqs_message_id, time.time(), attributes=attrs)
+                self.dead_letter.append(  # a new message: an id of its own, as on SQS
+                    Stored(item.body, f"d-{next(self._ids)}", time.time(), attributes=attrs)
                 )
                 return None
         return f"InvalidParameterValue: the message is longer than {self.dlq_max_bytes} bytes"
@@ -172,3 +187,19 @@ class MemoryQueue:
         fault = self.failing.get(operation)
         if fault is not None:
             raise QueueUnavailable(fault, f"{operation}: injected by the test")
+
+
+def _of_reason(message: Stored, reason: str | None) -> bool:
+    return reason is None or message.attributes.get(REASON) == reason
+
+
+def _parked(message: Stored) -> Parked:
+    return Parked(
+        message_id=message.message_id,
+        body=message.body,
+        reason=message.attributes.get(REASON),
+        detail=message.attributes.get(DETAIL),
+        contract_id=message.attributes.get(MESSAGE_ID),
+        sent_at=message.sent_at,
+        receive_count=message.receive_count,
+    )

@@ -171,6 +171,7 @@ class SqsServer:
         return f"http://127.0.0.1:{self.port}"
 
     name = "moto server"
+    extra_env: dict[str, str] = {}
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
@@ -181,7 +182,7 @@ class SqsServer:
                 self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **AWS_TEST_ENV},
+                env={**os.environ, **AWS_TEST_ENV, **self.extra_env},
                 cwd=ROOT,
             )
         wait_until(self._ready, timeout=30, what=f"{self.name} on port {self.port}")
@@ -219,6 +220,14 @@ class SqsServer:
     def stop(self) -> None:
         end_process(self.process)
         self.process = None
+
+
+class AuthenticatingSqsServer(SqsServer):
+    """moto checking every request's signature and access key, as SQS does (moto's own
+    switch: no request of an unknown key is let in)."""
+
+    name = "moto server (authenticating)"
+    extra_env = {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}
 
 
 class StrictSqsServer(SqsServer):
