@@ -28,6 +28,8 @@ SQS_READ_TIMEOUT_SECS = 20  # cache_pipeline.sqs.wire.READ_TIMEOUT: above SQS's 
 # terminationGracePeriodSeconds are at least SHUTDOWN_GRACE_SECS.
 SHUTDOWN_BUDGET_SECS = 8
 SHUTDOWN_GRACE_SECS = 15  # the least grace a supervisor should give: the budget and a margin
+_MODULE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+MODULE_LIST = rf"^\s*{_MODULE}(\s*,\s*{_MODULE})*\s*$"  # CELERY_IMPORTS: a, b.c
 
 
 class CacheUpdatePolicy(StrEnum):
@@ -140,6 +142,10 @@ class Settings(BaseSettings):
     stalled_after_secs: Annotated[
         int, Field(ge=10, le=86400, json_schema_extra=_allowed("seconds 10..86400"))
     ] = 120
+    celery_imports: Annotated[
+        str | None,
+        Field(pattern=MODULE_LIST, json_schema_extra=_allowed("module names separated by commas")),
+    ] = None
 
     @field_validator("keys_ttl_in_secs")
     @classmethod
@@ -154,6 +160,7 @@ class Settings(BaseSettings):
         "redis_username",
         "redis_tls_ca_file",
         "worker_concurrency",
+        "celery_imports",
         mode="before",
     )
     @classmethod
@@ -187,6 +194,13 @@ class Settings(BaseSettings):
             " legitimately be in: /livez may fail, and the pod be restarted, while Redis or"
             " SQS answers slowly"
         )
+
+    @property
+    def celery_import_modules(self) -> tuple[str, ...]:
+        """CELERY_IMPORTS as module names: Celery's ``imports``, imported when the worker starts."""
+        if not self.celery_imports:
+            return ()
+        return tuple(name.strip() for name in self.celery_imports.split(","))
 
     @property
     def ttl(self) -> int | None:

@@ -77,6 +77,9 @@ def create_app(settings: Settings) -> PipelineApp:
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_pool="solo",
+        # Modules the worker imports when it starts (CELERY_IMPORTS): signal handlers,
+        # instrumentation. Celery's loader imports them before any task runs.
+        imports=settings.celery_import_modules,
     )
     register_tasks(app)
     return app
