@@ -121,7 +121,7 @@ class QueueConsumers(bootsteps.StartStopStep):
         runtime: Runtime = parent.app.runtime
         settings = runtime.settings
         assert settings.queue_url is not None
-        runner = TaskRunner(parent.app, list(TASK_NAMES.values()))
+        runner = TaskRunner(parent.app, list(TASK_NAMES.values()), hostname=parent.hostname)
         count = settings.consumers
         self.deleter = DeleteBatcher(
             runtime.queue,
