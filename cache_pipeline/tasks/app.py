@@ -69,6 +69,10 @@ def create_app(settings: Settings) -> PipelineApp:
         task_create_missing_queues=False,
         task_ignore_result=True,
         result_backend=None,
+        # One (disabled) backend for every thread: Celery otherwise makes one per thread, and
+        # finding its class reads every installed package's entry points, which each consumer
+        # thread would pay on its first task.
+        result_backend_thread_safe=True,
         worker_enable_remote_control=False,
         worker_send_task_events=False,
         task_send_sent_event=False,

@@ -159,6 +159,7 @@ class TaskRunner:
         queue = app.conf.task_default_queue
         self._delivery = {"exchange": "", "routing_key": queue, "redelivered": False}
         quiet_tracer_log(names)
+        app.backend  # noqa: B018  resolved now (one for every thread), not on the first message
         # The module's attribute, looked up now: the one Sentry's integration may have wrapped.
         build = trace.build_tracer
         self._tracers: dict[str, Tracer] = {
