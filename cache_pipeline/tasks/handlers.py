@@ -33,11 +33,12 @@ lines about each task (``celery.app.trace``: every success at info, every
 failure at error) are left out: the consumer's lines and metrics already count
 every message, and the failure line above says more.
 
-The tracer costs about 20 microseconds of CPU per message more than calling
-``task.run`` (a request context, the task and request stacks, the result's
-text); Sentry's Celery integration, when SENTRY_DSN enables it, adds its own
-per-task scope and span. docs/benchmarks.md ("Celery's tracer per message") has
-the figures.
+The tracer costs CPU on every message: about 40 microseconds in the worker
+(+20 % per message at BATCH_SIZE=10; a request context, the task and request
+stacks, the result's text), and with SENTRY_DSN set Sentry's Celery
+integration adds about 300 more (a scope, two spans and a broker connection
+object per task run). docs/benchmarks.md ("Celery's tracer per message") has
+the figures and the trade-offs.
 """
 
 from __future__ import annotations
