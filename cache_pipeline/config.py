@@ -33,6 +33,8 @@ SQS_BATCH_LIMIT = 10  # SQS's most messages per receive and entries per batch ca
 # terminationGracePeriodSeconds are at least SHUTDOWN_GRACE_SECS.
 SHUTDOWN_BUDGET_SECS = 8
 SHUTDOWN_GRACE_SECS = 15  # the least grace a supervisor should give: the budget and a margin
+_MODULE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+MODULE_LIST = rf"^\s*{_MODULE}(\s*,\s*{_MODULE})*\s*$"  # CELERY_IMPORTS: a, b.c
 
 
 class CacheUpdatePolicy(StrEnum):
@@ -179,8 +181,14 @@ class Settings(ReaderSettings):
     stalled_after_secs: Annotated[
         int, Field(ge=10, le=86400, json_schema_extra=_allowed("seconds 10..86400"))
     ] = 120
+    celery_imports: Annotated[
+        str | None,
+        Field(pattern=MODULE_LIST, json_schema_extra=_allowed("module names separated by commas")),
+    ] = None
 
-    @field_validator("queue_url", "dead_letter_queue_url", "worker_concurrency", mode="before")
+    @field_validator(
+        "queue_url", "dead_letter_queue_url", "worker_concurrency", "celery_imports", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -212,6 +220,13 @@ class Settings(ReaderSettings):
             " legitimately be in: /livez may fail, and the pod be restarted, while Redis or"
             " SQS answers slowly"
         )
+
+    @property
+    def celery_import_modules(self) -> tuple[str, ...]:
+        """CELERY_IMPORTS as module names: Celery's ``imports``, imported when the worker starts."""
+        if not self.celery_imports:
+            return ()
+        return tuple(name.strip() for name in self.celery_imports.split(","))
 
 
 class WorkerSettings(Settings):

@@ -42,6 +42,7 @@ VARIABLES: list[tuple[str, Any, str, Any]] = [
     ("REDIS_TLS_CA_FILE", None, "/etc/ssl/ca.pem", "/etc/ssl/ca.pem"),
     ("VISIBILITY_TIMEOUT", 30, "120", 120),
     ("WORKER_CONCURRENCY", None, "4", 4),
+    ("CELERY_IMPORTS", None, "hooks.celery, otel_setup", "hooks.celery, otel_setup"),
 ]
 
 BAD_VALUES = [
@@ -66,6 +67,8 @@ BAD_VALUES = [
     ("VISIBILITY_TIMEOUT", "0", "seconds, 1..43200"),
     ("WORKER_CONCURRENCY", "0", "an integer 1..64"),
     ("REDIS_TIMEOUT_SECS", "0", "more than 0 and at most 60"),
+    ("CELERY_IMPORTS", "hooks celery", "module names separated by commas"),
+    ("CELERY_IMPORTS", "hooks,", "module names separated by commas"),
 ]
 
 
@@ -175,6 +178,14 @@ def test_lower_case_names_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("batch_size", "5")
     assert load_settings().batch_size == 5
     assert load_settings(batch_size=7).batch_size == 7
+
+
+def test_celery_imports_are_module_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().celery_import_modules == ()
+    monkeypatch.setenv("CELERY_IMPORTS", " hooks.celery ,otel_setup ")
+    assert load_settings().celery_import_modules == ("hooks.celery", "otel_setup")
+    monkeypatch.setenv("CELERY_IMPORTS", "")
+    assert load_settings().celery_import_modules == ()
 
 
 def test_ttl_property() -> None:

@@ -20,9 +20,10 @@ from cache_pipeline import __version__
 from cache_pipeline.tasks.handlers import TASK_NAMES
 from tests.support import factory
 from tests.support.servers import AWS_TEST_ENV, RedisServer, SqsServer, free_port, wait_until
-from tests.support.worker import WorkerProcess, send_task, worker_env
+from tests.support.worker import WorkerProcess, create_queue, send_task, worker_env
 
 FAILED = "persistent_cache_messages_failed_total"
+PARKED = "persistent_cache_messages_parked_total"
 
 TASK_CHILD = textwrap.dedent(
     """
@@ -226,36 +227,62 @@ def test_error_log_lines_reach_sentry_once(sentry: Envelopes) -> None:
     assert "so is a warning from a library" in crumbs
 
 
-def test_an_error_inside_a_task_of_the_real_worker_reaches_the_log_and_sentry_with_its_name(
+def test_an_error_inside_a_task_of_the_real_worker_is_one_celery_event_and_one_error_line(
     sentry: Envelopes,
     sqs_server: SqsServer,
     queue_url: str,
     redis_server: RedisServer,
     prefix: str,
 ) -> None:
-    """One line at error naming the task, and one Sentry event scoped as a Celery task."""
-    env = worker_env(queue_url, sqs_server, redis_server, prefix)
-    worker = WorkerProcess({**env, "SENTRY_DSN": sentry.dsn, "DISABLE_SENTRY": "0"})
+    """Sentry's Celery integration reports the failing task once, scoped as that task, with
+    no secret and no message in it; the worker logs one error line naming the task. A task's
+    expected failure (``InvalidMessage``: a message of another type) is reported nowhere."""
+    secret = f"sak-{uuid.uuid4().hex}"
+    dlq = create_queue(sqs_server.client())  # parked once: never received a second time
+    env = worker_env(queue_url, sqs_server, redis_server, prefix, DEAD_LETTER_QUEUE_URL=dlq)
+    worker = WorkerProcess(
+        {**env, "SENTRY_DSN": sentry.dsn, "DISABLE_SENTRY": "0", "SERVER_API_KEY": secret}
+    )
     try:
         worker.start()
-        body = factory.entitlements("cus-1", 100, features={"seats": 1})
         task = TASK_NAMES["entitlements.updated"]
-        send_task(sqs_server, queue_url, task, [body, "one argument too many"])
-        wait_until(lambda: sentry.events(), timeout=30, what="an event")
-        wait_until(
-            lambda: worker.counter(FAILED, reason="unprocessable") == 1, what="poison counted"
+        body = factory.entitlements("cus-1", 100, features={"seats": 1})
+        # An unexpected keyword: TypeError, whose message names it (the secret).
+        failing = send_task(sqs_server, queue_url, task, [body], {secret: 1})
+        expected = send_task(
+            sqs_server,
+            queue_url,
+            TASK_NAMES["usage.updated"],
+            [factory.credits("cus-1", 1, "ai", 3)],
         )
-        (event,) = sentry.events()
+        wait_until(
+            lambda: (
+                worker.counter(FAILED, reason="unprocessable") == 1
+                and worker.counter(FAILED, reason="unknown_type") == 1
+                and worker.counter(PARKED, destination="dlq") == 2
+            ),
+            what="both messages parked",
+        )
+        assert worker.terminate() == 0  # Sentry sends what it holds before the process ends
+        (event,) = the_events(sentry, {"SERVER_API_KEY": secret})
         (error,) = event["exception"]["values"]
         assert error["type"] == "TypeError"
+        assert "**********" in error["value"]
+        assert error["mechanism"] == {"type": "celery", "handled": False, "exception_id": 0}
         assert event["transaction"] == task
-        assert event["extra"]["celery-job"]["task_name"] == task
-        assert event["tags"]["celery_task_id"]
+        assert event["tags"]["celery_task_id"] == failing
+        assert event["extra"]["celery-job"] == {"task_name": task}  # no arguments: no message
+        assert (event["release"], event["environment"]) == (__version__, prefix)
+
         lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
-        (logged,) = [line for line in lines if line.get("task") == task]
-        assert logged["level"] == "error"
+        errors = [line for line in lines if line["level"] == "error"]
+        (logged,) = errors
+        assert (logged["task"], logged["task_id"], logged["id"]) == (task, failing, failing)
         assert logged["err"]["type"] == "TypeError"
-        assert logged["task_id"] == event["tags"]["celery_task_id"]
+        assert secret not in worker.output()
+        assert not [line for line in lines if line.get("task_id") == expected]
+        # Celery's own line per task (success, failure) is left out.
+        assert not [line for line in lines if line.get("logger") == "celery.app.trace"]
     finally:
         worker.kill()
         worker.stop()

@@ -1,15 +1,21 @@
-"""The four tasks and their runner, in process: the task plans its message, errors name the task.
+"""The four tasks and their runner, in process: each call runs through Celery's tracer, the
+task plans its message, errors name the task.
 
 A real Celery app with the registered tasks; no broker is contacted.
+(tests/test_task_signals.py and tests/test_sentry.py check the same through the real worker.)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from celery import signals
+from celery.utils.dispatch import Signal
 from loguru import logger
 
 from cache_pipeline.config import load_worker_settings
@@ -51,6 +57,82 @@ def lines() -> Iterator[list[dict[str, Any]]]:
     handler = logger.add(sink, level="DEBUG")
     yield seen
     logger.remove(handler)
+
+
+@pytest.fixture
+def fired() -> Iterator[list[tuple[str, str, Any]]]:
+    """(signal, task id, detail) for every task signal Celery sends during the test."""
+    seen: list[tuple[str, str, Any]] = []
+
+    def prerun(sender: Any, task_id: str, task: Any, **_: Any) -> None:
+        seen.append(("prerun", task_id, (task.request.id, task.request.hostname)))
+
+    def postrun(sender: Any, task_id: str, state: str, **_: Any) -> None:
+        seen.append(("postrun", task_id, state))
+
+    def success(sender: Any, result: Any, **_: Any) -> None:
+        seen.append(("success", sender.request.id, type(result).__name__))
+
+    def failure(sender: Any, task_id: str, exception: BaseException, **_: Any) -> None:
+        seen.append(("failure", task_id, type(exception).__name__))
+
+    receivers: list[tuple[Signal, Callable[..., Any]]] = [
+        (signals.task_prerun, prerun),
+        (signals.task_postrun, postrun),
+        (signals.task_success, success),
+        (signals.task_failure, failure),
+    ]
+    for signal, receiver in receivers:
+        signal.connect(receiver, weak=False)
+    yield seen
+    for signal, receiver in receivers:
+        signal.disconnect(receiver)
+
+
+def test_a_call_runs_through_celerys_tracer_with_its_request(
+    app: PipelineApp, fired: list[tuple[str, str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # first: a tracer decides when built whether it logs at info
+    runner = TaskRunner(app, list(TASK_NAMES.values()), hostname="worker@here")
+    body = factory.usage("cus-1", 100, "seats", 3, environment="runner")
+    planned = runner(Call(USAGE, "sqs-7", [body], {}))
+    assert isinstance(planned, Planned)
+    assert fired == [
+        ("prerun", "sqs-7", ("sqs-7", "worker@here")),
+        ("success", "sqs-7", "Planned"),
+        ("postrun", "sqs-7", "SUCCESS"),
+    ]
+    # Celery's own line per task ("succeeded in ...") is left out.
+    assert [r for r in caplog.records if r.name == "celery.app.trace"] == []
+
+
+def test_a_failing_call_sends_task_failure_and_raises_what_the_task_raised(
+    runner: TaskRunner,
+    fired: list[tuple[str, str, Any]],
+    lines: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(TypeError, match="positional argument"):
+        runner(Call(USAGE, "celery-3", [{}, "one too many"], {}))
+    assert fired == [
+        ("prerun", "celery-3", ("celery-3", socket.gethostname())),
+        ("failure", "celery-3", "TypeError"),
+        ("postrun", "celery-3", "FAILURE"),
+    ]
+    assert len([line for line in lines if line["level"] == "ERROR"]) == 1
+    assert [r for r in caplog.records if r.name == "celery.app.trace"] == []
+
+
+def test_an_expected_failure_is_raised_as_it_is_and_logged_at_no_error(
+    runner: TaskRunner, fired: list[tuple[str, str, Any]], lines: list[dict[str, Any]]
+) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        runner(Call(USAGE, "celery-4", ["{not json"], {}))
+    assert caught.value.reason is InvalidReason.NOT_JSON
+    # Celery sends task_failure for a task's `throws` too: its receivers decide.
+    assert [signal for signal, _, _ in fired] == ["prerun", "failure", "postrun"]
+    assert [line for line in lines if line["level"] == "ERROR"] == []
 
 
 def test_a_parsed_message_and_a_celery_payload_give_the_same_plan(

@@ -46,7 +46,8 @@ def configure_sentry(settings: Settings, *, celery: bool, fastapi: bool) -> bool
         auto_enabling_integrations=False,
         before_send=lambda event, _hint: _scrub(redactor, event),
         # Errors only (no tracing), and nothing about users, cookies, bodies or local
-        # variables: a frame's locals may hold a message body or a credential.
+        # variables: a frame's locals may hold a message body or a credential. `queues`
+        # off: the Celery integration leaves a task's arguments (the message) out of its events.
         traces_sample_rate=None,
         data_collection={
             "user_info": False,
@@ -54,6 +55,7 @@ def configure_sentry(settings: Settings, *, celery: bool, fastapi: bool) -> bool
             "http_bodies": [],
             "url_query_params": {"mode": "off"},
             "stack_frame_variables": False,
+            "queues": False,
         },
     )
     return True
@@ -85,6 +87,8 @@ def _integrations(*, celery: bool, fastapi: bool) -> list[Integration]:
         ),
     ]
     if celery:
+        # Reports what a task raises (its `throws` excepted) as one event scoped as that task;
+        # it wraps the tracers Celery builds from now on (cache_pipeline.tasks.handlers).
         from sentry_sdk.integrations.celery import CeleryIntegration
 
         integrations.append(CeleryIntegration())

@@ -67,6 +67,10 @@ def create_app(settings: WorkerSettings) -> PipelineApp:
         task_create_missing_queues=False,
         task_ignore_result=True,
         result_backend=None,
+        # One (disabled) backend for every thread: Celery otherwise makes one per thread, and
+        # finding its class reads every installed package's entry points, which each consumer
+        # thread would pay on its first task.
+        result_backend_thread_safe=True,
         worker_enable_remote_control=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
@@ -75,6 +79,9 @@ def create_app(settings: WorkerSettings) -> PipelineApp:
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_pool="solo",
+        # Modules the worker imports when it starts (CELERY_IMPORTS): signal handlers,
+        # instrumentation. Celery's loader imports them before any task runs.
+        imports=settings.celery_import_modules,
     )
     register_tasks(app)
     return app

@@ -145,7 +145,7 @@ class QueueConsumers(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         runtime: Runtime = parent.app.runtime
         settings = runtime.settings
-        runner = TaskRunner(parent.app, list(TASK_NAMES.values()))
+        runner = TaskRunner(parent.app, list(TASK_NAMES.values()), hostname=parent.hostname)
         count = settings.consumers
         self.deleter = DeleteBatcher(
             runtime.queue,

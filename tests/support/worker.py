@@ -280,8 +280,17 @@ def stream(
     return messages
 
 
-def send_task(sqs_server: SqsServer, queue_url: str, task: str, args: Any) -> None:
-    """Send one Celery-protocol (v2) message; ``args`` that Celery itself refuses go raw."""
+def send_task(
+    sqs_server: SqsServer,
+    queue_url: str,
+    task: str,
+    args: Any,
+    kwargs: dict[str, Any] | None = None,
+) -> str:
+    """Send one Celery-protocol (v2) message; return its task id.
+
+    ``args`` that Celery itself refuses (not a list) go raw, with the id ``raw-celery-message``.
+    """
     name = queue_url.rsplit("/", 1)[-1]
     producer = Celery("producer", set_as_current=False)
     producer.conf.update(
@@ -296,15 +305,15 @@ def send_task(sqs_server: SqsServer, queue_url: str, task: str, args: Any) -> No
     os.environ.update(AWS_TEST_ENV)
     try:
         if isinstance(args, list):
-            producer.send_task(task, args=args, queue=name)
-        else:
-            with producer.connection_for_write() as connection:
-                connection.Producer().publish(
-                    [args, {}, {}],
-                    routing_key=name,
-                    headers={"task": task, "id": "raw-celery-message", "lang": "py"},
-                    serializer="json",
-                )
+            return str(producer.send_task(task, args=args, kwargs=kwargs, queue=name).id)
+        with producer.connection_for_write() as connection:
+            connection.Producer().publish(
+                [args, kwargs or {}, {}],
+                routing_key=name,
+                headers={"task": task, "id": "raw-celery-message", "lang": "py"},
+                serializer="json",
+            )
+        return "raw-celery-message"
     finally:
         os.environ.clear()
         os.environ.update(env)
