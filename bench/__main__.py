@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from bench import latency_mode
-from bench.consumers import worker_available
+from bench.consumers import bytecode_warning, worker_available
 from bench.profile import summarize
 from bench.report import render
 from bench.run import SUBJECTS, Result, Settings, dump, run_subject
@@ -57,6 +57,12 @@ def _version() -> str:
 
 def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def _warn_bytecode() -> None:
+    warning = bytecode_warning()
+    if warning:
+        click.echo(warning, err=True)
 
 
 def _run_all(settings: Settings, workload: Workload, names: list[str], rounds: int) -> list[Result]:
@@ -246,6 +252,7 @@ def main(
         f"bench: code {header['version']}, load average at start {header['load_start']}"
         f" on {header['cores']} cores"
     )
+    _warn_bytecode()
     workload = generate(messages, seed=seed, shape=shape)
     click.echo(
         f"bench: {shape} workload {workload.counts}, {len(workload.seeds)} seeded scopes, {policy}"
@@ -342,6 +349,7 @@ def run_latency_mode(
         f" on {header['cores']} cores; latency mode, {len(matrix)} runs per round,"
         f" {sum(streams.values())} messages in all"
     )
+    _warn_bytecode()
     logs = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
     checks: list[latency_mode.RoundTrip] = []
