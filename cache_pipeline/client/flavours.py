@@ -14,11 +14,10 @@ from typing import TypeAlias
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from cache_pipeline.client.upstream import AsyncEdgeClient, EdgeAnswer, EdgeClient
 from cache_pipeline.config import ReaderSettings
-from cache_pipeline.store.connection import connect, connection_options
+from cache_pipeline.store.connection import connect, connection_options, retry_backoff
 from cache_pipeline.store.writer import RedisClient
 
 AsyncRedisClient: TypeAlias = aioredis.Redis | AsyncRedisCluster
@@ -38,7 +37,7 @@ __all__ = [
 def connect_async(settings: ReaderSettings) -> AsyncRedisClient:
     """An asyncio client for the configured Redis; nothing is sent until it is used."""
     options = connection_options(settings)
-    retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)
+    retry = Retry(retry_backoff(), retries=1)
     if settings.redis_cluster:
         options.pop("health_check_interval", None)
         return AsyncRedisCluster(retry=retry, **options)
