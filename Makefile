@@ -54,7 +54,7 @@ test-latest: $(UV)
 	$(UV) venv --quiet .venv-latest
 	VIRTUAL_ENV=.venv-latest $(UV) pip install --quiet --upgrade -e '.[worker]' --group dev
 	@echo "Newer than uv.lock:"
-	@VIRTUAL_ENV=.venv-latest $(UV) pip freeze --exclude-editable | sort >.venv-latest/freeze.txt
+	@VIRTUAL_ENV=.venv-latest $(UV) pip freeze --quiet --exclude-editable | sort >.venv-latest/freeze.txt
 	@$(UV) export --quiet --frozen --no-hashes --no-emit-project --extra worker \
 		| grep '==' | sed 's/ *;.*//' | sort >.venv-latest/locked.txt
 	@comm -13 .venv-latest/locked.txt .venv-latest/freeze.txt | sed 's/^/  /'
