@@ -253,3 +253,20 @@ def test_migrate_drops_a_schema_1_keyspace_and_lets_the_worker_write(
     finally:
         client.delete("other-env:c_x")
         client.close()
+
+
+def test_migrate_takes_an_unreadable_marker_for_an_incompatible_schema(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    client = redis_server.client()
+    try:
+        client.set(f"{prefix}:__schema__", "not a marker")
+        client.set(f"{prefix}:c_cus%3A1", "{}")
+        env = {"REDIS_PORT": str(redis_server.port), "ENVIRONMENT_PREFIX": prefix}
+        result = run_cli("migrate", env=env)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"from": "unreadable", "to": "2", "deleted": 1}
+        assert client.exists(f"{prefix}:c_cus%3A1") == 0
+        assert json.loads(client.get(f"{prefix}:__schema__") or "{}")["version"] == "2"
+    finally:
+        client.close()

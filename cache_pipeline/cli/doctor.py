@@ -33,7 +33,7 @@ from cache_pipeline.sqs.client import SqsQueue
 from cache_pipeline.sqs.queue import QueueDepth
 from cache_pipeline.sqs.wire import sqs_calls
 from cache_pipeline.store.connection import ca_file_problem, connect
-from cache_pipeline.store.schema import Marker
+from cache_pipeline.store.schema import Marker, load_marker
 from cache_pipeline.store.writer import RedisClient, translate_errors
 
 State = Literal["ok", "FAIL", "skip"]
@@ -209,9 +209,7 @@ def check_marker(client: RedisClient, layout: KeyLayout) -> Check:
     """The environment's schema marker, read (a missing one is not created)."""
     name = "redis schema marker"
     try:
-        with translate_errors():
-            raw = client.get(layout.schema_marker)
-        marker = None if raw is None else Marker.from_json(str(raw), layout.schema_marker)
+        marker = load_marker(client, layout.schema_marker)
     except CachePipelineError as exc:
         return fail(name, str(exc), ExitCode.REDIS)
     if marker is None:
@@ -345,7 +343,7 @@ def _sqs_check(name: str, url: str | None, run: Callable[[], str]) -> Check:
 
 
 def _depth(depth: QueueDepth) -> str:
-    return f"exists: {depth.visible} visible, {depth.in_flight} in flight, {depth.delayed} delayed"
+    return f"exists: {depth.described}"
 
 
 # -- the Edge API --------------------------------------------------------------------------------

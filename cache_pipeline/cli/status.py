@@ -22,7 +22,7 @@ from cache_pipeline.sqs.client import SqsQueue
 from cache_pipeline.sqs.queue import QueueDepth
 from cache_pipeline.sqs.wire import sqs_calls
 from cache_pipeline.store.connection import connect
-from cache_pipeline.store.schema import Marker
+from cache_pipeline.store.schema import Marker, load_marker
 from cache_pipeline.store.writer import RedisClient, translate_errors
 
 KINDS = ("maps", "metadata", "usage", "credit", "versions", "private", "other")
@@ -87,12 +87,8 @@ def read_status(settings: Settings, *, max_keys: int) -> Status:
 
 def read_marker(client: RedisClient, layout: KeyLayout) -> tuple[Marker | None, str | None]:
     """The schema marker (None when absent), or why the one there cannot be read."""
-    with translate_errors():
-        raw = client.get(layout.schema_marker)
-    if raw is None:
-        return None, None
     try:
-        return Marker.from_json(str(raw), layout.schema_marker), None
+        return load_marker(client, layout.schema_marker), None
     except SchemaVersionMismatch as exc:
         return None, str(exc)
 
@@ -170,7 +166,7 @@ def _depth_text(found: tuple[str, QueueDepth] | None, variable: str) -> str:
     if found is None:
         return f"not configured ({variable} is not set)"
     url, depth = found
-    return f"{depth.visible} visible, {depth.in_flight} in flight, {depth.delayed} delayed  {url}"
+    return f"{depth.described}  {url}"
 
 
 def _marker_dict(marker: Marker | None, problem: str | None) -> dict[str, Any] | None:

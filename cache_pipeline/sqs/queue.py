@@ -87,6 +87,11 @@ class QueueDepth:
         """Every message the queue holds, whatever its state."""
         return self.visible + self.in_flight + self.delayed
 
+    @property
+    def described(self) -> str:
+        """``3 visible, 1 in flight, 0 delayed``: how the CLI shows it."""
+        return f"{self.visible} visible, {self.in_flight} in flight, {self.delayed} delayed"
+
 
 @dataclass(frozen=True, slots=True)
 class Parked:

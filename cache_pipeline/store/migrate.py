@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cache_pipeline.errors import SchemaVersionMismatch
 from cache_pipeline.keys import SCHEMA_VERSION
-from cache_pipeline.store.schema import Marker, now_ms
+from cache_pipeline.store.schema import Marker, load_marker, now_ms
 from cache_pipeline.store.writer import Store, translate_errors
 
 
@@ -32,19 +33,14 @@ class Migration:
 def migrate(store: Store) -> Migration:
     """Drop a schema 1 keyspace and mark the environment version 2; nothing when it is 2."""
     marker = store.layout.schema_marker
-    with translate_errors():
-        raw = store.client.get(marker)
-    found = _version(str(raw)) if raw is not None else None
+    try:
+        stored = load_marker(store.client, marker)
+        found = None if stored is None else stored.version
+    except SchemaVersionMismatch:  # an unreadable marker is an incompatible schema too
+        found = "unreadable"
     if found == SCHEMA_VERSION:
         return Migration(found, 0)
     deleted = store.purge_environment()
     with translate_errors():
         store.client.set(marker, Marker(SCHEMA_VERSION, now_ms()).to_json())
     return Migration(found, deleted)
-
-
-def _version(raw: str) -> str:
-    try:
-        return Marker.from_json(raw, "marker").version
-    except Exception:  # an unreadable marker is an incompatible schema too
-        return "unreadable"

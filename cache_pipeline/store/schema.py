@@ -102,6 +102,17 @@ class SchemaCheck:
         )
 
 
+def load_marker(client: RedisClient, key: str) -> Marker | None:
+    """The marker stored at ``key`` (one GET); None when there is none.
+
+    Raises ``SchemaVersionMismatch`` for anything unreadable there, and what
+    ``translate_errors`` raises when Redis fails. Writes nothing.
+    """
+    with translate_errors():
+        raw = client.get(key)
+    return None if raw is None else Marker.from_json(str(raw), key)
+
+
 class SchemaGuard:
     """Checks and maintains one environment's marker for a writer process."""
 
@@ -119,22 +130,19 @@ class SchemaGuard:
         Raises ``SchemaVersionMismatch`` for another version, ``StoreUnavailable``
         when Redis cannot be reached.
         """
-        with translate_errors():
-            raw = self.client.get(self.key)
-            if raw is None:
-                return self._recreate()
-        marker = self._compatible(Marker.from_json(str(raw), self.key))
+        stored = load_marker(self.client, self.key)
+        if stored is None:
+            return self._recreate()
+        marker = self._compatible(stored)
         self.seen = True
         return SchemaCheck(SchemaStatus.OK, marker)
 
     def mark_resynced(self) -> Marker:
         """Stamp ``resyncedAt`` (after a full resync); creates the marker if needed."""
-        with translate_errors():
-            raw = self.client.get(self.key)
-        if raw is None:
-            marker = Marker(SCHEMA_VERSION, self.clock())
-        else:
-            marker = self._compatible(Marker.from_json(str(raw), self.key))
+        stored = load_marker(self.client, self.key)
+        marker = (
+            Marker(SCHEMA_VERSION, self.clock()) if stored is None else self._compatible(stored)
+        )
         marker = replace(marker, resynced_at=self.clock())
         with translate_errors():
             self.client.set(self.key, marker.to_json())
