@@ -27,6 +27,11 @@ WORKER_COMMAND = (str(REPO / ".venv" / "bin" / "cache-pipeline"), "worker")
 STOP_SECONDS = 30
 
 
+def worker_cwd() -> Path:
+    """The checkout whose worker runs: ``BENCH_WORKER_CWD``, else this one."""
+    return Path(os.environ.get("BENCH_WORKER_CWD") or REPO)
+
+
 def bytecode_warning() -> str | None:
     """A warning when the worker's venv has no compiled bytecode (``make install`` compiles it).
 
@@ -34,7 +39,7 @@ def bytecode_warning() -> str | None:
     start compiles the imports in memory: the worker's peak RSS is 5-8 MB above what the image,
     which compiles at build time, runs with.
     """
-    cwd = Path(os.environ.get("BENCH_WORKER_CWD") or REPO)
+    cwd = worker_cwd()
     if any(cwd.glob(".venv/lib/python*/site-packages/redis/__pycache__/*.pyc")):
         return None
     return (
@@ -123,7 +128,7 @@ def start_worker(
     }
     log = log_dir / f"{name}.log"
     command = shlex.split(os.environ.get("BENCH_WORKER_COMMAND", "")) or list(WORKER_COMMAND)
-    cwd = os.environ.get("BENCH_WORKER_CWD") or REPO
+    cwd = worker_cwd()
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     return Consumer(name, process, log, port, env)
