@@ -123,6 +123,24 @@ def test_a_resource_scope_older_than_its_global_scope_is_a_miss(
         )
 
 
+def test_a_signed_timestamp_reads_as_stiggs_parseint_reads_it(
+    prefixed_redis: redis.Redis, prefix: str
+) -> None:
+    warm_cache(
+        prefixed_redis,
+        prefix,
+        [
+            factory.entitlements("cus-1", 2000, features={"sso": None}),
+            factory.entitlements("cus-1", 3000, resource="site-1", features={"sso": None}),
+        ],
+    )
+    resource_map = KeyLayout(prefix).customer("cus-1", "site-1").entitlements
+    prefixed_redis.set(resource_map + "#timestamp", " +3000")  # parseInt(" +3000") is 3000
+    found = inspect_scope(prefixed_redis, KeyLayout(prefix), "cus-1", "site-1")
+    for reader in READERS:
+        assert found.readers[reader].scope == "hit"
+
+
 def test_an_empty_environment_shows_the_absent_map_and_a_miss(
     prefixed_redis: redis.Redis, prefix: str
 ) -> None:

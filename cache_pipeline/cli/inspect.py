@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cache_pipeline.client.cached_scope import parse_timestamp
 from cache_pipeline.contract.stigg_map import is_metered
 from cache_pipeline.keys import CustomerKeys, KeyLayout, timestamp_key
 from cache_pipeline.store.writer import RedisClient, translate_errors
@@ -148,16 +149,6 @@ def _text(value: Any) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _leading_int(raw: str | None) -> int | None:
-    """A ``#timestamp`` as Stigg's SDK reads it: its leading digits (parseInt), else absent."""
-    digits = ""
-    for char in (raw or "").lstrip():
-        if not char.isdigit():
-            break
-        digits += char
-    return int(digits) if digits else None
-
-
 def _verdict(
     by_key: dict[str, KeyView],
     keys: CustomerKeys,
@@ -190,11 +181,11 @@ def _scope_problem(
         return "no map"
     if not isinstance(scope_map.value, dict | list):
         return "the map is not a JSON object"
-    own = _leading_int(scope_map.version)
+    own = parse_timestamp(scope_map.version)
     if global_keys is None:
         return "no #timestamp (4.x needs it)" if strict and own is None else None
     global_map = by_key.get(global_keys.entitlements)
-    theirs = _leading_int(global_map.version) if global_map is not None else None
+    theirs = parse_timestamp(global_map.version) if global_map is not None else None
     if own is None or theirs is None:
         return "the resource or the global #timestamp is absent"
     if own < theirs:
@@ -213,7 +204,7 @@ def _feature(entry: Any, usage: KeyView | None, *, strict: bool) -> str:
         return "hit"
     if usage is None or usage.type == "none":
         return "miss: metered, no usage key"
-    if strict and _leading_int(usage.version) is None:
+    if strict and parse_timestamp(usage.version) is None:
         return "miss: metered, its usage key has no #timestamp (4.x needs it)"
     return "hit"
 
