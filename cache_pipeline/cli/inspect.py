@@ -23,7 +23,7 @@ from typing import Any
 
 from cache_pipeline.client.cached_scope import parse_timestamp
 from cache_pipeline.contract.stigg_map import is_metered
-from cache_pipeline.keys import CustomerKeys, KeyLayout, timestamp_key
+from cache_pipeline.keys import TIMESTAMP_SUFFIX, CustomerKeys, KeyLayout, timestamp_key
 from cache_pipeline.store.writer import RedisClient, translate_errors
 
 READERS = ("stigg-node-3.95.0", "stigg-4.x")
@@ -103,7 +103,7 @@ def _value_keys(
             found.setdefault(str(key), _role_of(str(key), keys))
     for pattern in (keys.feature_usage("*"), keys.credit("*")):
         for key in client.scan_iter(match=_glob(pattern), count=SCAN_COUNT):
-            if not str(key).endswith("#timestamp"):
+            if not str(key).endswith(TIMESTAMP_SUFFIX):
                 found.setdefault(str(key), _role_of(str(key), keys))
     return sorted(found.items())
 
